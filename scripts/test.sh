@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The project's test command. On a fresh Debian machine with only Rust and Python it installs
+# what is missing (Debian packages, a project-local Python venv, Rust components), then runs
+# formatting, clippy, rustdoc, cargo-deny and every test. Any failure stops it with a non-zero
+# exit; a server that cannot start fails its tests with a message saying which and why.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+START=$SECONDS
+
+step() { printf '\n==> [%4ss] %s\n' "$((SECONDS - START))" "$*" >&2; }
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# ---------------------------------------------------------------- system packages
+step "checking system packages"
+missing=()
+[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+command -v sudo >/dev/null || missing+=(sudo)
+[ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+command -v unshare >/dev/null && command -v nsenter >/dev/null || missing+=(util-linux)
+command -v ssh-keygen >/dev/null || missing+=(openssh-client)
+python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
+if [ ${#missing[@]} -gt 0 ]; then
+  step "installing ${missing[*]}"
+  # Keep the packages' services from starting on the host: tests start private instances.
+  guard=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | as_root tee /usr/sbin/policy-rc.d >/dev/null
+    as_root chmod 755 /usr/sbin/policy-rc.d
+    guard=/usr/sbin/policy-rc.d
+  fi
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  [ -z "$guard" ] || as_root rm -f "$guard"
+fi
+
+# ---------------------------------------------------------------- python tools
+step "preparing the Python venv (.venv)"
+[ -x .venv/bin/python ] || python3 -m venv .venv
+stamp=.venv/.requirements.sha256
+want=$(sha256sum scripts/requirements-test.txt | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  .venv/bin/pip install -q --disable-pip-version-check -r scripts/requirements-test.txt
+  echo "$want" > "$stamp"
+fi
+export PATH="$ROOT/.venv/bin:$PATH"
+
+# ---------------------------------------------------------------- rust tools
+step "checking Rust tools"
+for component in rustfmt clippy; do
+  rustup component list --installed 2>/dev/null | grep -q "^$component" || rustup component add "$component"
+done
+command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+command -v cargo-deny >/dev/null || { echo "cargo-deny missing from .venv" >&2; exit 1; }
+
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+export CARGO_INCREMENTAL=0
+
+# ---------------------------------------------------------------- checks
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy (all targets, all features, -D warnings)"
+cargo clippy --locked --workspace --all-targets --all-features -- -D warnings
+
+step "cargo doc (warnings denied)"
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --all-features --no-deps
+
+step "cargo deny check bans licenses sources"
+cargo deny --log-level error check bans licenses sources
+
+step "building tests"
+cargo nextest run --locked --workspace --all-features --no-run
+
+step "running tests"
+cargo nextest run --locked --workspace --all-features --profile ci
+
+step "running doc tests"
+cargo test --locked --workspace --all-features --doc
+
+step "all checks passed in $((SECONDS - START))s"
