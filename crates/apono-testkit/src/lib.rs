@@ -42,6 +42,7 @@
 //! ```
 
 mod error;
+pub mod fakes;
 mod locate;
 mod mariadb;
 mod moto;

@@ -1,0 +1,42 @@
+//! The `source` our backends attach: a description we wrote ourselves.
+//!
+//! SDK, HTTP client and JSON errors may carry a response body, and a response body may carry
+//! the secret (serde_json's "invalid type: string \"…\"", rustify's `content`, smithy's raw
+//! response). So they are never attached as they are: a backend reduces them to the facts
+//! that help an operator (status code, service error code, transport failure) first.
+
+use std::fmt;
+
+use apono_core::BoxError;
+
+/// A backend failure described in words chosen by this crate.
+#[derive(Debug)]
+pub(crate) struct BackendError(String);
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BackendError {}
+
+/// Boxes a description as an error source.
+#[cfg_attr(not(any(feature = "aws", feature = "hashicorp")), allow(dead_code))]
+pub(crate) fn source(description: impl Into<String>) -> Option<BoxError> {
+    Some(Box::new(BackendError(description.into())))
+}
+
+/// The `Display` chain of a transport error (connection refused, TLS failure, DNS…), which
+/// names hosts and causes but no bodies.
+#[cfg_attr(not(feature = "hashicorp"), allow(dead_code))]
+pub(crate) fn transport_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    text
+}

@@ -1,0 +1,136 @@
+//! HTTP plumbing shared by the REST backends (Azure Key Vault, GCP Secret Manager): one
+//! `reqwest` client with rustls (platform roots plus any test CA), transport errors classified
+//! without quoting bodies, bodies read with a size cap into zeroized buffers.
+
+use std::time::Duration;
+
+use apono_core::SecretError;
+use zeroize::Zeroizing;
+
+use crate::backend_error::{source, transport_chain};
+
+/// The largest response body read; a secret store answer is a few kilobytes.
+const MAX_BODY: usize = 1 << 20;
+
+/// Default deadline of one HTTP request.
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Builds the HTTP client: TLS verified against the platform's roots plus `extra_roots` (PEM).
+pub(crate) fn client(
+    store: &str,
+    timeout: Duration,
+    extra_roots: &[Vec<u8>],
+) -> Result<reqwest::Client, SecretError> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .redirect(reqwest::redirect::Policy::none())
+        .https_only(false);
+    for pem in extra_roots {
+        let certificate = reqwest::Certificate::from_pem(pem).map_err(|e| SecretError::Config {
+            store: store.to_owned(),
+            reason: "an extra root certificate is not valid PEM".into(),
+            source: source(e.to_string()),
+        })?;
+        builder = builder.add_root_certificate(certificate);
+    }
+    builder.build().map_err(|e| SecretError::Config {
+        store: store.to_owned(),
+        reason: "the HTTP client could not be built".into(),
+        source: source(transport_chain(&e)),
+    })
+}
+
+/// An HTTP answer: status, headers and body.
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    #[cfg_attr(not(feature = "azure"), allow(dead_code))]
+    pub(crate) headers: reqwest::header::HeaderMap,
+    pub(crate) body: Zeroizing<Vec<u8>>,
+}
+
+/// Sends `request` and reads the whole answer. A request that outlives the client's timeout is
+/// [`SecretError::Timeout`] for `reference`; any other transport failure is
+/// [`SecretError::Unavailable`] for `store`.
+pub(crate) async fn send(
+    request: reqwest::RequestBuilder,
+    store: &str,
+    reference: &str,
+) -> Result<Answer, SecretError> {
+    let transport = |e: reqwest::Error| {
+        if e.is_timeout() {
+            SecretError::Timeout {
+                reference: reference.to_owned(),
+            }
+        } else {
+            SecretError::Unavailable {
+                store: store.to_owned(),
+                source: source(transport_chain(&e.without_url())),
+            }
+        }
+    };
+    let mut response = request.send().await.map_err(transport)?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let mut body = Zeroizing::new(Vec::new());
+    while let Some(chunk) = response.chunk().await.map_err(transport)? {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(SecretError::Unavailable {
+                store: store.to_owned(),
+                source: source(format!(
+                    "HTTP {status}: response body exceeds {MAX_BODY} bytes"
+                )),
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Answer {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// Parses a JSON body; the error describes the problem by position only, never by content.
+pub(crate) fn json(body: &[u8]) -> Result<serde_json::Value, String> {
+    serde_json::from_slice(body).map_err(|e| {
+        format!(
+            "the response is not valid JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        )
+    })
+}
+
+/// A string field of a JSON object, if present.
+pub(crate) fn str_field<'a>(value: &'a serde_json::Value, key: &str) -> Option<&'a str> {
+    value.get(key).and_then(serde_json::Value::as_str)
+}
+
+/// A server-written message, trimmed to a length fit for an error chain.
+pub(crate) fn short(message: &str) -> String {
+    const MAX: usize = 300;
+    if message.chars().count() <= MAX {
+        message.to_owned()
+    } else {
+        let mut text: String = message.chars().take(MAX).collect();
+        text.push('…');
+        text
+    }
+}
+
+/// An `application/x-www-form-urlencoded` body.
+pub(crate) fn form(pairs: &[(&str, &str)]) -> Zeroizing<String> {
+    let mut serializer = url::form_urlencoded::Serializer::new(String::new());
+    for (key, value) in pairs {
+        serializer.append_pair(key, value);
+    }
+    Zeroizing::new(serializer.finish())
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

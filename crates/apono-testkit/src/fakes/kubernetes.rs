@@ -1,0 +1,377 @@
+//! A fake Kubernetes API server: discovery and reading `Secret`s.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use data_encoding::BASE64;
+use serde_json::json;
+
+use super::FakeError;
+use super::server::{Common, RecordedRequest, ServerHandle, lock};
+
+/// Whether the fake's RBAC lets the caller `get` a secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KubernetesAccess {
+    /// Any authenticated caller may read it (the default).
+    Allowed,
+    /// `403 Forbidden`, as when the service account has no `get` on `secrets`.
+    Denied,
+}
+
+#[derive(Debug)]
+struct StoredSecret {
+    labels: BTreeMap<String, String>,
+    data: BTreeMap<String, Vec<u8>>,
+    uid: u64,
+}
+
+#[derive(Debug, Default)]
+struct KubeState {
+    common: Common,
+    tokens: Mutex<BTreeSet<String>>,
+    secrets: Mutex<BTreeMap<(String, String), StoredSecret>>,
+    denied: Mutex<BTreeSet<(String, String)>>,
+    counter: Mutex<u64>,
+}
+
+/// The user the fake reports in `403` messages.
+const USER: &str = "system:serviceaccount:apono-connector:apono-connector";
+
+/// A fake API server on plain HTTP, authenticating `Authorization: Bearer` tokens
+/// ([`FakeKubernetes::add_token`]):
+///
+/// * discovery: `GET /version` (public), `/api`, `/api/v1`, `/apis`;
+/// * `GET /api/v1/namespaces/{namespace}/secrets/{name}`: the `Secret` object (`data` values
+///   base64), or a `Status` object: `404 NotFound`, `403 Forbidden`, `401 Unauthorized`.
+#[derive(Debug)]
+pub struct FakeKubernetes {
+    state: Arc<KubeState>,
+    server: ServerHandle,
+}
+
+impl FakeKubernetes {
+    /// Starts the fake on `127.0.0.1` with a free port.
+    pub fn start() -> Result<Self, FakeError> {
+        let state = Arc::new(KubeState::default());
+        let router = Router::new()
+            // The API server answers discovery paths with and without a trailing slash (the
+            // Python client asks for `/version/`, `/api/`, `/api/v1/`).
+            .route("/version", get(version))
+            .route("/version/", get(version))
+            .route("/api", get(api_versions))
+            .route("/api/", get(api_versions))
+            .route("/apis", get(api_groups))
+            .route("/apis/", get(api_groups))
+            .route("/api/v1", get(api_resources))
+            .route("/api/v1/", get(api_resources))
+            .route(
+                "/api/v1/namespaces/{namespace}/secrets/{name}",
+                get(get_secret),
+            )
+            .fallback(not_found)
+            .with_state(state.clone());
+        let server = ServerHandle::spawn("kubernetes", router, None)?;
+        Ok(Self { state, server })
+    }
+
+    /// The API server URL, `http://127.0.0.1:{port}`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.server.addr())
+    }
+
+    /// Accepts `token` as a bearer token (a service account token).
+    pub fn add_token(&self, token: &str) {
+        lock(&self.state.tokens).insert(token.to_owned());
+    }
+
+    /// Creates or replaces the `Opaque` secret `namespace/name`.
+    pub fn put_secret<K, V>(
+        &self,
+        namespace: &str,
+        name: &str,
+        labels: &[(&str, &str)],
+        data: impl IntoIterator<Item = (K, V)>,
+    ) where
+        K: Into<String>,
+        V: Into<Vec<u8>>,
+    {
+        let uid = {
+            let mut n = lock(&self.state.counter);
+            *n += 1;
+            *n
+        };
+        lock(&self.state.secrets).insert(
+            (namespace.to_owned(), name.to_owned()),
+            StoredSecret {
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+                data: data
+                    .into_iter()
+                    .map(|(k, v)| (k.into(), v.into()))
+                    .collect(),
+                uid,
+            },
+        );
+    }
+
+    /// Sets whether RBAC lets the caller read `namespace/name`.
+    pub fn set_access(&self, namespace: &str, name: &str, access: KubernetesAccess) {
+        let key = (namespace.to_owned(), name.to_owned());
+        let mut denied = lock(&self.state.denied);
+        match access {
+            KubernetesAccess::Denied => {
+                denied.insert(key);
+            }
+            KubernetesAccess::Allowed => {
+                denied.remove(&key);
+            }
+        }
+    }
+
+    /// While `stalled`, requests hang without an answer (for timeout tests).
+    pub fn set_stalled(&self, stalled: bool) {
+        self.state.common.set_stalled(stalled);
+    }
+
+    /// The requests answered so far.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.state.common.requests()
+    }
+}
+
+fn json_response(status: StatusCode, body: serde_json::Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn status(
+    code: StatusCode,
+    reason: &str,
+    message: &str,
+    details: Option<serde_json::Value>,
+) -> Response {
+    let mut body = json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code.as_u16(),
+    });
+    if let Some(details) = details {
+        body["details"] = details;
+    }
+    json_response(code, body)
+}
+
+/// Records the request and checks its bearer token; `Err` is the `401` to send.
+async fn authenticate(
+    state: &KubeState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<(), Response> {
+    state.common.record(method, uri, headers, &[]);
+    state.common.maybe_stall().await;
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if token.is_some_and(|t| lock(&state.tokens).contains(t)) {
+        Ok(())
+    } else {
+        Err(status(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "Unauthorized",
+            None,
+        ))
+    }
+}
+
+async fn not_found(
+    State(state): State<Arc<KubeState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    state.common.record(&method, &uri, &headers, &body);
+    status(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        "the server could not find the requested resource",
+        Some(json!({})),
+    )
+}
+
+async fn version(
+    State(state): State<Arc<KubeState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    // `/version` is public (the `system:public-info-viewer` role), as on a real cluster.
+    state.common.record(&method, &uri, &headers, &[]);
+    state.common.maybe_stall().await;
+    json_response(
+        StatusCode::OK,
+        json!({
+            "major": "1",
+            "minor": "32",
+            "emulationMajor": "1",
+            "emulationMinor": "32",
+            "gitVersion": "v1.32.0",
+            "gitCommit": "70d3cc986aa8221cd1dfb1121852688902d3bf53",
+            "gitTreeState": "clean",
+            "buildDate": "2024-12-11T17:59:15Z",
+            "goVersion": "go1.23.3",
+            "compiler": "gc",
+            "platform": "linux/amd64",
+        }),
+    )
+}
+
+async fn api_versions(
+    State(state): State<Arc<KubeState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authenticate(&state, &method, &uri, &headers).await {
+        return r;
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1")
+        .to_owned();
+    json_response(
+        StatusCode::OK,
+        json!({
+            "kind": "APIVersions",
+            "versions": ["v1"],
+            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": host}],
+        }),
+    )
+}
+
+async fn api_groups(
+    State(state): State<Arc<KubeState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authenticate(&state, &method, &uri, &headers).await {
+        return r;
+    }
+    json_response(
+        StatusCode::OK,
+        json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []}),
+    )
+}
+
+async fn api_resources(
+    State(state): State<Arc<KubeState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authenticate(&state, &method, &uri, &headers).await {
+        return r;
+    }
+    json_response(
+        StatusCode::OK,
+        json!({
+            "kind": "APIResourceList",
+            "groupVersion": "v1",
+            "resources": [
+                {
+                    "name": "namespaces",
+                    "singularName": "namespace",
+                    "namespaced": false,
+                    "kind": "Namespace",
+                    "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
+                    "shortNames": ["ns"],
+                    "storageVersionHash": "Q3oi5N2YM8M="
+                },
+                {
+                    "name": "secrets",
+                    "singularName": "secret",
+                    "namespaced": true,
+                    "kind": "Secret",
+                    "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+                    "storageVersionHash": "S6u1pOWzb84="
+                }
+            ],
+        }),
+    )
+}
+
+async fn get_secret(
+    State(state): State<Arc<KubeState>>,
+    Path((namespace, name)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authenticate(&state, &method, &uri, &headers).await {
+        return r;
+    }
+    let key = (namespace.clone(), name.clone());
+    if lock(&state.denied).contains(&key) {
+        return status(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            &format!(
+                "secrets \"{name}\" is forbidden: User \"{USER}\" cannot get resource \"secrets\" in API group \"\" in the namespace \"{namespace}\""
+            ),
+            Some(json!({"name": name, "kind": "secrets"})),
+        );
+    }
+    let secrets = lock(&state.secrets);
+    let Some(secret) = secrets.get(&key) else {
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("secrets \"{name}\" not found"),
+            Some(json!({"name": name, "kind": "secrets"})),
+        );
+    };
+    let data: serde_json::Map<String, serde_json::Value> = secret
+        .data
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(BASE64.encode(v))))
+        .collect();
+    json_response(
+        StatusCode::OK,
+        json!({
+            "kind": "Secret",
+            "apiVersion": "v1",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "uid": format!("6b1d4c1e-0000-4000-8000-{:012x}", secret.uid),
+                "resourceVersion": secret.uid.to_string(),
+                "creationTimestamp": "2026-01-01T00:00:00Z",
+                "labels": secret.labels,
+            },
+            "data": data,
+            "type": "Opaque",
+        }),
+    )
+}

@@ -1,0 +1,645 @@
+//! The `apono-vault` integration: a [`Provisioner`] granting just-in-time access to the secrets
+//! of an OpenBao kv-v2 mount.
+//!
+//! Each grant gets its own ACL policy and its own userpass user, both named
+//! `apono-g-<account>-<grant hash>` (the account from [`AccountNaming`], the hash from the
+//! grant id), so grants of one grantee never share anything. The user's token TTL, maximum TTL
+//! and explicit maximum TTL are the time left until the grant's `expires_at`, so OpenBao itself
+//! ends every token it issues at grant time by then, connector or not. Revoke deletes the user,
+//! revokes every token obtained with it (`sys/leases/revoke-prefix` on its login path) and
+//! deletes the policy.
+//!
+//! **Limitation.** OpenBao has no absolute expiry for a userpass user: a login made *after* the
+//! grant time receives a token lasting the grant's length from that login. The connector's
+//! durable scheduler revokes at `expires_at`; `reset-credentials` re-tightens the TTLs to the
+//! time then left.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use apono_core::{
+    AccessDetails, AccountNaming, ActionContext, Credential, GrantSpec, GrantState, Granted,
+    Instructions, Inventory, LinuxUsername, NameError, Permission, PermissionInfo, ProvisionError,
+    Provisioner, Resource, ResourceType, StatusCheck, StatusReport, async_trait,
+};
+use chrono::Utc;
+use rand::RngExt;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tracing::{info, instrument, warn};
+
+use crate::client::{ClientSettings, OpenBaoClient, OpenBaoConnection, UserpassUser, check_mount};
+use crate::error::VaultError;
+use crate::policy::{GrantScope, VaultPermission, policy_hcl};
+
+/// Prefix of every user and policy the integration creates; nothing else is ever changed or
+/// deleted.
+pub const NAME_PREFIX: &str = "apono-g-";
+/// Resource type of one secret.
+pub const SECRET: &str = "secret";
+/// Resource type of the whole mount.
+pub const MANAGEMENT: &str = "management";
+/// The default kv-v2 mount.
+pub const DEFAULT_MOUNT: &str = "apono-store";
+/// Length of generated passwords.
+const PASSWORD_LEN: usize = 32;
+/// Keys of the integration secret.
+const ROLE_ID: &str = "role_id";
+const SECRET_ID: &str = "secret_id";
+
+fn default_mount() -> String {
+    DEFAULT_MOUNT.to_owned()
+}
+fn default_userpass() -> String {
+    "userpass".to_owned()
+}
+fn default_approle() -> String {
+    "approle".to_owned()
+}
+
+/// The integration's `config`. Unknown keys are errors.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AponoVaultConfig {
+    /// Where the connector reaches OpenBao.
+    pub vault_internal_url: String,
+    /// What users are shown; defaults to the internal URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault_external_url: Option<String>,
+    /// The kv-v2 mount holding the secrets.
+    #[serde(default = "default_mount")]
+    pub mount: String,
+    /// PEM CA bundle to trust for the internal URL (instead of the web roots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_certificate: Option<String>,
+    /// The userpass auth mount grantees log in with (extension; default `userpass`).
+    #[serde(default = "default_userpass")]
+    pub userpass_mount: String,
+    /// The AppRole auth mount the connector logs in with (extension; default `approle`).
+    #[serde(default = "default_approle")]
+    pub approle_mount: String,
+    /// How grantees' identities become account names.
+    #[serde(default)]
+    pub account_naming: AccountNaming,
+}
+
+impl AponoVaultConfig {
+    /// A configuration with defaults for everything but the internal URL.
+    pub fn new(vault_internal_url: impl Into<String>) -> Self {
+        Self {
+            vault_internal_url: vault_internal_url.into(),
+            vault_external_url: None,
+            mount: default_mount(),
+            ca_certificate: None,
+            userpass_mount: default_userpass(),
+            approle_mount: default_approle(),
+            account_naming: AccountNaming::default(),
+        }
+    }
+}
+
+/// What the integration records per grant; no secrets.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultGrantState {
+    /// The userpass user.
+    pub username: String,
+    /// The ACL policy.
+    pub policy: String,
+    /// The userpass mount.
+    pub userpass_mount: String,
+}
+
+/// The `apono-vault` provisioner.
+#[derive(Debug)]
+pub struct AponoVaultProvisioner {
+    integration: String,
+    config: AponoVaultConfig,
+    connection: OpenBaoConnection,
+}
+
+fn config_error(integration: &str, reason: impl Into<String>) -> ProvisionError {
+    ProvisionError::Config(apono_core::InvalidIntegration::Config {
+        integration: integration.to_owned(),
+        reason: reason.into(),
+    })
+}
+
+impl AponoVaultProvisioner {
+    /// Builds the provisioner of integration `integration` from its parsed configuration.
+    pub fn new(
+        integration: impl Into<String>,
+        config: AponoVaultConfig,
+    ) -> Result<Self, ProvisionError> {
+        let integration = integration.into();
+        for mount in [&config.mount, &config.userpass_mount, &config.approle_mount] {
+            check_mount(mount).map_err(|e| config_error(&integration, e.to_string()))?;
+        }
+        let mut settings = ClientSettings::new(&config.vault_internal_url);
+        if let Some(pem) = &config.ca_certificate {
+            settings = settings.ca_cert_pem(pem);
+        }
+        let connection = settings
+            .connect()
+            .map_err(|e| config_error(&integration, e.to_string()))?;
+        Ok(Self {
+            integration,
+            config,
+            connection,
+        })
+    }
+
+    /// Builds the provisioner from an [`apono_core::Integration`] of type `apono-vault`.
+    pub fn from_integration(integration: &apono_core::Integration) -> Result<Self, ProvisionError> {
+        Self::new(&integration.name, integration.config_as()?)
+    }
+
+    fn target(&self) -> String {
+        format!("OpenBao at {}", self.connection.address())
+    }
+
+    fn map(&self, e: VaultError) -> ProvisionError {
+        let target = self.target();
+        let reason = e.to_string();
+        match e.kind() {
+            apono_core::ErrorKind::PermissionDenied => ProvisionError::PermissionDenied {
+                target,
+                reason,
+                source: Some(Box::new(e)),
+            },
+            apono_core::ErrorKind::Unavailable => ProvisionError::Unavailable {
+                target,
+                source: Some(Box::new(e)),
+            },
+            apono_core::ErrorKind::Timeout => ProvisionError::Timeout,
+            apono_core::ErrorKind::Conflict => ProvisionError::Conflict { target, reason },
+            _ => ProvisionError::Target {
+                target,
+                reason,
+                source: Some(Box::new(e)),
+            },
+        }
+    }
+
+    /// Logs in with the integration's AppRole (`role_id`, `secret_id` from the context's
+    /// secret).
+    async fn admin(&self, ctx: &ActionContext) -> Result<OpenBaoClient, ProvisionError> {
+        ctx.checkpoint()?;
+        let role_id = ctx.secret().require(ROLE_ID)?;
+        let secret_id = ctx.secret().require(SECRET_ID)?;
+        let mut client = self.connection.client();
+        client
+            .login_approle(&self.config.approle_mount, role_id, secret_id)
+            .await
+            .map_err(|e| self.map(e))?;
+        ctx.checkpoint()?;
+        Ok(client)
+    }
+
+    /// Revokes the connector's login token (best effort: it also expires with its TTL).
+    async fn logout(&self, mut client: OpenBaoClient) {
+        if let Err(e) = client.revoke_self().await {
+            warn!(error = %e, "could not revoke the connector's login token; it expires with its TTL");
+        }
+    }
+
+    /// Runs `work` under the context's deadline.
+    async fn bounded<T>(
+        ctx: &ActionContext,
+        work: impl Future<Output = Result<T, ProvisionError>>,
+    ) -> Result<T, ProvisionError> {
+        match ctx.remaining() {
+            None => work.await,
+            Some(left) => tokio::time::timeout(left, work)
+                .await
+                .unwrap_or(Err(ProvisionError::Timeout)),
+        }
+    }
+
+    fn scope(&self, grant: &GrantSpec) -> Result<GrantScope, ProvisionError> {
+        let resource = &grant.resource;
+        let permission = grant.permission.as_str();
+        match resource.resource_type.as_str() {
+            MANAGEMENT => {
+                if resource.id != self.config.mount {
+                    return Err(ProvisionError::InvalidGrant(format!(
+                        "management resource {:?} is not this integration's mount",
+                        resource.id
+                    )));
+                }
+                VaultPermission::parse(permission)
+                    .map(GrantScope::Mount)
+                    .ok_or_else(|| {
+                        ProvisionError::InvalidGrant(format!(
+                            "unknown permission {permission:?}; use Admin, ReadWrite or ReadOnly"
+                        ))
+                    })
+            }
+            SECRET => {
+                if permission != VaultPermission::ReadOnly.as_str() {
+                    return Err(ProvisionError::InvalidGrant(format!(
+                        "a secret resource only offers ReadOnly, not {permission:?}"
+                    )));
+                }
+                crate::client::check_kv_path(&resource.id)
+                    .map_err(|e| ProvisionError::InvalidGrant(e.to_string()))?;
+                Ok(GrantScope::Secret(resource.id.clone()))
+            }
+            other => Err(ProvisionError::InvalidGrant(format!(
+                "unknown resource type {other:?}; use secret or management"
+            ))),
+        }
+    }
+
+    /// The user (and policy) name of a grant: prefix, account name, hash of the grant id.
+    pub fn account_name(&self, grant: &GrantSpec) -> Result<String, ProvisionError> {
+        let account: LinuxUsername = self.config.account_naming.account_for(&grant.grantee);
+        let digest = Sha256::new()
+            .chain_update(b"apono-vault-grant-v1\0")
+            .chain_update(grant.grant_id.as_str().as_bytes())
+            .finalize();
+        let hash = data_encoding::BASE32_NOPAD
+            .encode(&digest)
+            .to_ascii_lowercase();
+        let name = format!("{NAME_PREFIX}{account}-{}", &hash[..10]);
+        crate::client::check_name("username", &name)
+            .map_err(|e| NameError::new("OpenBao username", &name, e.to_string()))?;
+        Ok(name)
+    }
+
+    fn ttl_left(&self, grant: &GrantSpec) -> Result<Duration, ProvisionError> {
+        let left = (grant.expires_at - Utc::now()).num_seconds();
+        if left < 1 {
+            return Err(ProvisionError::InvalidGrant(
+                "the grant has already expired".into(),
+            ));
+        }
+        Ok(Duration::from_secs(left.unsigned_abs()))
+    }
+
+    fn user_settings(policy: &str, ttl: Duration) -> UserpassUser {
+        UserpassUser {
+            token_policies: vec![policy.to_owned()],
+            token_ttl: Some(ttl),
+            token_max_ttl: Some(ttl),
+            token_explicit_max_ttl: Some(ttl),
+        }
+    }
+
+    /// Refuses a user that exists but was not made for this grant.
+    async fn ensure_ours(
+        &self,
+        client: &OpenBaoClient,
+        username: &str,
+        policy: &str,
+    ) -> Result<bool, ProvisionError> {
+        match client
+            .userpass_read(&self.config.userpass_mount, username)
+            .await
+            .map_err(|e| self.map(e))?
+        {
+            None => Ok(false),
+            Some(user) if user.token_policies == [policy] => Ok(true),
+            Some(_) => Err(ProvisionError::Conflict {
+                target: self.target(),
+                reason: format!(
+                    "userpass user {username} exists and was not created for this grant"
+                ),
+            }),
+        }
+    }
+
+    fn access_details(
+        &self,
+        username: &str,
+        password: SecretString,
+        grant: &GrantSpec,
+    ) -> AccessDetails {
+        let address = self
+            .config
+            .vault_external_url
+            .clone()
+            .unwrap_or_else(|| self.config.vault_internal_url.clone());
+        let mount = &self.config.mount;
+        let userpass = &self.config.userpass_mount;
+        let what = match grant.resource.resource_type.as_str() {
+            SECRET => format!("read secret {} in {mount}", grant.resource.id),
+            _ => format!("{} on the secrets in {mount}", grant.permission),
+        };
+        let expires = grant.expires_at.to_rfc3339();
+        let cli = format!(
+            "BAO_ADDR={address} bao login -method=userpass -path={userpass} username={username}"
+        );
+        let plain = format!(
+            "You may {what} until {expires}. Log in to {address} with username {username} and the \
+             password shown once (userpass auth at {userpass}), e.g.: {cli}"
+        );
+        let markdown = format!(
+            "You may **{what}** until `{expires}`.\n\nLog in to `{address}` as `{username}` with \
+             the password shown once:\n\n```sh\n{cli}\n```"
+        );
+        let mut json = BTreeMap::new();
+        json.insert("vault_address".into(), address.clone().into());
+        json.insert("username".into(), username.into());
+        json.insert("mount_name".into(), mount.clone().into());
+        json.insert("auth_mount".into(), userpass.clone().into());
+        AccessDetails {
+            instructions: Instructions { plain, markdown },
+            cli: Some(cli),
+            link: None,
+            json,
+            credentials: vec![Credential::one_time("password", password)],
+        }
+    }
+
+    async fn remove(
+        &self,
+        client: &OpenBaoClient,
+        state: &VaultGrantState,
+    ) -> Result<(), ProvisionError> {
+        crate::client::check_name("username", &state.username).map_err(|e| self.map(e))?;
+        if !state.username.starts_with(NAME_PREFIX) || !state.policy.starts_with(NAME_PREFIX) {
+            return Err(ProvisionError::InvalidGrant(
+                "grant state names an account this integration does not create".into(),
+            ));
+        }
+        if self
+            .ensure_ours(client, &state.username, &state.policy)
+            .await?
+        {
+            client
+                .userpass_delete(&state.userpass_mount, &state.username)
+                .await
+                .map_err(|e| self.map(e))?;
+        }
+        client
+            .revoke_userpass_logins(&state.userpass_mount, &state.username)
+            .await
+            .map_err(|e| self.map(e))?;
+        client
+            .policy_delete(&state.policy)
+            .await
+            .map_err(|e| self.map(e))?;
+        Ok(())
+    }
+}
+
+fn generate_password() -> SecretString {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+    let mut rng = rand::rng();
+    let password: String = (0..PASSWORD_LEN)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect();
+    SecretString::from(password)
+}
+
+#[async_trait]
+impl Provisioner for AponoVaultProvisioner {
+    #[instrument(skip_all, fields(integration = %self.integration))]
+    async fn get_status(&self, ctx: &ActionContext) -> Result<StatusReport, ProvisionError> {
+        let mount = self.config.mount.clone();
+        let userpass = self.config.userpass_mount.clone();
+        Self::bounded(ctx, async {
+            let client = self.admin(ctx).await?;
+            let mut checks = vec![StatusCheck {
+                name: "AppRole login".into(),
+                ok: true,
+                message: String::new(),
+            }];
+            let mut check = |name: String, result: Result<(), VaultError>| {
+                checks.push(StatusCheck {
+                    name,
+                    ok: result.is_ok(),
+                    message: result.err().map(|e| e.to_string()).unwrap_or_default(),
+                });
+            };
+            check(
+                format!("list secrets in {mount}"),
+                client.kv_list(&mount, "").await.map(|_| ()),
+            );
+            check(
+                format!("list users of auth/{userpass}"),
+                client.userpass_list(&userpass).await.map(|_| ()),
+            );
+            self.logout(client).await;
+            Ok(StatusReport::from_checks(checks))
+        })
+        .await
+    }
+
+    #[instrument(skip_all, fields(integration = %self.integration))]
+    async fn list_resources(&self, ctx: &ActionContext) -> Result<Inventory, ProvisionError> {
+        let mount = self.config.mount.clone();
+        let paths = Self::bounded(ctx, async {
+            let client = self.admin(ctx).await?;
+            let result = client
+                .kv_list_recursive(&mount, "")
+                .await
+                .map_err(|e| self.map(e));
+            self.logout(client).await;
+            result
+        })
+        .await?;
+        let resource = |resource_type: &str, id: &str| Resource {
+            integration: self.integration.clone(),
+            resource_type: ResourceType::from(resource_type),
+            id: id.to_owned(),
+            name: id.to_owned(),
+            tags: BTreeMap::new(),
+        };
+        let mut resources = vec![resource(MANAGEMENT, &self.config.mount)];
+        resources.extend(paths.iter().map(|p| resource(SECRET, p)));
+        let mut permissions: Vec<PermissionInfo> = VaultPermission::ALL
+            .into_iter()
+            .map(|p| PermissionInfo {
+                resource_type: ResourceType::from(MANAGEMENT),
+                permission: Permission::from(p.as_str()),
+                description: Some(
+                    match p {
+                        VaultPermission::Admin => "list, create, fetch, update and delete secrets",
+                        VaultPermission::ReadWrite => "list, create, fetch and update secrets",
+                        VaultPermission::ReadOnly => "list and fetch secrets",
+                    }
+                    .into(),
+                ),
+            })
+            .collect();
+        permissions.push(PermissionInfo {
+            resource_type: ResourceType::from(SECRET),
+            permission: Permission::from(VaultPermission::ReadOnly.as_str()),
+            description: Some("fetch this secret".into()),
+        });
+        Ok(Inventory {
+            resources,
+            permissions,
+        })
+    }
+
+    #[instrument(skip_all, fields(integration = %self.integration, grant = %grant.grant_id))]
+    async fn grant_access(
+        &self,
+        ctx: &ActionContext,
+        grant: &GrantSpec,
+    ) -> Result<Granted, ProvisionError> {
+        ctx.checkpoint()?;
+        let scope = self.scope(grant)?;
+        let username = self.account_name(grant)?;
+        let policy = username.clone();
+        let hcl = policy_hcl(&self.config.mount, &scope)
+            .map_err(|e| ProvisionError::InvalidGrant(e.to_string()))?;
+        let ttl = self.ttl_left(grant)?;
+        let password = generate_password();
+        let userpass = self.config.userpass_mount.clone();
+        Self::bounded(ctx, async {
+            let owned = self.admin(ctx).await?;
+            let client = &owned;
+            let (username, policy, password) = (&username, &policy, &password);
+            let result = async {
+                // Refuse a foreign account before touching anything.
+                self.ensure_ours(client, username, policy).await?;
+                // Policy first, then the user: revoke undoes either.
+                client
+                    .policy_write(policy, &hcl)
+                    .await
+                    .map_err(|e| self.map(e))?;
+                ctx.checkpoint()?;
+                client
+                    .userpass_write(
+                        &userpass,
+                        username,
+                        password,
+                        &Self::user_settings(policy, ttl),
+                    )
+                    .await
+                    .map_err(|e| self.map(e))
+            }
+            .await;
+            self.logout(owned).await;
+            result
+        })
+        .await?;
+        info!(username = %username, ttl_secs = ttl.as_secs(), "granted");
+        let state = VaultGrantState {
+            username: username.clone(),
+            policy,
+            userpass_mount: self.config.userpass_mount.clone(),
+        };
+        Ok(Granted {
+            state: GrantState::encode(&state)?,
+            access: self.access_details(&username, password, grant),
+        })
+    }
+
+    #[instrument(skip_all, fields(integration = %self.integration, grant = %grant.grant_id))]
+    async fn revoke_access(
+        &self,
+        ctx: &ActionContext,
+        grant: &GrantSpec,
+        state: &GrantState,
+    ) -> Result<(), ProvisionError> {
+        ctx.checkpoint()?;
+        let state: VaultGrantState = state.decode()?;
+        Self::bounded(ctx, async {
+            let client = self.admin(ctx).await?;
+            let result = self.remove(&client, &state).await;
+            self.logout(client).await;
+            result
+        })
+        .await?;
+        info!(username = %state.username, "revoked");
+        Ok(())
+    }
+
+    #[instrument(skip_all, fields(integration = %self.integration, grant = %grant.grant_id))]
+    async fn reset_credentials(
+        &self,
+        ctx: &ActionContext,
+        grant: &GrantSpec,
+        state: &GrantState,
+    ) -> Result<Granted, ProvisionError> {
+        ctx.checkpoint()?;
+        let decoded: VaultGrantState = state.decode()?;
+        let ttl = self.ttl_left(grant)?;
+        let password = generate_password();
+        Self::bounded(ctx, async {
+            let owned = self.admin(ctx).await?;
+            let client = &owned;
+            let (state, password) = (&decoded, &password);
+            let result = async {
+                if !self
+                    .ensure_ours(client, &state.username, &state.policy)
+                    .await?
+                {
+                    return Err(ProvisionError::Conflict {
+                        target: self.target(),
+                        reason: format!("userpass user {} no longer exists", state.username),
+                    });
+                }
+                client
+                    .userpass_write(
+                        &state.userpass_mount,
+                        &state.username,
+                        password,
+                        &Self::user_settings(&state.policy, ttl),
+                    )
+                    .await
+                    .map_err(|e| self.map(e))?;
+                // Tokens obtained with the old password go too.
+                client
+                    .revoke_userpass_logins(&state.userpass_mount, &state.username)
+                    .await
+                    .map_err(|e| self.map(e))
+            }
+            .await;
+            self.logout(owned).await;
+            result
+        })
+        .await?;
+        Ok(Granted {
+            state: state.clone(),
+            access: self.access_details(&decoded.username, password, grant),
+        })
+    }
+
+    #[instrument(skip_all, fields(integration = %self.integration, grant = %grant.grant_id))]
+    async fn delete_credentials(
+        &self,
+        ctx: &ActionContext,
+        grant: &GrantSpec,
+        state: &GrantState,
+    ) -> Result<(), ProvisionError> {
+        // Revoke already deleted the per-grant user; cleanup makes sure of it.
+        self.revoke_access(ctx, grant, state).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_refuses_unknown_keys_and_has_defaults() {
+        let config: AponoVaultConfig =
+            serde_json::from_value(serde_json::json!({"vault_internal_url": "https://bao:8200"}))
+                .unwrap();
+        assert_eq!(config.mount, "apono-store");
+        assert_eq!(config, AponoVaultConfig::new("https://bao:8200"));
+        let typo = serde_json::json!({"vault_internal_url": "https://bao:8200", "mnt": "x"});
+        assert!(serde_json::from_value::<AponoVaultConfig>(typo).is_err());
+        let bad_mount = AponoVaultConfig {
+            mount: "a/b".into(),
+            ..AponoVaultConfig::new("https://bao:8200")
+        };
+        assert!(AponoVaultProvisioner::new("v", bad_mount).is_err());
+    }
+
+    #[test]
+    fn passwords_are_long_and_fresh() {
+        use secrecy::ExposeSecret;
+        let (a, b) = (generate_password(), generate_password());
+        assert_eq!(a.expose_secret().len(), PASSWORD_LEN);
+        assert_ne!(a.expose_secret(), b.expose_secret());
+    }
+}

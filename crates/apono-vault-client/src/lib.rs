@@ -1,0 +1,49 @@
+//! An OpenBao client, and the `apono-vault` integration of the Apono connector built on it.
+//!
+//! * [`OpenBaoClient`] (usable on its own): AppRole and userpass login, token renewal, lookup
+//!   and revocation (by token, by accessor, or every token a userpass user obtained); kv-v2
+//!   read, write with check-and-set, recursive list, versions and deletion of a secret with all
+//!   its versions; ACL policies; userpass users. Settings are explicit ([`ClientSettings`]):
+//!   nothing is read from `VAULT_*`/`BAO_*` variables, TLS is always verified, and the trusted
+//!   CA can be set. Errors ([`VaultError`]) never contain tokens, passwords or secret data.
+//! * [`integration`]: the [`AponoVaultProvisioner`], which grants `Admin`, `ReadWrite` or
+//!   `ReadOnly` on a kv-v2 mount (resource type `management`) or read access to one secret
+//!   (resource type `secret`) through a per-grant ACL policy and userpass user whose tokens
+//!   expire with the grant. It depends on `apono-core` only.
+//! * [`policy`]: the permission matrix and the policies that implement it.
+//!
+//! ```no_run
+//! use apono_vault_client::{ClientSettings, VaultError};
+//! use apono_core::SecretValue;
+//! use secrecy::SecretString;
+//!
+//! # async fn demo(role_id: SecretString, secret_id: SecretString, pem: String) -> Result<(), VaultError> {
+//! let connection = ClientSettings::new("https://bao.internal:8200")
+//!     .ca_cert_pem(pem)
+//!     .connect()?;
+//! let mut client = connection.client();
+//! client.login_approle("approle", &role_id, &secret_id).await?;
+//! let version = client
+//!     .kv_write("apono-store", "team/db", &SecretValue::new().with("password", "s3cret"), Some(0))
+//!     .await?;
+//! let secret = client.kv_read("apono-store", "team/db", None).await?;
+//! assert_eq!(secret.version, version);
+//! for path in client.kv_list_recursive("apono-store", "").await? {
+//!     println!("{path}");
+//! }
+//! client.revoke_self().await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod client;
+mod error;
+pub mod integration;
+pub mod policy;
+
+pub use client::{
+    ClientSettings, DEFAULT_TIMEOUT, KvMetadata, KvSecret, KvVersion, LoginToken, OpenBaoClient,
+    OpenBaoConnection, TokenInfo, UserpassUser, check_kv_path, check_mount, check_name,
+};
+pub use error::VaultError;
+pub use integration::{AponoVaultConfig, AponoVaultProvisioner, VaultGrantState};
