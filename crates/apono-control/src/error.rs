@@ -1,0 +1,66 @@
+//! [`ControlError`]: why a control-plane operation failed.
+
+use apono_core::ErrorKind;
+
+/// Why a control-plane operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControlError {
+    /// The database failed.
+    #[error("database error while {context}")]
+    Store {
+        /// What was being done.
+        context: &'static str,
+        /// The driver's error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The caller is not authenticated.
+    #[error("authentication required")]
+    Unauthenticated,
+    /// The caller may not do this.
+    #[error("not permitted: {0}")]
+    Forbidden(String),
+    /// The thing asked for does not exist (or is not visible to the caller).
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The request is invalid; every problem is listed.
+    #[error("invalid request: {}", .0.join("; "))]
+    Invalid(Vec<String>),
+    /// The operation does not fit the current state (approving a revoked request…).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// Stored data does not parse (written by another version?).
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// An I/O operation failed.
+    #[error("i/o error while {context}")]
+    Io {
+        /// What was being done.
+        context: &'static str,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ControlError {
+    pub(crate) fn store(context: &'static str, source: sqlx::Error) -> Self {
+        Self::Store { context, source }
+    }
+
+    /// The kind of failure.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Store { .. } | Self::Io { .. } => ErrorKind::Unavailable,
+            Self::Unauthenticated | Self::Forbidden(_) => ErrorKind::PermissionDenied,
+            Self::NotFound(_) => ErrorKind::NotFound,
+            Self::Invalid(_) | Self::Config(_) => ErrorKind::InvalidInput,
+            Self::Conflict(_) => ErrorKind::Conflict,
+            Self::Corrupt(_) => ErrorKind::Malformed,
+        }
+    }
+}

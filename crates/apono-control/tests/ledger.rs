@@ -1,0 +1,695 @@
+//! The grant ledger and the durable scheduler, on SQLite and on PostgreSQL, with an in-memory
+//! provisioner whose target state the tests observe.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Result;
+use apono_control::{Config, ControlPlane, NewRequest, RequestScope, Store, User, audit};
+use apono_core::{
+    AccessDetails, ActionContext, Credential, GrantSpec, GrantState, GrantStatus, Granted,
+    Inventory, Permission, PermissionInfo, ProvisionError, Provisioner, RequestStatus, Resource,
+    StatusReport, async_trait,
+};
+use apono_runtime::{Executor, ExecutorLimits, ProvisionerRegistry};
+use apono_secrets::{AponoStore, SecretResolver};
+
+/// What exists on the fake target: grant ids with access.
+#[derive(Debug, Default)]
+struct Target {
+    granted: Mutex<BTreeSet<String>>,
+    grant_calls: AtomicUsize,
+    down: AtomicBool,
+}
+
+#[derive(Debug)]
+struct FakeProvisioner(Arc<Target>);
+
+#[async_trait]
+impl Provisioner for FakeProvisioner {
+    async fn get_status(&self, _ctx: &ActionContext) -> Result<StatusReport, ProvisionError> {
+        Ok(StatusReport::from_checks(vec![]))
+    }
+    async fn list_resources(&self, _ctx: &ActionContext) -> Result<Inventory, ProvisionError> {
+        let resource = |id: &str, env: &str| Resource {
+            integration: String::new(),
+            resource_type: "box".into(),
+            id: id.into(),
+            name: id.into(),
+            tags: [("env".to_owned(), env.to_owned())].into(),
+        };
+        Ok(Inventory {
+            resources: vec![
+                resource("web-1", "prod"),
+                resource("web-2", "prod"),
+                resource("dev-1", "dev"),
+            ],
+            permissions: vec![PermissionInfo {
+                resource_type: "box".into(),
+                permission: Permission::from("Default"),
+                description: None,
+            }],
+        })
+    }
+    async fn grant_access(
+        &self,
+        ctx: &ActionContext,
+        grant: &GrantSpec,
+    ) -> Result<Granted, ProvisionError> {
+        ctx.checkpoint()?;
+        ctx.secret().require("password")?;
+        if self.0.down.load(Ordering::SeqCst) {
+            return Err(ProvisionError::Unavailable {
+                target: "fake".into(),
+                source: None,
+            });
+        }
+        self.0.grant_calls.fetch_add(1, Ordering::SeqCst);
+        self.0
+            .granted
+            .lock()
+            .unwrap()
+            .insert(grant.grant_id.to_string());
+        let mut access = AccessDetails::default();
+        access
+            .credentials
+            .push(Credential::one_time("password", "one-time-canary"));
+        Ok(Granted {
+            state: GrantState::encode(&grant.grant_id.to_string())?,
+            access,
+        })
+    }
+    async fn revoke_access(
+        &self,
+        ctx: &ActionContext,
+        _grant: &GrantSpec,
+        state: &GrantState,
+    ) -> Result<(), ProvisionError> {
+        ctx.checkpoint()?;
+        if self.0.down.load(Ordering::SeqCst) {
+            return Err(ProvisionError::Unavailable {
+                target: "fake".into(),
+                source: None,
+            });
+        }
+        let id: String = state.decode()?;
+        self.0.granted.lock().unwrap().remove(&id);
+        Ok(())
+    }
+}
+
+const CONFIG: &str = r#"
+[connector]
+id = "test"
+listen = "127.0.0.1:0"
+retry_base = "1s"
+retry_max = "1s"
+revoke_failed_after_attempts = 2
+
+[[users]]
+email = "alice@example.com"
+groups = ["developers"]
+
+[[users]]
+email = "bob@example.com"
+groups = ["sre"]
+
+[[users]]
+email = "root@example.com"
+admin = true
+
+[[integrations]]
+name = "boxes"
+type = "fake"
+secret_store = { apono = { parameters = { password = "admin-secret" } } }
+custom_access_details = "Use the bastion."
+
+[[access_flows]]
+name = "auto"
+trigger = "automatic"
+requestors = { groups = ["developers"] }
+targets = [{ integration = "boxes", resource_type = "box", permissions = ["Default"], resources = { tags = { env = "dev" } } }]
+grant_duration = "2s"
+
+[[access_flows]]
+name = "prod"
+trigger = "self_serve"
+requestors = { groups = ["developers", "sre"] }
+targets = [{ integration = "boxes", resource_type = "box", permissions = ["Default"], resources = { tags = { env = "prod" } } }]
+approvers = { mode = "any_of", groups = ["sre"] }
+grant_duration = "1h"
+justification_required = true
+requester_cannot_approve_self = true
+"#;
+
+struct Harness {
+    plane: Arc<ControlPlane>,
+    target: Arc<Target>,
+    _pg: Option<apono_testkit::Postgres>,
+    _dir: tempfile::TempDir,
+}
+
+async fn open(url: &str, target: Arc<Target>) -> Result<Arc<ControlPlane>> {
+    let config = Config::parse(CONFIG, std::iter::empty(), None)?;
+    let mut registry = ProvisionerRegistry::new();
+    let t = target.clone();
+    registry.register(
+        "fake",
+        Arc::new(move |_| Ok(Arc::new(FakeProvisioner(t.clone())) as Arc<dyn Provisioner>)),
+    );
+    let resolver = SecretResolver::builder()
+        .store(Arc::new(AponoStore::new()))
+        .build();
+    let executor = Arc::new(Executor::new(
+        registry,
+        Arc::new(resolver),
+        ExecutorLimits::default(),
+    ));
+    let plane = ControlPlane::new(Store::open(url).await?, config, executor);
+    plane.bootstrap().await?;
+    plane.run_due_once().await?;
+    Ok(plane)
+}
+
+async fn harness(postgres: bool) -> Result<Harness> {
+    let dir = tempfile::tempdir()?;
+    let target = Arc::new(Target::default());
+    let (url, pg) = if postgres {
+        let pg = apono_testkit::Postgres::start()?;
+        (pg.url(), Some(pg))
+    } else {
+        (
+            format!(
+                "sqlite://{}?mode=rwc",
+                dir.path().join("db.sqlite3").display()
+            ),
+            None,
+        )
+    };
+    let plane = open(&url, target.clone()).await?;
+    Ok(Harness {
+        plane,
+        target,
+        _pg: pg,
+        _dir: dir,
+    })
+}
+
+fn user(h: &Harness, email: &str) -> User {
+    h.plane.config().user(email).unwrap().clone()
+}
+
+fn dev_request() -> NewRequest {
+    NewRequest {
+        integration: "boxes".into(),
+        resource_type: "box".into(),
+        resource_ids: vec!["dev-1".into()],
+        permission: "Default".into(),
+        justification: None,
+        duration: None,
+    }
+}
+
+fn prod_request(justification: Option<&str>, duration: Option<&str>) -> NewRequest {
+    NewRequest {
+        integration: "boxes".into(),
+        resource_type: "box".into(),
+        resource_ids: vec!["web-1".into()],
+        permission: "Default".into(),
+        justification: justification.map(Into::into),
+        duration: duration.map(Into::into),
+    }
+}
+
+async fn wait_for_expiry(h: &Harness, secs: u64) -> Result<()> {
+    tokio::time::sleep(Duration::from_millis(secs * 1000 + 100)).await;
+    h.plane.run_due_once().await?;
+    Ok(())
+}
+
+async fn grant_expires_and_is_revoked(postgres: bool) -> Result<()> {
+    let h = harness(postgres).await?;
+    let alice = user(&h, "alice@example.com");
+    let request = h.plane.create_request(&alice, &dev_request()).await?;
+    assert_eq!(request.status, RequestStatus::Granting);
+    h.plane.run_due_once().await?;
+    let request = h.plane.request(&alice, &request.id).await?;
+    assert_eq!(request.status, RequestStatus::Active);
+    let session = h.plane.session(&alice, &request.session_ids[0]).await?;
+    assert_eq!(session.status, GrantStatus::Active);
+    assert_eq!(session.request_id, request.id);
+    assert_eq!(h.target.granted.lock().unwrap().len(), 1);
+
+    // One-time credentials: shown once, then masked.
+    let first = h.plane.access_details(&alice, &session.id).await?;
+    assert_eq!(first["credentials"]["password"], "one-time-canary");
+    assert!(
+        first["instructions"]["plain"]
+            .as_str()
+            .unwrap()
+            .contains("bastion")
+    );
+    let second = h.plane.access_details(&alice, &session.id).await?;
+    assert!(!second.to_string().contains("one-time-canary"), "{second}");
+
+    wait_for_expiry(&h, 2).await?;
+    let session = h.plane.session(&alice, &session.id).await?;
+    assert_eq!(session.status, GrantStatus::Revoked);
+    assert!(h.target.granted.lock().unwrap().is_empty());
+    assert_eq!(
+        h.plane.request(&alice, &request.id).await?.status,
+        RequestStatus::Revoked
+    );
+
+    let report = audit::verify(h.plane.store()).await?;
+    assert!(report.is_intact() && report.records > 5, "{report:?}");
+    let all = audit::records(h.plane.store(), 0, 10_000, None).await?;
+    let text = serde_json::to_string(&all)?;
+    assert!(!text.contains("one-time-canary") && !text.contains("admin-secret"));
+    for action in [
+        "config.loaded",
+        "request.created",
+        "grant.started",
+        "grant.succeeded",
+        "revoke.succeeded",
+    ] {
+        assert!(all.iter().any(|r| r.action == action), "missing {action}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_grant_expires_and_is_revoked() -> Result<()> {
+    grant_expires_and_is_revoked(false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_grant_expires_and_is_revoked() -> Result<()> {
+    grant_expires_and_is_revoked(true).await
+}
+
+async fn approvals_follow_the_flow(postgres: bool) -> Result<()> {
+    let h = harness(postgres).await?;
+    let alice = user(&h, "alice@example.com");
+    let bob = user(&h, "bob@example.com");
+    let root = user(&h, "root@example.com");
+
+    let dry = h
+        .plane
+        .dry_run(&alice, &prod_request(None, Some("3h")))
+        .await?;
+    assert!(!dry.allowed);
+    assert!(
+        dry.problems.iter().any(|p| p.contains("justification")),
+        "{dry:?}"
+    );
+    assert!(
+        dry.problems.iter().any(|p| p.contains("over the maximum")),
+        "{dry:?}"
+    );
+    assert!(
+        h.plane
+            .create_request(&alice, &prod_request(None, None))
+            .await
+            .is_err()
+    );
+
+    let request = h
+        .plane
+        .create_request(&alice, &prod_request(Some("incident 42"), Some("30m")))
+        .await?;
+    assert_eq!(request.status, RequestStatus::Pending);
+    assert!(
+        h.plane.approve(&alice, &request.id, None).await.is_err(),
+        "alice is no approver"
+    );
+    let waiting = h
+        .plane
+        .requests(&bob, RequestScope::AwaitingMyApproval)
+        .await?;
+    assert_eq!(waiting.len(), 1);
+    assert!(h.plane.requests(&alice, RequestScope::All).await.is_err());
+
+    // bob cannot approve his own request either.
+    let own = h
+        .plane
+        .create_request(&bob, &prod_request(Some("on call"), None))
+        .await?;
+    let err = h.plane.approve(&bob, &own.id, None).await.unwrap_err();
+    assert!(err.to_string().contains("own request"), "{err}");
+    let rejected = h.plane.reject(&root, &own.id, "not needed").await?;
+    assert_eq!(rejected.status, RequestStatus::Rejected);
+    assert_eq!(rejected.reason.as_deref(), Some("not needed"));
+
+    let approved = h.plane.approve(&bob, &request.id, Some("on call")).await?;
+    assert_eq!(approved.status, RequestStatus::Granting);
+    assert_eq!(approved.reason.as_deref(), Some("on call"));
+    let approval = audit::records(h.plane.store(), 0, 1000, Some(&request.id))
+        .await?
+        .into_iter()
+        .find(|r| r.action == "request.approved")
+        .expect("the approval is audited");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&approval.details)?["reason"],
+        "on call"
+    );
+    h.plane.run_due_once().await?;
+    assert_eq!(
+        h.plane.request(&alice, &request.id).await?.status,
+        RequestStatus::Active
+    );
+    // Lists carry each request's sessions, as describing one does.
+    let listed = h.plane.requests(&alice, RequestScope::Mine).await?;
+    let listed = listed.iter().find(|r| r.id == request.id).unwrap();
+    assert!(!listed.session_ids.is_empty());
+    assert_eq!(listed.session_ids, approved.session_ids);
+
+    // Asking again for what she holds extends the grant instead of provisioning twice.
+    let calls = h.target.grant_calls.load(Ordering::SeqCst);
+    let again = h
+        .plane
+        .create_request(&alice, &prod_request(Some("still on it"), Some("1h")))
+        .await?;
+    h.plane.approve(&bob, &again.id, None).await?;
+    h.plane.run_due_once().await?;
+    let again = h.plane.request(&alice, &again.id).await?;
+    assert_eq!(again.session_ids, approved.session_ids);
+    assert_eq!(h.target.granted.lock().unwrap().len(), 1);
+    assert_eq!(
+        h.target.grant_calls.load(Ordering::SeqCst),
+        calls + 1,
+        "one idempotent re-grant moves the target's expiry"
+    );
+
+    // Early revoke by the requester.
+    let revoked = h.plane.revoke(&alice, &request.id).await?;
+    assert_eq!(revoked.status, RequestStatus::Revoking);
+    h.plane.run_due_once().await?;
+    assert_eq!(
+        h.plane.request(&alice, &request.id).await?.status,
+        RequestStatus::Revoked
+    );
+    assert!(h.target.granted.lock().unwrap().is_empty());
+    assert!(
+        h.plane
+            .session(&bob, &approved.session_ids[0])
+            .await
+            .is_err(),
+        "not bob's session"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_approvals_follow_the_flow() -> Result<()> {
+    approvals_follow_the_flow(false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_approvals_follow_the_flow() -> Result<()> {
+    approvals_follow_the_flow(true).await
+}
+
+async fn unreachable_target_turns_revoke_failed_then_recovers(postgres: bool) -> Result<()> {
+    let h = harness(postgres).await?;
+    let alice = user(&h, "alice@example.com");
+    let request = h.plane.create_request(&alice, &dev_request()).await?;
+    h.plane.run_due_once().await?;
+    let id = h.plane.request(&alice, &request.id).await?.session_ids[0].clone();
+    h.target.down.store(true, Ordering::SeqCst);
+    wait_for_expiry(&h, 2).await?;
+    assert_eq!(
+        h.plane.session(&alice, &id).await?.status,
+        GrantStatus::Revoking
+    );
+    wait_for_expiry(&h, 1).await?; // the retry is due after the 1 s backoff
+    let session = h.plane.session(&alice, &id).await?;
+    assert_eq!(session.status, GrantStatus::RevokeFailed);
+    assert!(
+        session
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("unavailable"),
+        "{session:?}"
+    );
+    let metrics = h.plane.metrics_text().await?;
+    assert!(metrics.contains("apono_revokes_failed 1"), "{metrics}");
+
+    h.target.down.store(false, Ordering::SeqCst);
+    wait_for_expiry(&h, 1).await?;
+    assert_eq!(
+        h.plane.session(&alice, &id).await?.status,
+        GrantStatus::Revoked
+    );
+    assert!(h.target.granted.lock().unwrap().is_empty());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_unreachable_target_turns_revoke_failed_then_recovers() -> Result<()> {
+    unreachable_target_turns_revoke_failed_then_recovers(false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_unreachable_target_turns_revoke_failed_then_recovers() -> Result<()> {
+    unreachable_target_turns_revoke_failed_then_recovers(true).await
+}
+
+/// Work written before a "crash" (a plane dropped without running its jobs) runs when a new
+/// plane opens the same store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_overdue_work_runs_after_restart() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("db.sqlite3").display()
+    );
+    let target = Arc::new(Target::default());
+    let first = open(&url, target.clone()).await?;
+    let alice = first.config().user("alice@example.com").unwrap().clone();
+    let request = first.create_request(&alice, &dev_request()).await?;
+    first.run_due_once().await?;
+    first.store().close().await;
+    drop(first);
+    assert_eq!(target.granted.lock().unwrap().len(), 1);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+
+    let second = open(&url, target.clone()).await?;
+    let shutdown = apono_core::CancelSignal::new();
+    let scheduler = tokio::spawn(second.clone().run_scheduler(shutdown.clone()));
+    let mut status = RequestStatus::Active;
+    for _ in 0..100 {
+        status = second.request(&alice, &request.id).await?.status;
+        if status == RequestStatus::Revoked {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    shutdown.cancel();
+    scheduler.await??;
+    assert_eq!(status, RequestStatus::Revoked);
+    assert!(target.granted.lock().unwrap().is_empty());
+    Ok(())
+}
+
+#[test]
+fn config_reports_every_problem_with_its_key() {
+    let bad = r#"
+[connector]
+listen = "nowhere"
+colour = "blue"
+
+[[users]]
+email = "not-an-email"
+
+[[integrations]]
+name = "a"
+type = "fake"
+secret_store = { apono = { parameters = {} } }
+typo = 1
+
+[[access_flows]]
+name = "f"
+trigger = "automatic"
+requestors = { groups = ["x"] }
+targets = [{ integration = "missing", resource_type = "box", permissions = ["Default"] }]
+grant_duration = "2 hours"
+
+[extra]
+"#;
+    let err = Config::parse(bad, std::iter::empty(), None).unwrap_err();
+    let text = err.to_string();
+    for needle in [
+        "extra",
+        "colour",
+        "integrations[0] (a)",
+        "typo",
+        "access_flows[0] (f)",
+        "users[0].email",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from {text}");
+    }
+    let ok = Config::parse(
+        CONFIG,
+        [(
+            "APONO_CONNECTOR_LISTEN".to_owned(),
+            "127.0.0.1:9999".to_owned(),
+        )],
+        None,
+    )
+    .unwrap();
+    assert_eq!(ok.connector.listen, "127.0.0.1:9999");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_audit_chain_detects_tampering() -> Result<()> {
+    let h = harness(false).await?;
+    let alice = user(&h, "alice@example.com");
+    h.plane.create_request(&alice, &dev_request()).await?;
+    h.plane.run_due_once().await?;
+    let before = audit::verify(h.plane.store()).await?;
+    assert!(before.is_intact(), "{before:?}");
+
+    sqlx_exec(
+        &h,
+        "UPDATE audit SET actor = 'mallory@example.com' WHERE seq = 2",
+    )
+    .await?;
+    let after = audit::verify(h.plane.store()).await?;
+    assert_eq!(after.first_broken, Some(2), "{after:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_audit_chain_detects_truncation() -> Result<()> {
+    let h = harness(false).await?;
+    let alice = user(&h, "alice@example.com");
+    h.plane.create_request(&alice, &dev_request()).await?;
+    let records = audit::records(h.plane.store(), 0, 1000, None).await?;
+    let last = records.last().unwrap().seq;
+    sqlx_exec(&h, &format!("DELETE FROM audit WHERE seq = {last}")).await?;
+    assert_eq!(
+        audit::verify(h.plane.store()).await?.first_broken,
+        Some(last)
+    );
+    Ok(())
+}
+
+async fn sqlx_exec(h: &Harness, sql: &str) -> Result<()> {
+    let mut conn = h.plane.store().pool().acquire().await?;
+    sqlx_raw(&mut conn, sql).await
+}
+
+async fn sqlx_raw(conn: &mut sqlx::AnyConnection, sql: &str) -> Result<()> {
+    use sqlx::Executor as _;
+    conn.execute(sqlx::AssertSqlSafe(sql.to_owned())).await?;
+    Ok(())
+}
+
+/// Sends one HTTP/1.1 request and returns the status code and body.
+async fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    stream
+        .write_all(format!("{method} {path} HTTP/1.1\r\nHost: test\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n").as_bytes())
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let status = response.get(9..12).unwrap_or("0").parse()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_requires_a_token_and_scopes_what_users_see() -> Result<()> {
+    let h = harness(false).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let router = apono_control::api::router(h.plane.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    assert_eq!(http(addr, "GET", "/healthz", None).await?.0, 200);
+    assert_eq!(http(addr, "GET", "/readyz", None).await?.0, 200);
+    let (status, openapi) = http(addr, "GET", "/api/v1/openapi.json", None).await?;
+    assert_eq!(status, 200);
+    assert!(
+        openapi.contains("/api/v1/access-requests/{id}/approve"),
+        "{openapi}"
+    );
+    assert_eq!(
+        http(addr, "GET", "/api/v1/access-requests", None).await?.0,
+        401
+    );
+    assert_eq!(
+        http(addr, "GET", "/api/v1/access-requests", Some("apono_forged"))
+            .await?
+            .0,
+        401
+    );
+
+    let alice = h.plane.create_token("alice@example.com").await?;
+    let root = h.plane.create_token("root@example.com").await?;
+    assert!(h.plane.create_token("nobody@example.com").await.is_err());
+    let (status, resources) = http(
+        addr,
+        "GET",
+        "/api/v1/resources?integration=boxes",
+        Some(&alice),
+    )
+    .await?;
+    assert_eq!(status, 200);
+    assert!(resources.contains("dev-1"), "{resources}");
+    assert_eq!(
+        http(
+            addr,
+            "GET",
+            "/api/v1/access-requests?scope=all",
+            Some(&alice)
+        )
+        .await?
+        .0,
+        403
+    );
+    assert_eq!(
+        http(
+            addr,
+            "GET",
+            "/api/v1/access-requests?scope=all",
+            Some(&root)
+        )
+        .await?
+        .0,
+        200
+    );
+    assert_eq!(
+        http(addr, "GET", "/api/v1/audit", Some(&alice)).await?.0,
+        403
+    );
+    let (status, lines) = http(addr, "GET", "/api/v1/audit?format=jsonl", Some(&root)).await?;
+    assert_eq!(status, 200);
+    assert!(
+        lines.lines().any(|l| l.contains("\"token.used\"")),
+        "{lines}"
+    );
+    assert!(
+        !lines.contains(&alice) && !lines.contains(&root),
+        "tokens must not be audited"
+    );
+    let (_, metrics) = http(addr, "GET", "/metrics", None).await?;
+    assert!(metrics.contains("apono_revokes_due 0"), "{metrics}");
+    Ok(())
+}

@@ -1,0 +1,305 @@
+//! Crash safety through the binary on a real sshd: 200 grant/revoke cycles with short
+//! durations while the connector is SIGKILLed at random moments and restarted. Afterwards no
+//! account, key or group granted by the connector remains on the target, no grant is left
+//! `Active` or `Granting`, and the audit chain is intact.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use apono_testkit::SshServer;
+use serde_json::{Value, json};
+
+const USERS: usize = 20;
+const SERVERS: usize = 10;
+const CYCLES: usize = 200;
+
+fn start(bin: &Path, config: &Path, log: &Path) -> Result<Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    Ok(Command::new(bin)
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()?)
+}
+
+/// A small deterministic generator (no extra dependency).
+struct XorShift(u64);
+impl XorShift {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % below
+    }
+}
+
+async fn send(
+    client: &reqwest::Client,
+    method: &str,
+    url: &str,
+    token: &str,
+    body: Option<&Value>,
+) -> Result<Value> {
+    let mut req = client
+        .request(method.parse()?, url)
+        .header("authorization", format!("Bearer {token}"))
+        .timeout(Duration::from_secs(10));
+    if let Some(body) = body {
+        req = req
+            .header("content-type", "application/json")
+            .body(body.to_string());
+    }
+    let resp = req.send().await?;
+    let status = resp.status();
+    let text = resp.text().await?;
+    ensure!(status.is_success(), "{method} {url}: {status}: {text}");
+    Ok(serde_json::from_str(&text)?)
+}
+
+fn leftovers(server: &SshServer) -> Result<Vec<String>> {
+    let mut found = Vec::new();
+    let passwd = server.exec(&["getent", "passwd"])?;
+    for line in String::from_utf8_lossy(&passwd.stdout).lines() {
+        if line.contains("apono-managed") {
+            found.push(format!("account: {line}"));
+        }
+    }
+    let group = server.exec(&["getent", "group", "apono-managed"])?;
+    let members = String::from_utf8_lossy(&group.stdout)
+        .trim()
+        .rsplit(':')
+        .next()
+        .unwrap_or("")
+        .to_owned();
+    if !members.is_empty() {
+        found.push(format!("apono-managed members: {members}"));
+    }
+    let keys = server.exec(&["sh", "-c", "grep -rl grt_ /home 2>/dev/null || true"])?;
+    for file in String::from_utf8_lossy(&keys.stdout).lines() {
+        found.push(format!("key file still names a grant: {file}"));
+    }
+    Ok(found)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::print_stdout)] // the run's summary
+async fn sigkill_during_200_cycles_leaves_nothing_behind() -> Result<()> {
+    let server = SshServer::start()?;
+    let dir = tempfile::tempdir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let key_b64 = data_encoding::BASE64.encode(server.admin_private_key().as_bytes());
+    let mut config =
+        format!(
+        r#"
+[connector]
+id = "crash"
+listen = "127.0.0.1:{port}"
+data_dir = "{data}"
+retry_base = "1s"
+retry_max = "2s"
+max_concurrent_actions = 8
+max_concurrent_per_target = 2
+shutdown_grace = "1s"
+
+[[users]]
+email = "root@example.com"
+admin = true
+
+[[integrations]]
+name = "servers"
+type = "ssh"
+secret_store = {{ apono = {{ parameters = {{ base64_private_key = "{key_b64}" }} }} }}
+credentials_cleanup_period_in_days = 0
+config = {{ servers = [{servers}] }}
+
+[[access_flows]]
+name = "dev"
+trigger = "automatic"
+requestors = {{ groups = ["developers"] }}
+targets = [{{ integration = "servers", resource_type = "ssh-server", permissions = ["Default"] }}]
+grant_duration = "3s"
+"#,
+        data = dir.path().join("data").display(),
+        servers = (0..SERVERS)
+            .map(|i| format!(
+                r#"{{ name = "web-{i}", host = "{}", port = {}, user = "{}", host_key = "{}" }}"#,
+                server.host(), server.port(), server.admin_user(), server.host_public_key().trim()
+            ))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    for u in 0..USERS {
+        config.push_str(&format!(
+            "\n[[users]]\nemail = \"u{u:02}@example.com\"\ngroups = [\"developers\"]\n"
+        ));
+    }
+    let config_path = dir.path().join("connector.toml");
+    std::fs::write(&config_path, config)?;
+    let bin = apono_e2e::connector_bin();
+    let log = dir.path().join("connector.log");
+    let token = |email: &str| -> Result<String> {
+        let out = Command::new(&bin)
+            .args(["tokens", "create", "--user", email, "--config"])
+            .arg(&config_path)
+            .output()?;
+        ensure!(
+            out.status.success(),
+            "tokens create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+    };
+    let admin = token("root@example.com")?;
+    let tokens: Vec<String> = (0..USERS)
+        .map(|u| token(&format!("u{u:02}@example.com")))
+        .collect::<Result<_>>()?;
+
+    let child = Arc::new(Mutex::new(start(&bin, &config_path, &log)?));
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    // Wait for discovery before the storm.
+    let ready = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = send(
+            &client,
+            "GET",
+            &format!("{base}/api/v1/resources"),
+            &admin,
+            None,
+        )
+        .await
+            && r.as_array().is_some_and(|a| a.len() == SERVERS)
+        {
+            break;
+        }
+        ensure!(
+            Instant::now() < ready,
+            "not ready: {}",
+            std::fs::read_to_string(&log)?
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let killer = {
+        let (child, done, bin, config_path, log) = (
+            child.clone(),
+            done.clone(),
+            bin.clone(),
+            config_path.clone(),
+            log.clone(),
+        );
+        tokio::task::spawn_blocking(move || -> Result<usize> {
+            let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+            let mut kills = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(300 + rng.next(2200)));
+                let mut c = child.lock().unwrap();
+                c.kill()?; // SIGKILL
+                c.wait()?;
+                kills += 1;
+                *c = start(&bin, &config_path, &log)?;
+            }
+            Ok(kills)
+        })
+    };
+
+    let mut created = 0;
+    let deadline = Instant::now() + Duration::from_secs(150);
+    for cycle in 0..CYCLES {
+        let (u, s) = (cycle % USERS, (cycle / USERS) % SERVERS);
+        let body = json!({ "integration": "servers", "resource_type": "ssh-server", "resource_ids": [format!("web-{s}")], "permission": "Default", "duration": format!("{}s", 1 + cycle % 3) });
+        loop {
+            ensure!(Instant::now() < deadline, "only {created} requests created");
+            match send(
+                &client,
+                "POST",
+                &format!("{base}/api/v1/access-requests"),
+                &tokens[u],
+                Some(&body),
+            )
+            .await
+            {
+                Ok(_) => break,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        created += 1;
+        // Spread the cycles over ~30 s so that kills land in every phase.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let kills = killer.await??;
+    ensure!(kills >= 3, "only {kills} kills");
+
+    // Let the (last) connector finish: every grant Revoked or Failed, and the target clean.
+    let settle = Instant::now() + Duration::from_secs(120);
+    let (sessions, left) = loop {
+        let sessions = send(
+            &client,
+            "GET",
+            &format!("{base}/api/v1/access-sessions?all=true"),
+            &admin,
+            None,
+        )
+        .await
+        .ok();
+        let left = leftovers(&server)?;
+        if let Some(sessions) = &sessions {
+            let open = sessions.as_array().map_or(0, |a| {
+                a.iter()
+                    .filter(|s| !matches!(s["status"].as_str(), Some("Revoked" | "Failed")))
+                    .count()
+            });
+            if open == 0 && left.is_empty() {
+                break (sessions.clone(), left);
+            }
+        }
+        if Instant::now() > settle {
+            bail!(
+                "not settled: leftovers {left:?}; sessions {}",
+                sessions.map(|s| s.to_string()).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let sessions = sessions.as_array().context("sessions")?;
+    let failed = sessions.iter().filter(|s| s["status"] == "Failed").count();
+    println!(
+        "crash test: {created} requests, {} sessions ({failed} failed), {kills} SIGKILLs, leftovers {left:?}",
+        sessions.len()
+    );
+    ensure!(
+        sessions.len() >= SERVERS,
+        "too few sessions: {}",
+        sessions.len()
+    );
+
+    let mut c = child.lock().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(c.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )?;
+    ensure!(c.wait()?.success(), "exit after SIGTERM");
+    drop(c);
+    let verify = Command::new(&bin)
+        .args(["audit", "verify", "--config"])
+        .arg(&config_path)
+        .output()?;
+    ensure!(
+        verify.status.success(),
+        "audit verify: {}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    Ok(())
+}
