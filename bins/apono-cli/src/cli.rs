@@ -53,6 +53,9 @@ pub(crate) enum Command {
     /// Access sessions: list, use, reset credentials.
     #[command(subcommand)]
     Access(AccessCommand),
+    /// Secrets in an Apono Vault, through your active access session on it.
+    #[command(subcommand)]
+    Vault(VaultCommand),
     /// The connector's audit log (admins).
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -287,5 +290,78 @@ pub(crate) enum AuditCommand {
         since: Option<String>,
         #[command(flatten)]
         output: OutputArg,
+    },
+}
+
+/// Which vault and session `apono vault` uses.
+#[derive(Debug, Args)]
+pub(crate) struct VaultArgs {
+    /// The `apono-vault` integration (its name or `apono-vault/name`).
+    #[arg(long = "vault-id", value_name = "NAME")]
+    pub(crate) vault_id: String,
+    /// The access session to use (default: your broadest active one on that vault).
+    #[arg(long, value_name = "SESSION_ID")]
+    pub(crate) session: Option<String>,
+    /// A PEM file of the CA that signed the vault's TLS certificate (default: web roots).
+    #[arg(long = "ca-cert", value_name = "FILE")]
+    pub(crate) ca_cert: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub(crate) output: OutputArg,
+}
+
+/// A secret's contents.
+#[derive(Debug, Args)]
+pub(crate) struct ValueArg {
+    /// The secret's key/value pairs as a JSON object, such as '{"username":"admin"}';
+    /// `-` reads it from stdin.
+    #[arg(long, value_name = "JSON")]
+    pub(crate) value: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum VaultCommand {
+    /// Lists secret paths under a folder (default: the whole mount), recursively.
+    List {
+        #[command(flatten)]
+        vault: VaultArgs,
+        /// The folder, such as team/ or apono-store/team.
+        #[arg(value_name = "MOUNT/PATH")]
+        path: Option<String>,
+    },
+    /// Prints a secret's keys and values.
+    Fetch {
+        #[command(flatten)]
+        vault: VaultArgs,
+        /// The secret, such as team/db or apono-store/team/db.
+        #[arg(value_name = "MOUNT/PATH")]
+        path: String,
+    },
+    /// Creates a secret; refuses one that exists (use update).
+    Create {
+        #[command(flatten)]
+        vault: VaultArgs,
+        /// The secret.
+        #[arg(value_name = "MOUNT/PATH")]
+        path: String,
+        #[command(flatten)]
+        value: ValueArg,
+    },
+    /// Replaces an existing secret's key/value pairs with a new version.
+    Update {
+        #[command(flatten)]
+        vault: VaultArgs,
+        /// The secret.
+        #[arg(value_name = "MOUNT/PATH")]
+        path: String,
+        #[command(flatten)]
+        value: ValueArg,
+    },
+    /// Deletes a secret with all its versions.
+    Delete {
+        #[command(flatten)]
+        vault: VaultArgs,
+        /// The secret.
+        #[arg(value_name = "MOUNT/PATH")]
+        path: String,
     },
 }

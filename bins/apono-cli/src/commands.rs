@@ -8,14 +8,15 @@ use std::time::Duration;
 
 use apono_client::{
     AccessDetails, AccessRequest, AccessSession, Client, ClientError, Credentials, GrantStatus,
-    NewRequest, Profile, RequestScope, RequestStatus, parse_base_url, parse_duration,
+    NewRequest, Profile, RequestScope, RequestStatus, SecretValue, VaultAccess, VaultOptions,
+    VaultWrite, parse_base_url, parse_duration,
 };
 use chrono::Utc;
 use secrecy::ExposeSecret;
 
 use crate::cli::{
     AccessCommand, AuditCommand, Command, CreateArgs, Format, InventoryCommand, ProfilesCommand,
-    RequestsCommand, Scope, UseFormat,
+    RequestsCommand, Scope, UseFormat, ValueArg, VaultArgs, VaultCommand,
 };
 use crate::context::{Context, Explain, fail, usage};
 use crate::output::{emit, line, table, time};
@@ -25,6 +26,9 @@ const POLL: Duration = Duration::from_millis(300);
 pub(crate) async fn run(ctx: &Context, command: Command) -> anyhow::Result<()> {
     // Keys of sessions that have ended by the clock go first, whatever the command.
     if let Ok(cache) = ctx.key_cache() {
+        cache.remove_expired(Utc::now());
+    }
+    if let Ok(cache) = ctx.vault_cache() {
         cache.remove_expired(Utc::now());
     }
     match command {
@@ -37,6 +41,7 @@ pub(crate) async fn run(ctx: &Context, command: Command) -> anyhow::Result<()> {
         Command::Inventory(cmd) => inventory(&ctx.client()?, cmd).await,
         Command::Requests(cmd) => requests(ctx, cmd).await,
         Command::Access(cmd) => access(ctx, cmd).await,
+        Command::Vault(cmd) => vault(ctx, cmd).await,
         Command::Audit(AuditCommand::List { since, output }) => {
             audit(&ctx.client()?, since.as_deref(), output.output).await
         }
@@ -374,6 +379,7 @@ async fn requests(ctx: &Context, cmd: RequestsCommand) -> anyhow::Result<()> {
                     .map_err(|e| wait_error(e, &id))?;
                 spinner.finish();
                 let cache = ctx.key_cache()?;
+                let vault_cache = ctx.vault_cache()?;
                 for session in &r.session_ids {
                     let s = client.session(session).await.explained()?;
                     if s.status.may_hold_access() {
@@ -383,6 +389,7 @@ async fn requests(ctx: &Context, cmd: RequestsCommand) -> anyhow::Result<()> {
                         )));
                     }
                     let _ = cache.remove(session);
+                    let _ = vault_cache.remove(session);
                 }
             }
             if o.output == Format::Table {
@@ -802,6 +809,106 @@ pub(crate) async fn use_session(
         }
     }
     Ok(())
+}
+
+// ------------------------------------------------------------------ vault
+
+async fn open_vault(ctx: &Context, args: &VaultArgs) -> anyhow::Result<VaultAccess> {
+    let ca_cert_pem = match &args.ca_cert {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| usage(format!("cannot read --ca-cert {}: {e}", path.display())))?,
+        ),
+        None => None,
+    };
+    let options = VaultOptions {
+        session_id: args.session.clone(),
+        ca_cert_pem,
+    };
+    VaultAccess::open(
+        &ctx.client()?,
+        &ctx.vault_cache()?,
+        &args.vault_id,
+        &options,
+    )
+    .await
+    .explained()
+}
+
+fn secret_value(arg: &ValueArg) -> anyhow::Result<SecretValue> {
+    let text = if arg.value == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| fail(format!("reading the value from stdin: {e}")))?;
+        text
+    } else {
+        arg.value.clone()
+    };
+    let value = SecretValue::from_json(text.as_bytes()).map_err(|e| {
+        usage(format!(
+            "--value must be a JSON object of keys and values, such as '{{\"username\":\"admin\"}}' ({e})"
+        ))
+    })?;
+    if value.is_empty() {
+        return Err(usage("--value holds no key"));
+    }
+    Ok(value)
+}
+
+fn written(format: Format, done: &VaultWrite, what: &str) -> anyhow::Result<()> {
+    if format == Format::Table {
+        match done.version {
+            Some(v) => eprintln!("{what} secret {} (version {v})", done.path),
+            None => eprintln!("{what} secret {} with all its versions", done.path),
+        }
+        return Ok(());
+    }
+    emit(format, done, |_| table(&[], Vec::new()))
+}
+
+async fn vault(ctx: &Context, cmd: VaultCommand) -> anyhow::Result<()> {
+    match cmd {
+        VaultCommand::List { vault, path } => {
+            let access = open_vault(ctx, &vault).await?;
+            let list = access
+                .list(path.as_deref().unwrap_or(""))
+                .await
+                .explained()?;
+            emit(vault.output.output, &list, |l| {
+                table(&["PATH"], l.iter().map(|p| vec![p.clone()]))
+            })
+        }
+        VaultCommand::Fetch { vault, path } => {
+            let access = open_vault(ctx, &vault).await?;
+            let secret = access.fetch(&path).await.explained()?;
+            emit(vault.output.output, &secret, |s| {
+                table(
+                    &["KEY", "VALUE"],
+                    s.data
+                        .iter()
+                        .map(|(k, v)| vec![k.to_owned(), v.expose_secret().to_owned()]),
+                )
+            })
+        }
+        VaultCommand::Create { vault, path, value } => {
+            let value = secret_value(&value)?;
+            let access = open_vault(ctx, &vault).await?;
+            let done = access.create(&path, &value).await.explained()?;
+            written(vault.output.output, &done, "created")
+        }
+        VaultCommand::Update { vault, path, value } => {
+            let value = secret_value(&value)?;
+            let access = open_vault(ctx, &vault).await?;
+            let done = access.update(&path, &value).await.explained()?;
+            written(vault.output.output, &done, "updated")
+        }
+        VaultCommand::Delete { vault, path } => {
+            let access = open_vault(ctx, &vault).await?;
+            let done = access.delete(&path).await.explained()?;
+            written(vault.output.output, &done, "deleted")
+        }
+    }
 }
 
 // ------------------------------------------------------------------ audit

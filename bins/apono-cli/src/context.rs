@@ -70,6 +70,25 @@ pub(crate) fn explain(e: ClientError) -> anyhow::Error {
                 .to_owned(),
             false,
         ),
+        ClientError::NoActiveSession { integration, .. } => (
+            format!(
+                "{e}: request access with apono requests create -i {integration} -t management -r MOUNT -p ReadWrite"
+            ),
+            false,
+        ),
+        ClientError::CredentialsShown { session_id } => (
+            format!("{e}: run apono access reset-credentials {session_id}, then try again"),
+            false,
+        ),
+        ClientError::SecretExists { .. } => (format!("{e}: use apono vault update"), false),
+        ClientError::SecretNotFound { .. } => (
+            format!("{e}: see apono vault list, or create it with apono vault create"),
+            false,
+        ),
+        ClientError::VaultDenied { .. } => (
+            format!("{e}: request a broader permission with apono requests create"),
+            false,
+        ),
         ClientError::InvalidUrl { .. } | ClientError::Usage(_) => (e.to_string(), true),
         _ => (e.to_string(), false),
     };
@@ -124,6 +143,13 @@ impl Context {
     pub(crate) fn key_cache(&self) -> anyhow::Result<KeyCache> {
         Ok(KeyCache::new(
             env_dir("XDG_CACHE_HOME", ".cache")?.join("apono/keys"),
+        ))
+    }
+
+    /// `$XDG_CACHE_HOME/apono/vault`: OpenBao tokens of vault sessions (fallback `~/.cache`).
+    pub(crate) fn vault_cache(&self) -> anyhow::Result<KeyCache> {
+        Ok(KeyCache::new(
+            env_dir("XDG_CACHE_HOME", ".cache")?.join("apono/vault"),
         ))
     }
 

@@ -107,6 +107,48 @@ pub enum ClientError {
     /// A value given by the user is invalid (a duration, a session id, a profile name).
     #[error("{0}")]
     Usage(String),
+    /// The caller has no active access session on a vault integration.
+    #[error("no active access session on {integration}{}", if *ended { " (your sessions there have ended)" } else { "" })]
+    NoActiveSession {
+        /// The integration's name.
+        integration: String,
+        /// Whether the caller had sessions there that are no longer active.
+        ended: bool,
+    },
+    /// A session's one-time password was already shown, and no usable vault token or password
+    /// is cached on this machine.
+    #[error(
+        "the one-time password of session {session_id} was already shown and this machine holds no usable vault token for it"
+    )]
+    CredentialsShown {
+        /// The session id.
+        session_id: String,
+    },
+    /// The vault refused an operation that the session's permission does not include.
+    #[error("your access ({access}) does not allow {operation} on {path:?}")]
+    VaultDenied {
+        /// `list`, `fetch`, `create`, `update` or `delete`.
+        operation: &'static str,
+        /// The secret path (relative to the mount).
+        path: String,
+        /// The session's permission, resource type and resource.
+        access: String,
+    },
+    /// `create` of a secret that exists.
+    #[error("secret {path:?} already exists")]
+    SecretExists {
+        /// The secret path (relative to the mount).
+        path: String,
+    },
+    /// No secret at that path.
+    #[error("no secret {path:?}")]
+    SecretNotFound {
+        /// The secret path (relative to the mount).
+        path: String,
+    },
+    /// Any other failure talking to the vault (OpenBao).
+    #[error(transparent)]
+    Vault(#[from] apono_vault_client::VaultError),
 }
 
 impl ClientError {
@@ -125,6 +167,12 @@ impl ClientError {
             Self::Server { .. } => ErrorKind::Internal,
             Self::Malformed { .. } | Self::ProfileFile { .. } => ErrorKind::Malformed,
             Self::Io { .. } => ErrorKind::Internal,
+            Self::NoActiveSession { .. }
+            | Self::CredentialsShown { .. }
+            | Self::VaultDenied { .. } => ErrorKind::PermissionDenied,
+            Self::SecretExists { .. } => ErrorKind::Conflict,
+            Self::SecretNotFound { .. } => ErrorKind::NotFound,
+            Self::Vault(e) => e.kind(),
         }
     }
 }

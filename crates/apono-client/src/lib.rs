@@ -9,6 +9,11 @@
 //!   output is the stable JSON the CLI prints with `-o json` (see below).
 //! * [`Profiles`] and [`KeyCache`] — the CLI's private files, always created with mode `0600`.
 //!   Paths are passed in: the library reads no environment variables.
+//! * [`VaultAccess`] — secrets of an `apono-vault` integration through the caller's own active
+//!   access session: it logs in to OpenBao with the session's one-time userpass password,
+//!   caches the token in a [`KeyCache`] (`0600`) until the session ends, and runs kv-v2 list,
+//!   fetch, create (check-and-set 0), update (checked against the current version) and delete
+//!   (metadata and every version).
 //! * [`ClientError`] — what went wrong, with [`ClientError::kind`]; messages are single lines
 //!   that never quote tokens or credentials.
 //!
@@ -59,6 +64,10 @@
 //! | `access use -o json` | the access details: `instructions` {`plain`, `markdown`}, `cli`, `link`, `json`, `credentials` (an object of one-time values the first time, then a string saying they were shown), `credential_status`, plus `key_file` when a private key was saved |
 //! | `access reset-credentials` | one [`AccessSession`] |
 //! | `audit list` | array of [`AuditRecord`] |
+//! | `vault list` | array of secret paths relative to the mount, recursive, sorted |
+//! | `vault fetch` | one [`VaultSecret`]: `{"path", "version", "data": {key: value}}` |
+//! | `vault create`, `update` | one [`VaultWrite`]: `{"path", "version"}` |
+//! | `vault delete` | one [`VaultWrite`]: `{"path", "deleted": true}` |
 //! | `profiles list` | array of `{"name", "url", "active"}` (never the token) |
 //!
 //! Statuses use Apono's spellings: requests `Pending`, `Granting`, `Active`, `Rejected`,
@@ -70,6 +79,7 @@ mod duration;
 mod error;
 mod files;
 pub mod model;
+mod vault;
 
 pub use client::{Client, ClientBuilder, parse_base_url};
 pub use duration::parse_duration;
@@ -79,6 +89,7 @@ pub use model::{
     AccessDetails, AccessRequest, AccessSession, AuditRecord, Credentials, DryRun, Instructions,
     Integration, NewRequest, PermissionEntry, RequestScope, Resource, ResourceTypeEntry,
 };
+pub use vault::{VAULT_INTEGRATION_TYPE, VaultAccess, VaultOptions, VaultSecret, VaultWrite};
 
 /// Statuses, re-exported from `apono-core` so callers need no second dependency.
-pub use apono_core::{ErrorKind, GrantStatus, RequestStatus};
+pub use apono_core::{ErrorKind, GrantStatus, RequestStatus, SecretValue};

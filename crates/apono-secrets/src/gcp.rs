@@ -386,43 +386,12 @@ impl GcpSecretManagerStore {
             CredentialSource::AccessToken(token) => return Ok((token.clone(), u64::MAX / 2)),
         };
         let answer = rest::send(request, STORE, reference).await?;
-        let body = rest::json(&answer.body);
-        if answer.status != 200 {
-            let detail = body
-                .ok()
-                .and_then(|v| {
-                    let error = rest::str_field(&v, "error")?.to_owned();
-                    let description = rest::str_field(&v, "error_description").unwrap_or("");
-                    Some(format!("{error}: {}", rest::short(description)))
-                })
-                .unwrap_or_else(|| "no OAuth error in the body".into());
-            let description = format!("token endpoint answered HTTP {}: {detail}", answer.status);
-            return Err(match answer.status {
-                400 | 401 | 403 => SecretError::PermissionDenied {
-                    reference: reference.to_owned(),
-                    reason: "the token endpoint refused the credentials".into(),
-                    source: source(description),
-                },
-                _ => SecretError::Unavailable {
-                    store: STORE.into(),
-                    source: source(description),
-                },
-            });
-        }
-        let value = body.map_err(|e| SecretError::Unavailable {
-            store: STORE.into(),
-            source: source(format!("token endpoint: {e}")),
-        })?;
-        let token =
-            rest::str_field(&value, "access_token").ok_or_else(|| SecretError::Unavailable {
-                store: STORE.into(),
-                source: source("token endpoint answered without an access_token"),
-            })?;
-        let expires_in = value
-            .get("expires_in")
-            .and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()))
-            .unwrap_or(300);
-        Ok((SecretString::from(token.to_owned()), expires_in))
+        rest::oauth_token(
+            &answer,
+            STORE,
+            reference,
+            "the token endpoint refused the credentials",
+        )
     }
 }
 

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use apono_core::SecretError;
+use secrecy::SecretString;
 use zeroize::Zeroizing;
 
 use crate::backend_error::{source, transport_chain};
@@ -133,4 +134,52 @@ pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// Reads an OAuth 2.0 token endpoint's answer (RFC 6749 §5): the access token and its lifetime
+/// in seconds (300 when the endpoint does not say), or an error that quotes only the endpoint's
+/// `error` code and a shortened `error_description`, never the body. `refused` is the reason
+/// given when the endpoint rejects the credentials (HTTP 400, 401 or 403).
+pub(crate) fn oauth_token(
+    answer: &Answer,
+    store: &'static str,
+    reference: &str,
+    refused: &str,
+) -> Result<(SecretString, u64), SecretError> {
+    let body = json(&answer.body);
+    if answer.status != 200 {
+        let detail = body
+            .ok()
+            .and_then(|v| {
+                let error = str_field(&v, "error")?.to_owned();
+                let description = str_field(&v, "error_description").unwrap_or("");
+                Some(format!("{error}: {}", short(description)))
+            })
+            .unwrap_or_else(|| "no OAuth error in the body".into());
+        let description = format!("token endpoint answered HTTP {}: {detail}", answer.status);
+        return Err(match answer.status {
+            400 | 401 | 403 => SecretError::PermissionDenied {
+                reference: reference.to_owned(),
+                reason: refused.to_owned(),
+                source: source(description),
+            },
+            _ => SecretError::Unavailable {
+                store: store.into(),
+                source: source(description),
+            },
+        });
+    }
+    let value = body.map_err(|e| SecretError::Unavailable {
+        store: store.into(),
+        source: source(format!("token endpoint: {e}")),
+    })?;
+    let token = str_field(&value, "access_token").ok_or_else(|| SecretError::Unavailable {
+        store: store.into(),
+        source: source("token endpoint answered without an access_token"),
+    })?;
+    let expires_in = value
+        .get("expires_in")
+        .and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()))
+        .unwrap_or(300);
+    Ok((SecretString::from(token.to_owned()), expires_in))
 }
