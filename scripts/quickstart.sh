@@ -1,24 +1,20 @@
 #!/usr/bin/env bash
-# Quickstart: a private sshd to grant access to, a connector configured for it, and the curl
-# commands to request access, log in and watch it expire. Run as root (the sshd runs in its own
+# Quickstart: a private sshd to grant access to, a connector configured for it, and the `apono`
+# CLI commands to request access, approve it, log in and watch it expire. Run as root (the sshd runs in its own
 # mount + PID namespace). Stop everything with the command printed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 missing=()
 [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
 command -v ssh >/dev/null || missing+=(openssh-client)
 command -v unshare >/dev/null || missing+=(util-linux)
 command -v curl >/dev/null || missing+=(curl)
-if [ ${#missing[@]} -gt 0 ]; then
-  as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+scripts/install-debian-packages.sh "${missing[@]}"
 
-echo "building apono-connector and the quickstart target…" >&2
-cargo build -q -p apono-connector -p apono-e2e --bin apono-connector --bin apono-quickstart-target
+echo "building apono-connector, the apono CLI and the quickstart target…" >&2
+cargo build -q -p apono-connector -p apono-cli -p apono-e2e --bin apono-connector --bin apono --bin apono-quickstart-target
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug
 WORK=$(mktemp -d /tmp/apono-quickstart.XXXXXX)
 
@@ -68,32 +64,36 @@ ALICE=$("$BIN/apono-connector" tokens create --config "$WORK/connector.toml" --u
 BOB=$("$BIN/apono-connector" tokens create --config "$WORK/connector.toml" --user bob@example.com)
 setsid "$BIN/apono-connector" run --config "$WORK/connector.toml" >"$WORK/connector.log" 2>&1 &
 echo $! >"$WORK/connector.pid"
-for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
+for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.1; done
+curl -fs "http://127.0.0.1:$PORT/readyz" >/dev/null || { cat "$WORK/connector.log" >&2; exit 1; }
 
-API=http://127.0.0.1:$PORT/api/v1
+URL=http://127.0.0.1:$PORT
 cat <<TEXT
 
-The connector runs on http://127.0.0.1:$PORT (log: $WORK/connector.log); the private sshd on
+The connector runs on $URL (log: $WORK/connector.log); the private sshd on
 $TARGET_HOST:$TARGET_PORT. Tokens: alice (requester) and bob (approver).
 
-  export API=$API ALICE=$ALICE BOB=$BOB
+  export PATH=$BIN:\$PATH ALICE=$ALICE BOB=$BOB
 
-1. alice asks for access (a dry run first, then for real):
-  curl -s -H "Authorization: Bearer \$ALICE" -d '{"integration":"local-servers","resource_type":"ssh-server","resource_ids":["web-1"],"permission":"Default","duration":"1m"}' \$API/access-requests/dry-run
-  REQ=\$(curl -s -H "Authorization: Bearer \$ALICE" -d '{"integration":"local-servers","resource_type":"ssh-server","resource_ids":["web-1"],"permission":"Default","duration":"1m","justification":"trying the quickstart"}' \$API/access-requests | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+1. alice logs in (a profile "quickstart" with the URL and her token, made the active one):
+  apono login --profile quickstart --url $URL --personal-token \$ALICE
 
-2. bob approves it:
-  curl -s -X POST -H "Authorization: Bearer \$BOB" \$API/access-requests/\$REQ/approve
+2. alice asks for access; --no-wait returns at once with the request id (without it, the
+   command waits for the approval):
+  apono requests create -i local-servers -t ssh-server -r web-1 -p Default -d 1m -j "trying the quickstart" --no-wait
 
-3. alice reads her access details once (the private key is shown only this time) and logs in:
-  SESSION=\$(curl -s -H "Authorization: Bearer \$ALICE" \$API/access-requests/\$REQ | python3 -c 'import json,sys; print(json.load(sys.stdin)["session_ids"][0])')
-  curl -s -H "Authorization: Bearer \$ALICE" \$API/access-sessions/\$SESSION/access-details > /tmp/details.json
-  python3 -c 'import json; d=json.load(open("/tmp/details.json")); open("/tmp/apono_key","w").write(d["credentials"]["private_key"]); print(d["json"]["username"])' > /tmp/apono_user
-  chmod 600 /tmp/apono_key
-  ssh -F /dev/null -o UserKnownHostsFile=$TARGET_KNOWN_HOSTS -i /tmp/apono_key -p $TARGET_PORT "\$(cat /tmp/apono_user)@$TARGET_HOST" id
+3. bob approves it (his token for this one command; REQUEST_ID from step 2):
+  APONO_URL=$URL APONO_TOKEN=\$BOB apono requests approve REQUEST_ID
 
-4. watch it expire (one minute), then try to log in again — refused:
-  watch -n1 "curl -s -H 'Authorization: Bearer \$ALICE' \$API/access-sessions/\$SESSION; echo; curl -s http://127.0.0.1:$PORT/metrics | grep -E '^apono_(active_grants|revokes|revoke_lag_seconds_(sum|count))'"
+4. alice finds her session and logs in with the one-time key (kept for her in ~/.cache/apono):
+  apono access list
+  apono access use SESSION_ID --run -- -o UserKnownHostsFile=$TARGET_KNOWN_HOSTS
+
+5. watch it expire (one minute); after that, the same login is refused ("access has ended"):
+  watch -n1 "apono access list; curl -s $URL/metrics | grep -E '^apono_(active_grants|revokes|revoke_lag_seconds_(sum|count))'"
+  apono access use SESSION_ID --run -- -o UserKnownHostsFile=$TARGET_KNOWN_HOSTS
+
+The same over HTTP: curl -H "Authorization: Bearer \$ALICE" $URL/api/v1/access-sessions
 
 Audit log (admins only; make bob an admin in $WORK/connector.toml to read it), verify the chain:
   $BIN/apono-connector audit verify --config $WORK/connector.toml

@@ -9,7 +9,6 @@ ROOT=$PWD
 START=$SECONDS
 
 step() { printf '\n==> [%4ss] %s\n' "$((SECONDS - START))" "$*" >&2; }
-as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # ---------------------------------------------------------------- system packages
 step "checking system packages"
@@ -23,16 +22,7 @@ command -v ssh-keygen >/dev/null || missing+=(openssh-client)
 python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   step "installing ${missing[*]}"
-  # Keep the packages' services from starting on the host: tests start private instances.
-  guard=""
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' | as_root tee /usr/sbin/policy-rc.d >/dev/null
-    as_root chmod 755 /usr/sbin/policy-rc.d
-    guard=/usr/sbin/policy-rc.d
-  fi
-  as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  [ -z "$guard" ] || as_root rm -f "$guard"
+  scripts/install-debian-packages.sh "${missing[@]}"
 fi
 
 # ---------------------------------------------------------------- python tools

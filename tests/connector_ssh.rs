@@ -1,92 +1,22 @@
 //! Through the binary, on a real sshd: request → (automatic) approval → log in with the
 //! returned key → expiry → login refused; the revoke lag is measured; SIGTERM exits cleanly.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use apono_e2e::{ConnectorConfig, call, ssh_login, ssh_secret_store, ssh_server};
 use apono_testkit::SshServer;
-use serde_json::{Value, json};
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-struct Connector(Child);
-
-impl Drop for Connector {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn call(
-    client: &reqwest::Client,
-    method: &str,
-    url: String,
-    token: &str,
-    body: Option<Value>,
-) -> Result<Value> {
-    let mut req = client
-        .request(method.parse()?, &url)
-        .header("authorization", format!("Bearer {token}"));
-    if let Some(body) = body {
-        req = req
-            .header("content-type", "application/json")
-            .body(body.to_string());
-    }
-    let resp = req.send().await?;
-    let status = resp.status();
-    let text = resp.text().await?;
-    ensure!(status.is_success(), "{method} {url}: {status}: {text}");
-    Ok(serde_json::from_str(&text)?)
-}
-
-fn ssh_login(server: &SshServer, key: &std::path::Path, user: &str) -> Result<bool> {
-    let status = Command::new("ssh")
-        .args([
-            "-F",
-            "/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "GlobalKnownHostsFile=/dev/null",
-            "-o",
-            "StrictHostKeyChecking=yes",
-        ])
-        .arg(format!(
-            "-oUserKnownHostsFile={}",
-            server.known_hosts_path().display()
-        ))
-        .arg("-i")
-        .arg(key)
-        .args(["-p", &server.port().to_string()])
-        .arg(format!("{user}@{}", server.host()))
-        .arg("true")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()?;
-    Ok(status.success())
-}
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[allow(clippy::print_stdout)] // the measured revoke lag
 async fn request_login_expire_on_real_sshd() -> Result<()> {
     let server = SshServer::start()?;
     let dir = tempfile::tempdir()?;
-    let port = free_port()?;
-    let key_b64 = data_encoding::BASE64.encode(server.admin_private_key().as_bytes());
-    let config = format!(
-        r#"
+    let template = r#"
 [connector]
 id = "e2e"
-listen = "127.0.0.1:{port}"
+listen = "{listen}"
 data_dir = "{data}"
 
 [[users]]
@@ -97,42 +27,24 @@ groups = ["developers"]
 name = "servers"
 type = "ssh"
 connected_resource_types = ["ssh-server"]
-secret_store = {{ apono = {{ parameters = {{ base64_private_key = "{key_b64}" }} }} }}
-config = {{ servers = [{{ name = "web-1", host = "{host}", port = {sshport}, user = "{admin}", host_key = "{host_key}", tags = {{ env = "test" }} }}] }}
+secret_store = {secret_store}
+config = { servers = [{web_1}] }
 
 [[access_flows]]
 name = "dev"
 trigger = "automatic"
-requestors = {{ groups = ["developers"] }}
-targets = [{{ integration = "servers", resource_type = "ssh-server", permissions = ["Default"] }}]
+requestors = { groups = ["developers"] }
+targets = [{ integration = "servers", resource_type = "ssh-server", permissions = ["Default"] }]
 grant_duration = "6s"
-"#,
-        data = dir.path().join("data").display(),
-        host = server.host(),
-        sshport = server.port(),
-        admin = server.admin_user(),
-        host_key = server.host_public_key().trim(),
+"#
+    .replace("{secret_store}", &ssh_secret_store(&server))
+    .replace(
+        "{web_1}",
+        &ssh_server(&server, "web-1", r#", tags = { env = "test" }"#),
     );
-    let config_path = dir.path().join("connector.toml");
-    std::fs::write(&config_path, config)?;
-    let bin = apono_e2e::connector_bin();
+    let config = ConnectorConfig::write(dir.path(), &template)?;
 
-    let check = Command::new(&bin)
-        .arg("check-config")
-        .arg("--config")
-        .arg(&config_path)
-        .output()?;
-    ensure!(
-        check.status.success(),
-        "check-config: {}",
-        String::from_utf8_lossy(&check.stderr)
-    );
-
-    let discover = Command::new(&bin)
-        .arg("discover")
-        .arg("--config")
-        .arg(&config_path)
-        .output()?;
+    let discover = config.command(&["discover"]).output()?;
     ensure!(
         discover.status.success() && String::from_utf8_lossy(&discover.stdout).contains("web-1"),
         "discover: {}{}",
@@ -140,62 +52,32 @@ grant_duration = "6s"
         String::from_utf8_lossy(&discover.stderr)
     );
 
-    let out = Command::new(&bin)
-        .args([
-            "tokens",
-            "create",
-            "--user",
-            "alice@example.com",
-            "--config",
-        ])
-        .arg(&config_path)
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "tokens create: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8(out.stdout)?.trim().to_owned();
+    let token = config.token("alice@example.com")?;
     ensure!(token.starts_with("apono_") && !token.contains('\n'));
 
-    let log = std::fs::File::create(dir.path().join("connector.log"))?;
-    let child = Command::new(&bin)
-        .arg("run")
-        .arg("--config")
-        .arg(&config_path)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()?;
-    let mut connector = Connector(child);
-    let base = format!("http://127.0.0.1:{port}");
+    let mut connector = config.start()?;
+    let base = connector.url.clone();
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(r) = client.get(format!("{base}/healthz")).send().await
-            && r.status().is_success()
-        {
-            let resources = call(
-                &client,
-                "GET",
-                format!("{base}/api/v1/resources"),
-                &token,
-                None,
-            )
-            .await?;
-            if resources.as_array().is_some_and(|a| !a.is_empty()) {
-                break;
-            }
+        let resources = call(
+            &client,
+            "GET",
+            &format!("{base}/api/v1/resources"),
+            &token,
+            None,
+        )
+        .await?;
+        if resources.as_array().is_some_and(|a| !a.is_empty()) {
+            break;
         }
         if Instant::now() > deadline {
-            bail!(
-                "connector not ready: {}",
-                std::fs::read_to_string(dir.path().join("connector.log"))?
-            );
+            bail!("connector not ready: {}", connector.log_text());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let request = call(&client, "POST", format!("{base}/api/v1/access-requests"), &token, Some(json!({
+    let request = call(&client, "POST", &format!("{base}/api/v1/access-requests"), &token, Some(&json!({
         "integration": "servers", "resource_type": "ssh-server", "resource_ids": ["web-1"], "permission": "Default"
     }))).await?;
     let id = request["id"].as_str().context("request id")?.to_owned();
@@ -203,7 +85,7 @@ grant_duration = "6s"
         let r = call(
             &client,
             "GET",
-            format!("{base}/api/v1/access-requests/{id}"),
+            &format!("{base}/api/v1/access-requests/{id}"),
             &token,
             None,
         )
@@ -219,7 +101,7 @@ grant_duration = "6s"
     let details = call(
         &client,
         "GET",
-        format!("{base}/api/v1/access-sessions/{session_id}/access-details"),
+        &format!("{base}/api/v1/access-sessions/{session_id}/access-details"),
         &token,
         None,
     )
@@ -240,7 +122,7 @@ grant_duration = "6s"
     let again = call(
         &client,
         "GET",
-        format!("{base}/api/v1/access-sessions/{session_id}/access-details"),
+        &format!("{base}/api/v1/access-sessions/{session_id}/access-details"),
         &token,
         None,
     )
@@ -259,7 +141,7 @@ grant_duration = "6s"
         let s = call(
             &client,
             "GET",
-            format!("{base}/api/v1/access-sessions/{session_id}"),
+            &format!("{base}/api/v1/access-sessions/{session_id}"),
             &token,
             None,
         )
@@ -296,17 +178,10 @@ grant_duration = "6s"
     );
 
     // SIGTERM: a clean exit.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(connector.0.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )?;
-    let status = connector.0.wait()?;
+    let status = connector.terminate()?;
     ensure!(status.success(), "exit after SIGTERM: {status}");
 
-    let verify = Command::new(&bin)
-        .args(["audit", "verify", "--config"])
-        .arg(&config_path)
-        .output()?;
+    let verify = config.command(&["audit", "verify"]).output()?;
     ensure!(
         verify.status.success(),
         "audit verify: {}",

@@ -3,32 +3,17 @@
 //! account, key or group granted by the connector remains on the target, no grant is left
 //! `Active` or `Granting`, and the audit chain is intact.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use apono_e2e::{ConnectorConfig, call as send, ssh_secret_store, ssh_server};
 use apono_testkit::SshServer;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const USERS: usize = 20;
 const SERVERS: usize = 10;
 const CYCLES: usize = 200;
-
-fn start(bin: &Path, config: &Path, log: &Path) -> Result<Child> {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)?;
-    Ok(Command::new(bin)
-        .arg("run")
-        .arg("--config")
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()?)
-}
 
 /// A small deterministic generator (no extra dependency).
 struct XorShift(u64);
@@ -39,29 +24,6 @@ impl XorShift {
         self.0 ^= self.0 << 17;
         self.0 % below
     }
-}
-
-async fn send(
-    client: &reqwest::Client,
-    method: &str,
-    url: &str,
-    token: &str,
-    body: Option<&Value>,
-) -> Result<Value> {
-    let mut req = client
-        .request(method.parse()?, url)
-        .header("authorization", format!("Bearer {token}"))
-        .timeout(Duration::from_secs(10));
-    if let Some(body) = body {
-        req = req
-            .header("content-type", "application/json")
-            .body(body.to_string());
-    }
-    let resp = req.send().await?;
-    let status = resp.status();
-    let text = resp.text().await?;
-    ensure!(status.is_success(), "{method} {url}: {status}: {text}");
-    Ok(serde_json::from_str(&text)?)
 }
 
 fn leftovers(server: &SshServer) -> Result<Vec<String>> {
@@ -94,17 +56,12 @@ fn leftovers(server: &SshServer) -> Result<Vec<String>> {
 async fn sigkill_during_200_cycles_leaves_nothing_behind() -> Result<()> {
     let server = SshServer::start()?;
     let dir = tempfile::tempdir()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let key_b64 = data_encoding::BASE64.encode(server.admin_private_key().as_bytes());
-    let mut config =
-        format!(
+    let mut config = format!(
         r#"
 [connector]
 id = "crash"
-listen = "127.0.0.1:{port}"
-data_dir = "{data}"
+listen = "{{listen}}"
+data_dir = "{{data}}"
 retry_base = "1s"
 retry_max = "2s"
 max_concurrent_actions = 8
@@ -118,7 +75,7 @@ admin = true
 [[integrations]]
 name = "servers"
 type = "ssh"
-secret_store = {{ apono = {{ parameters = {{ base64_private_key = "{key_b64}" }} }} }}
+secret_store = {secret_store}
 credentials_cleanup_period_in_days = 0
 config = {{ servers = [{servers}] }}
 
@@ -129,12 +86,9 @@ requestors = {{ groups = ["developers"] }}
 targets = [{{ integration = "servers", resource_type = "ssh-server", permissions = ["Default"] }}]
 grant_duration = "3s"
 "#,
-        data = dir.path().join("data").display(),
+        secret_store = ssh_secret_store(&server),
         servers = (0..SERVERS)
-            .map(|i| format!(
-                r#"{{ name = "web-{i}", host = "{}", port = {}, user = "{}", host_key = "{}" }}"#,
-                server.host(), server.port(), server.admin_user(), server.host_public_key().trim()
-            ))
+            .map(|i| ssh_server(&server, &format!("web-{i}"), ""))
             .collect::<Vec<_>>()
             .join(", "),
     );
@@ -143,29 +97,16 @@ grant_duration = "3s"
             "\n[[users]]\nemail = \"u{u:02}@example.com\"\ngroups = [\"developers\"]\n"
         ));
     }
-    let config_path = dir.path().join("connector.toml");
-    std::fs::write(&config_path, config)?;
-    let bin = apono_e2e::connector_bin();
-    let log = dir.path().join("connector.log");
-    let token = |email: &str| -> Result<String> {
-        let out = Command::new(&bin)
-            .args(["tokens", "create", "--user", email, "--config"])
-            .arg(&config_path)
-            .output()?;
-        ensure!(
-            out.status.success(),
-            "tokens create: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(String::from_utf8(out.stdout)?.trim().to_owned())
-    };
+    let config = ConnectorConfig::write(dir.path(), &config)?;
+    let token = |email: &str| config.token(email);
     let admin = token("root@example.com")?;
     let tokens: Vec<String> = (0..USERS)
         .map(|u| token(&format!("u{u:02}@example.com")))
         .collect::<Result<_>>()?;
 
-    let child = Arc::new(Mutex::new(start(&bin, &config_path, &log)?));
-    let base = format!("http://127.0.0.1:{port}");
+    let connector = config.start()?;
+    let base = connector.url.clone();
+    let connector = Arc::new(Mutex::new(connector));
     let client = reqwest::Client::new();
     // Wait for discovery before the storm.
     let ready = Instant::now() + Duration::from_secs(30);
@@ -185,30 +126,21 @@ grant_duration = "3s"
         ensure!(
             Instant::now() < ready,
             "not ready: {}",
-            std::fs::read_to_string(&log)?
+            connector.lock().unwrap().log_text()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let killer = {
-        let (child, done, bin, config_path, log) = (
-            child.clone(),
-            done.clone(),
-            bin.clone(),
-            config_path.clone(),
-            log.clone(),
-        );
+        let (connector, done) = (connector.clone(), done.clone());
         tokio::task::spawn_blocking(move || -> Result<usize> {
             let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
             let mut kills = 0;
             while !done.load(std::sync::atomic::Ordering::SeqCst) {
                 std::thread::sleep(Duration::from_millis(300 + rng.next(2200)));
-                let mut c = child.lock().unwrap();
-                c.kill()?; // SIGKILL
-                c.wait()?;
+                connector.lock().unwrap().kill_and_restart()?; // SIGKILL
                 kills += 1;
-                *c = start(&bin, &config_path, &log)?;
             }
             Ok(kills)
         })
@@ -285,17 +217,9 @@ grant_duration = "3s"
         sessions.len()
     );
 
-    let mut c = child.lock().unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(c.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )?;
-    ensure!(c.wait()?.success(), "exit after SIGTERM");
-    drop(c);
-    let verify = Command::new(&bin)
-        .args(["audit", "verify", "--config"])
-        .arg(&config_path)
-        .output()?;
+    let status = connector.lock().unwrap().terminate()?;
+    ensure!(status.success(), "exit after SIGTERM");
+    let verify = config.command(&["audit", "verify"]).output()?;
     ensure!(
         verify.status.success(),
         "audit verify: {}",

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use apono_client::{
     AccessDetails, AccessRequest, AccessSession, Client, ClientError, Credentials, GrantStatus,
-    NewRequest, Profile, RequestScope, RequestStatus, SecretValue, VaultAccess, VaultOptions,
-    VaultWrite, parse_base_url, parse_duration,
+    NewRequest, Problem, Profile, RequestScope, RequestStatus, SecretValue, VaultAccess,
+    VaultOptions, VaultWrite, parse_base_url, parse_duration, problem_code,
 };
 use chrono::Utc;
 use secrecy::ExposeSecret;
@@ -76,7 +76,15 @@ async fn login(ctx: &Context, url: &str, token: String) -> anyhow::Result<()> {
     let url = base.as_str().trim_end_matches('/').to_owned();
     let client = Client::new(&url, token.clone().into()).explained()?;
     // Proves the URL and the token before anything is saved.
-    client.integrations().await.explained()?;
+    let me = match client.me().await {
+        Ok(me) => me,
+        Err(ClientError::Unauthenticated) => {
+            return Err(fail(format!(
+                "login failed: the connector at {url} refused the personal token (unknown, revoked or expired): check the token, or ask for a new one"
+            )));
+        }
+        Err(e) => return Err(crate::context::explain(e)),
+    };
     let path = ctx.config_path()?;
     let mut profiles = ctx.profiles()?;
     let name = ctx.profile.clone().unwrap_or_else(|| "default".to_owned());
@@ -91,7 +99,9 @@ async fn login(ctx: &Context, url: &str, token: String) -> anyhow::Result<()> {
         .explained()?;
     profiles.save(&path).explained()?;
     eprintln!(
-        "logged in to {url} as profile {name:?} (saved in {})",
+        "logged in to {url} as {}{} in profile {name:?} (saved in {})",
+        me.email,
+        if me.admin { " (admin)" } else { "" },
         path.display()
     );
     Ok(())
@@ -422,18 +432,25 @@ fn wait_error(e: ClientError, id: &str) -> anyhow::Error {
     }
 }
 
-fn hint(problem: &str, max: Option<&str>) -> String {
-    if problem.contains("justification") {
-        format!("{problem} (add -j JUSTIFICATION)")
-    } else if problem.contains("over the maximum") {
-        match max {
-            Some(max) => format!("{problem} (use -d {max} or less)"),
-            None => problem.to_owned(),
+/// A dry-run problem with what to do about it, chosen by its code (never by its wording).
+fn hint(problem: &Problem, max: Option<&str>) -> String {
+    let text = &problem.message;
+    match problem.code.as_str() {
+        problem_code::JUSTIFICATION_REQUIRED => format!("{text} (add -j JUSTIFICATION)"),
+        problem_code::DURATION_OVER_MAX => match problem.max.as_deref().or(max) {
+            Some(max) => format!("{text} (use -d {max} or less)"),
+            None => text.clone(),
+        },
+        problem_code::NO_MATCHING_FLOW | problem_code::UNKNOWN_PERMISSION => {
+            format!("{text} (apono inventory permissions lists what exists)")
         }
-    } else if problem.contains("access flow") && problem.contains("no access flow") {
-        format!("{problem} (apono inventory permissions lists what exists)")
-    } else {
-        problem.to_owned()
+        problem_code::UNKNOWN_RESOURCE => {
+            format!("{text} (apono inventory resources lists what exists)")
+        }
+        problem_code::UNKNOWN_INTEGRATION => {
+            format!("{text} (apono inventory integrations lists them)")
+        }
+        _ => text.clone(),
     }
 }
 

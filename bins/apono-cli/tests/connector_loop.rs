@@ -5,12 +5,13 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
+use apono_e2e::{Connector, ssh_login, ssh_secret_store, ssh_server};
 use apono_testkit::SshServer;
-use common::{Connector, Out, User, mode};
+use common::{Out, User, mode};
 
 const ALICE: &str = "alice@example.com";
 const BOB: &str = "bob@example.com";
@@ -18,7 +19,6 @@ const CAROL: &str = "carol@example.com";
 
 /// alice (developers) requests; bob approves the `ops` flow; carol is an admin.
 fn config(server: &SshServer) -> String {
-    let key_b64 = data_encoding::BASE64.encode(server.admin_private_key().as_bytes());
     format!(
         r#"
 [connector]
@@ -44,8 +44,8 @@ admin = true
 name = "servers"
 type = "ssh"
 connected_resource_types = ["ssh-server"]
-secret_store = {{ apono = {{ parameters = {{ base64_private_key = "{key_b64}" }} }} }}
-config = {{ servers = [{{ name = "web-1", host = "{host}", port = {port}, user = "{admin}", host_key = "{host_key}", tags = {{ env = "test" }} }}] }}
+secret_store = {secret_store}
+config = {{ servers = [{web_1}] }}
 
 [[access_flows]]
 name = "ops"
@@ -56,43 +56,9 @@ justification_required = true
 targets = [{{ integration = "servers", resource_type = "ssh-server", permissions = ["Default"] }}]
 grant_duration = "10m"
 "#,
-        host = server.host(),
-        port = server.port(),
-        admin = server.admin_user(),
-        host_key = server.host_public_key().trim(),
+        secret_store = ssh_secret_store(server),
+        web_1 = ssh_server(server, "web-1", r#", tags = { env = "test" }"#),
     )
-}
-
-fn ssh_login(server: &SshServer, key: &Path, user: &str) -> Result<bool> {
-    let status = Command::new("ssh")
-        .args([
-            "-F",
-            "/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-        ])
-        .args([
-            "-o",
-            "GlobalKnownHostsFile=/dev/null",
-            "-o",
-            "StrictHostKeyChecking=yes",
-        ])
-        .arg(format!(
-            "-oUserKnownHostsFile={}",
-            server.known_hosts_path().display()
-        ))
-        .arg("-i")
-        .arg(key)
-        .args(["-p", &server.port().to_string()])
-        .arg(format!("{user}@{}", server.host()))
-        .arg("true")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()?;
-    Ok(status.success())
 }
 
 /// Starts sshd and the connector, logs alice in with `apono login`, and gives bob and carol
@@ -167,12 +133,7 @@ impl World {
             .spawn()?;
         let mut pending = None;
         self.wait(|| {
-            pending = self
-                .bob
-                .run(&["requests", "list", "--scope", "approvals", "-o", "json"])
-                .ok()
-                .and_then(|o| o.json().ok())
-                .and_then(|v| v[0]["id"].as_str().map(str::to_owned));
+            pending = self.bob.first_pending();
             pending.is_some()
         })?;
         let id = pending.context("pending request")?;

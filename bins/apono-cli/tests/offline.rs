@@ -62,6 +62,12 @@ fn data_server() -> Result<FakeServer> {
     };
     FakeServer::start(
         Router::new()
+            .route(
+                "/api/v1/me",
+                get(guarded(|| {
+                    json!({"email": "alice@example.com", "groups": ["developers"], "admin": false})
+                })),
+            )
             .route("/api/v1/integrations", get(guarded(integrations)))
             .route("/api/v1/resources", get(guarded(resources)))
             .route("/api/v1/access-sessions", get(guarded(|| json!([]))))
@@ -301,22 +307,39 @@ fn login_profiles_and_logout_write_0600_files() -> Result<()> {
         user.config_file(),
         std::os::unix::fs::PermissionsExt::from_mode(0o644),
     )?;
-    user.run(&[
-        "login",
-        "--url",
-        &server.url,
-        "--personal-token",
-        "apono_wrong",
-    ])?
-    .error(1, "refused the personal token")?;
-    user.run(&[
+    let line = user
+        .run(&[
+            "login",
+            "--url",
+            &server.url,
+            "--personal-token",
+            "apono_wrong",
+        ])?
+        .error(1, "login failed: the connector at")?
+        .to_owned();
+    ensure!(
+        line.contains("refused the personal token") && !line.contains("apono_wrong"),
+        "{line}"
+    );
+    ensure!(
+        std::fs::read_to_string(user.config_file())? == "{}",
+        "a refused login saved something"
+    );
+    let out = user.run(&[
         "login",
         "--url",
         &format!("{}/", server.url),
         "--personal-token",
         TOKEN,
-    ])?
-    .ok()?;
+    ])?;
+    out.ok()?;
+    ensure!(
+        out.stderr.contains(&format!(
+            "logged in to {} as alice@example.com in profile \"default\"",
+            server.url
+        )),
+        "{out:#?}"
+    );
     ensure!(
         mode(&user.config_file())? == 0o600,
         "config.json is not 0600"
@@ -376,6 +399,69 @@ fn login_profiles_and_logout_write_0600_files() -> Result<()> {
         .error(1, "not a valid apono profile file")?
         .to_owned();
     ensure!(!line.contains(TOKEN), "{line}");
+    Ok(())
+}
+
+#[test]
+fn dry_run_hints_follow_the_problem_codes_not_the_wording() -> Result<()> {
+    let dry_run = |headers: HeaderMap| async move {
+        if !authorized(&headers) {
+            return unauthorized();
+        }
+        axum::Json(json!({
+            "allowed": false, "flow": "ops", "approval_required": false, "max_duration": "10m",
+            "problems": [
+                {"code": "justification_required", "message": "flow ops wants a reason"},
+                {"code": "duration_over_max", "message": "too long for flow ops", "max": "10m"},
+                {"code": "a_future_code", "message": "something new"},
+                "a plain sentence from an older connector"
+            ],
+            "extends_sessions": []
+        }))
+        .into_response()
+    };
+    let server = FakeServer::start(
+        Router::new()
+            .route(
+                "/api/v1/integrations",
+                get(move |headers: HeaderMap| async move {
+                    if authorized(&headers) {
+                        axum::Json(integrations()).into_response()
+                    } else {
+                        unauthorized()
+                    }
+                }),
+            )
+            .route(
+                "/api/v1/access-requests/dry-run",
+                axum::routing::post(dry_run),
+            ),
+    )?;
+    let user = User::with_env(&server.url, TOKEN)?;
+    let line = user
+        .run(&[
+            "requests",
+            "create",
+            "-i",
+            "servers",
+            "-t",
+            "ssh-server",
+            "-r",
+            "web-1",
+            "-p",
+            "Default",
+            "-d",
+            "1h",
+        ])?
+        .error(1, "request not allowed: ")?
+        .to_owned();
+    for part in [
+        "flow ops wants a reason (add -j JUSTIFICATION)",
+        "too long for flow ops (use -d 10m or less)",
+        "something new; a plain sentence from an older connector",
+    ] {
+        ensure!(line.contains(part), "{part:?} missing: {line}");
+    }
     Ok(())
 }
 

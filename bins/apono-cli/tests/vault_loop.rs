@@ -8,8 +8,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
+use apono_e2e::Connector;
 use apono_testkit::OpenBao;
-use common::{Connector, Out, User, mode};
+use common::{Out, User, mode};
 
 const ALICE: &str = "alice@example.com";
 const BOB: &str = "bob@example.com";
@@ -193,13 +194,7 @@ impl World {
             .spawn()?;
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         let id = loop {
-            if let Some(id) = self
-                .bob
-                .run(&["requests", "list", "--scope", "approvals", "-o", "json"])
-                .ok()
-                .and_then(|o| o.json().ok())
-                .and_then(|v| v[0]["id"].as_str().map(str::to_owned))
-            {
+            if let Some(id) = self.bob.first_pending() {
                 break id;
             }
             ensure!(

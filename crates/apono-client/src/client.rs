@@ -10,7 +10,7 @@ use url::Url;
 
 use crate::error::{ClientError, sanitize};
 use crate::model::{
-    AccessDetails, AccessRequest, AccessSession, AuditRecord, DryRun, Integration, NewRequest,
+    AccessDetails, AccessRequest, AccessSession, AuditRecord, DryRun, Integration, Me, NewRequest,
     PermissionEntry, RequestScope, Resource, ResourceTypeEntry,
 };
 
@@ -241,6 +241,11 @@ impl Client {
         body: Option<serde_json::Value>,
     ) -> Result<T, ClientError> {
         self.call(Method::POST, path, &[], body).await
+    }
+
+    /// Who the personal token belongs to (`GET /api/v1/me`); proves the URL and the token.
+    pub async fn me(&self) -> Result<Me, ClientError> {
+        self.get("api/v1/me", &[]).await
     }
 
     /// The integrations the connector serves.

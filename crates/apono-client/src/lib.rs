@@ -87,7 +87,8 @@ pub use error::ClientError;
 pub use files::{KeyCache, Profile, Profiles, write_private};
 pub use model::{
     AccessDetails, AccessRequest, AccessSession, AuditRecord, Credentials, DryRun, Instructions,
-    Integration, NewRequest, PermissionEntry, RequestScope, Resource, ResourceTypeEntry,
+    Integration, Me, NewRequest, PermissionEntry, Problem, RequestScope, Resource,
+    ResourceTypeEntry, problem_code,
 };
 pub use vault::{VAULT_INTEGRATION_TYPE, VaultAccess, VaultOptions, VaultSecret, VaultWrite};
 

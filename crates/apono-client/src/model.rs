@@ -102,12 +102,107 @@ pub struct DryRun {
     /// The longest duration the flow allows, such as `1h`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_duration: Option<String>,
-    /// What is missing or wrong, one sentence each.
+    /// What is missing or wrong, each with its [`Problem::code`].
     #[serde(default)]
-    pub problems: Vec<String>,
+    pub problems: Vec<Problem>,
     /// Sessions the request would extend instead of provisioning again.
     #[serde(default)]
     pub extends_sessions: Vec<String>,
+}
+
+/// The [`Problem::code`]s the connector sends. A newer connector may send others: treat an
+/// unknown code like a plain message.
+pub mod problem_code {
+    /// The integration is not configured.
+    pub const UNKNOWN_INTEGRATION: &str = "unknown_integration";
+    /// No resource id was given.
+    pub const NO_RESOURCE: &str = "no_resource";
+    /// A resource id is not in the integration's discovered inventory.
+    pub const UNKNOWN_RESOURCE: &str = "unknown_resource";
+    /// The duration does not parse.
+    pub const INVALID_DURATION: &str = "invalid_duration";
+    /// The integration offers no such permission for the resource type.
+    pub const UNKNOWN_PERMISSION: &str = "unknown_permission";
+    /// No access flow lets the caller request this.
+    pub const NO_MATCHING_FLOW: &str = "no_matching_flow";
+    /// The access flow requires a justification.
+    pub const JUSTIFICATION_REQUIRED: &str = "justification_required";
+    /// The duration is over the flow's maximum, given in [`Problem::max`](super::Problem::max).
+    pub const DURATION_OVER_MAX: &str = "duration_over_max";
+}
+
+/// One reason a dry run refuses a request: a machine-readable `code` (see [`problem_code`])
+/// next to the sentence for people.
+///
+/// A plain string (what connectors before codes sent) reads as a problem with an empty code.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// What kind of problem, such as `justification_required`; empty when the connector sent
+    /// none.
+    pub code: String,
+    /// One sentence saying what is missing or wrong.
+    pub message: String,
+    /// With `duration_over_max`: the flow's maximum duration, such as `1h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<String>,
+}
+
+impl Problem {
+    /// Whether the problem has this code (one of [`problem_code`]).
+    pub fn is(&self, code: &str) -> bool {
+        self.code == code
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl<'de> Deserialize<'de> for Problem {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Coded {
+            #[serde(default)]
+            code: String,
+            #[serde(default)]
+            message: String,
+            #[serde(default)]
+            max: Option<String>,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Text(String),
+            Coded(Coded),
+        }
+        Ok(match Either::deserialize(d)? {
+            Either::Text(message) => Self {
+                code: String::new(),
+                message,
+                max: None,
+            },
+            Either::Coded(c) => Self {
+                code: c.code,
+                message: c.message,
+                max: c.max,
+            },
+        })
+    }
+}
+
+/// Who a personal token belongs to (`GET /api/v1/me`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Me {
+    /// The user's email.
+    pub email: String,
+    /// The user's groups, as access flows match them.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Whether the user is an admin.
+    #[serde(default)]
+    pub admin: bool,
 }
 
 /// An access request.

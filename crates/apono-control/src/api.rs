@@ -56,6 +56,7 @@ pub fn router(plane: Arc<ControlPlane>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/openapi.json", get(|| async { Json(openapi()) }))
+        .route("/api/v1/me", get(me))
         .route("/api/v1/integrations", get(integrations))
         .route("/api/v1/resource-types", get(resource_types))
         .route("/api/v1/resources", get(resources))
@@ -94,6 +95,15 @@ async fn readyz(State(plane): Plane) -> Response {
 async fn metrics(State(plane): Plane) -> Result<Response, ControlError> {
     let text = plane.metrics_text().await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}
+
+/// Who the token belongs to: what `apono login` shows.
+async fn me(State(plane): Plane, headers: HeaderMap) -> Result<Response, ControlError> {
+    let user = caller(&plane, &headers).await?;
+    Ok(
+        Json(json!({ "email": user.email, "groups": user.groups, "admin": user.admin }))
+            .into_response(),
+    )
 }
 
 async fn integrations(State(plane): Plane, headers: HeaderMap) -> Result<Response, ControlError> {
@@ -363,6 +373,10 @@ pub fn openapi() -> serde_json::Value {
         operation["requestBody"] = json!({ "required": required, "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } } });
         operation
     };
+    let with_response = |mut operation: serde_json::Value, schema: &str| {
+        operation["responses"]["200"]["content"] = json!({ "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } });
+        operation
+    };
     let id_param =
         json!([{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }]);
     json!({
@@ -382,6 +396,19 @@ pub fn openapi() -> serde_json::Value {
                     "decided_by": { "type": "string", "description": "who approved or rejected it" },
                     "reason": { "type": "string", "description": "the approver's (optional) or rejecter's reason" },
                     "session_ids": { "type": "array", "items": { "type": "string" }, "description": "the sessions serving it, in lists too" } } },
+                "Me": { "type": "object", "required": ["email", "groups", "admin"], "properties": {
+                    "email": { "type": "string" }, "groups": { "type": "array", "items": { "type": "string" } },
+                    "admin": { "type": "boolean" } } },
+                "Problem": { "type": "object", "required": ["code", "message"], "properties": {
+                    "code": { "enum": ["unknown_integration", "no_resource", "unknown_resource", "invalid_duration", "unknown_permission", "no_matching_flow", "justification_required", "duration_over_max"],
+                        "description": "machine-readable; clients should treat an unknown code like a plain message" },
+                    "message": { "type": "string", "description": "one sentence for people" },
+                    "max": { "type": "string", "description": "with duration_over_max: the flow's maximum duration", "examples": ["1h"] } } },
+                "DryRun": { "type": "object", "required": ["allowed", "approval_required", "problems", "extends_sessions"], "properties": {
+                    "allowed": { "type": "boolean" }, "flow": { "type": "string" },
+                    "approval_required": { "type": "boolean" }, "max_duration": { "type": "string" },
+                    "problems": { "type": "array", "items": { "$ref": "#/components/schemas/Problem" } },
+                    "extends_sessions": { "type": "array", "items": { "type": "string" } } } },
                 "Approval": { "type": "object", "additionalProperties": false, "properties": { "reason": { "type": "string" } } },
                 "Rejection": { "type": "object", "required": ["reason"], "additionalProperties": false, "properties": { "reason": { "type": "string" } } },
                 "AccessSession": { "type": "object", "required": ["id", "request_id", "status"], "properties": {
@@ -394,12 +421,13 @@ pub fn openapi() -> serde_json::Value {
             "/healthz": { "get": { "summary": "liveness", "responses": { "200": { "description": "alive" } } } },
             "/readyz": { "get": { "summary": "readiness (database reachable)", "responses": { "200": { "description": "ready" } } } },
             "/metrics": { "get": { "summary": "Prometheus metrics", "responses": { "200": { "description": "text format" } } } },
+            "/api/v1/me": { "get": with_response(op("who the token belongs to"), "Me") },
             "/api/v1/integrations": { "get": op("list integrations") },
             "/api/v1/resource-types": { "get": op("list resource types") },
             "/api/v1/resources": { "get": op("list discovered resources (?integration=)") },
             "/api/v1/permissions": { "get": op("list permissions (?integration=)") },
             "/api/v1/access-requests": { "get": op("list requests (?scope=mine|awaiting_my_approval|all)"), "post": op("create a request (body: NewRequest)") },
-            "/api/v1/access-requests/dry-run": { "post": op("check a request without creating it") },
+            "/api/v1/access-requests/dry-run": { "post": with_response(with_body(op("check a request without creating it"), "NewRequest", true), "DryRun") },
             "/api/v1/access-requests/{id}": { "parameters": id_param, "get": op("describe a request") },
             "/api/v1/access-requests/{id}/approve": { "parameters": id_param, "post": with_body(op("approve; the optional reason is recorded in the request and the audit log"), "Approval", false) },
             "/api/v1/access-requests/{id}/reject": { "parameters": id_param, "post": with_body(op("reject"), "Rejection", true) },

@@ -47,7 +47,7 @@ pub use config::{
     FlowTarget, HumanDuration, Principals, ResourceSelector, Trigger, User, check_config,
 };
 pub use error::ControlError;
-pub use model::{AccessRequest, AccessSession, DryRun, NewRequest};
+pub use model::{AccessRequest, AccessSession, DryRun, NewRequest, Problem, ProblemCode};
 pub use plane::{ControlPlane, RequestScope};
 pub use store::{Backend, Store};
 

@@ -186,8 +186,59 @@ pub struct DryRun {
     /// The longest duration the flow allows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_duration: Option<String>,
-    /// What is missing or wrong.
-    pub problems: Vec<String>,
+    /// What is missing or wrong, each with a machine-readable [`ProblemCode`].
+    pub problems: Vec<Problem>,
     /// Sessions it would extend instead of provisioning again.
     pub extends_sessions: Vec<String>,
+}
+
+/// Why a dry run refuses a request, for programs (the API's `code`, in snake case).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ProblemCode {
+    /// The integration is not configured.
+    UnknownIntegration,
+    /// `resource_ids` is empty.
+    NoResource,
+    /// A resource id is not in the integration's discovered inventory.
+    UnknownResource,
+    /// The duration does not parse.
+    InvalidDuration,
+    /// The integration's inventory lists no such permission for the resource type.
+    UnknownPermission,
+    /// No access flow lets the caller request this permission on these resources.
+    NoMatchingFlow,
+    /// The access flow requires a justification and none was given.
+    JustificationRequired,
+    /// The requested duration is over the flow's maximum (given in [`Problem::max`]).
+    DurationOverMax,
+}
+
+/// One reason a dry run refuses a request: a code for programs next to the text for people.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// What kind of problem this is.
+    pub code: ProblemCode,
+    /// One sentence saying what is missing or wrong.
+    pub message: String,
+    /// With [`ProblemCode::DurationOverMax`]: the flow's maximum duration, such as `1h`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max: Option<String>,
+}
+
+impl Problem {
+    pub(crate) fn new(code: ProblemCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            max: None,
+        }
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
 }

@@ -20,7 +20,8 @@ use crate::config::{AccessFlow, Config, HumanDuration, User};
 use crate::error::ControlError;
 use crate::metrics::Metrics;
 use crate::model::{
-    AccessRequest, AccessSession, DryRun, NewRequest, REQUEST_COLUMNS, SESSION_COLUMNS, get,
+    AccessRequest, AccessSession, DryRun, NewRequest, Problem, ProblemCode, REQUEST_COLUMNS,
+    SESSION_COLUMNS, get,
 };
 use crate::now_ms;
 use crate::store::Store;
@@ -335,20 +336,34 @@ impl ControlPlane {
         req: &NewRequest,
     ) -> Result<(DryRun, Option<(AccessFlow, Vec<Resource>, Duration)>), ControlError> {
         let mut problems = Vec::new();
-        if self.config.integration(&req.integration).is_none() {
-            problems.push(format!("integration {:?} does not exist", req.integration));
+        let known_integration = self.config.integration(&req.integration).is_some();
+        if !known_integration {
+            problems.push(Problem::new(
+                ProblemCode::UnknownIntegration,
+                format!("integration {:?} does not exist", req.integration),
+            ));
         }
         if req.resource_ids.is_empty() {
-            problems.push("resource_ids names no resource".into());
+            problems.push(Problem::new(
+                ProblemCode::NoResource,
+                "resource_ids names no resource",
+            ));
         }
         let inventory = self.inventory().await?;
         let (resources, missing) = Self::matching_resources(&inventory, req);
-        problems.extend(missing);
+        problems.extend(
+            missing
+                .into_iter()
+                .map(|m| Problem::new(ProblemCode::UnknownResource, m)),
+        );
         let requested = match &req.duration {
             Some(d) => match HumanDuration::parse(d) {
                 Ok(d) => Some(d),
                 Err(e) => {
-                    problems.push(format!("duration: {e}"));
+                    problems.push(Problem::new(
+                        ProblemCode::InvalidDuration,
+                        format!("duration: {e}"),
+                    ));
                     None
                 }
             },
@@ -379,18 +394,22 @@ impl ControlPlane {
                     .as_deref()
                     .is_none_or(|j| j.trim().is_empty())
             {
-                mine.push(format!(
-                    "access flow {:?} requires a justification",
-                    flow.name
+                mine.push(Problem::new(
+                    ProblemCode::JustificationRequired,
+                    format!("access flow {:?} requires a justification", flow.name),
                 ));
             }
             if let Some(d) = requested
                 && d > flow.grant_duration
             {
-                mine.push(format!(
-                    "duration {d} is over the maximum {} of access flow {:?}",
-                    flow.grant_duration, flow.name
-                ));
+                mine.push(Problem {
+                    code: ProblemCode::DurationOverMax,
+                    message: format!(
+                        "duration {d} is over the maximum {} of access flow {:?}",
+                        flow.grant_duration, flow.name
+                    ),
+                    max: Some(flow.grant_duration.to_string()),
+                });
             }
             if mine.is_empty() {
                 chosen = Some(*flow);
@@ -399,9 +418,43 @@ impl ControlPlane {
             flow_problems.extend(mine);
         }
         if candidates.is_empty() {
-            problems.push(format!(
-                "no access flow lets {} request {:?} on {} {:?} of integration {:?}",
-                user.email, req.permission, req.resource_type, req.resource_ids, req.integration
+            // A permission the integration does not offer says more than "no flow": only
+            // reported when discovery has listed the resource type's permissions.
+            let offered: Vec<&str> = inventory
+                .get(&req.integration)
+                .map(|inv| {
+                    inv.permissions
+                        .iter()
+                        .filter(|p| p.resource_type.as_str() == req.resource_type)
+                        .map(|p| p.permission.as_str())
+                        .collect()
+                })
+                .unwrap_or_default();
+            if known_integration
+                && !offered.is_empty()
+                && !offered.contains(&req.permission.as_str())
+            {
+                problems.push(Problem::new(
+                    ProblemCode::UnknownPermission,
+                    format!(
+                        "permission {:?} is unknown for {} in integration {:?} (it offers {})",
+                        req.permission,
+                        req.resource_type,
+                        req.integration,
+                        offered.join(", ")
+                    ),
+                ));
+            }
+            problems.push(Problem::new(
+                ProblemCode::NoMatchingFlow,
+                format!(
+                    "no access flow lets {} request {:?} on {} {:?} of integration {:?}",
+                    user.email,
+                    req.permission,
+                    req.resource_type,
+                    req.resource_ids,
+                    req.integration
+                ),
             ));
         } else if chosen.is_none() {
             problems.extend(flow_problems);
@@ -459,6 +512,7 @@ impl ControlPlane {
     ) -> Result<AccessRequest, ControlError> {
         let (report, plan) = self.evaluate(user, req).await?;
         let Some((flow, resources, duration)) = plan else {
+            let messages: Vec<String> = report.problems.into_iter().map(|p| p.message).collect();
             let mut tx = self.store.pool().begin().await.map_err(db("auditing"))?;
             audit::append(
                 &mut tx,
@@ -467,12 +521,12 @@ impl ControlPlane {
                     action: "request.created",
                     subject: &req.integration,
                     outcome: "denied",
-                    details: json!({ "problems": report.problems }),
+                    details: json!({ "problems": messages }),
                 },
             )
             .await?;
             tx.commit().await.map_err(db("auditing"))?;
-            return Err(ControlError::Invalid(report.problems));
+            return Err(ControlError::Invalid(messages));
         };
         let id = new_id("req_");
         let now = now_ms();

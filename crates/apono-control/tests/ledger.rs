@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Result;
-use apono_control::{Config, ControlPlane, NewRequest, RequestScope, Store, User, audit};
+use apono_control::{
+    Config, ControlPlane, NewRequest, ProblemCode, RequestScope, Store, User, audit,
+};
 use apono_core::{
     AccessDetails, ActionContext, Credential, GrantSpec, GrantState, GrantStatus, Granted,
     Inventory, Permission, PermissionInfo, ProvisionError, Provisioner, RequestStatus, Resource,
@@ -301,13 +303,27 @@ async fn approvals_follow_the_flow(postgres: bool) -> Result<()> {
         .dry_run(&alice, &prod_request(None, Some("3h")))
         .await?;
     assert!(!dry.allowed);
+    let justification = dry
+        .problems
+        .iter()
+        .find(|p| p.code == ProblemCode::JustificationRequired)
+        .expect("justification_required");
+    assert!(justification.message.contains("justification"), "{dry:?}");
+    let over = dry
+        .problems
+        .iter()
+        .find(|p| p.code == ProblemCode::DurationOverMax)
+        .expect("duration_over_max");
+    assert!(over.message.contains("over the maximum"), "{dry:?}");
+    assert_eq!(over.max.as_deref(), Some("1h"));
+    let json = serde_json::to_value(&dry)?;
     assert!(
-        dry.problems.iter().any(|p| p.contains("justification")),
-        "{dry:?}"
-    );
-    assert!(
-        dry.problems.iter().any(|p| p.contains("over the maximum")),
-        "{dry:?}"
+        json["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["code"] == "duration_over_max" && p["max"] == "1h"),
+        "{json}"
     );
     assert!(
         h.plane
@@ -589,6 +605,68 @@ async fn sqlx_raw(conn: &mut sqlx::AnyConnection, sql: &str) -> Result<()> {
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_dry_run_problems_carry_codes() -> Result<()> {
+    let h = harness(false).await?;
+    let alice = user(&h, "alice@example.com");
+    let bob = user(&h, "bob@example.com");
+    let codes =
+        |dry: &apono_control::DryRun| dry.problems.iter().map(|p| p.code).collect::<Vec<_>>();
+
+    let mut req = dev_request();
+    req.integration = "nowhere".into();
+    let dry = h.plane.dry_run(&alice, &req).await?;
+    assert!(!dry.allowed);
+    assert!(
+        codes(&dry).contains(&ProblemCode::UnknownIntegration),
+        "{dry:?}"
+    );
+    assert!(
+        codes(&dry).contains(&ProblemCode::UnknownResource),
+        "{dry:?}"
+    );
+    assert!(
+        codes(&dry).contains(&ProblemCode::NoMatchingFlow),
+        "{dry:?}"
+    );
+
+    let mut req = dev_request();
+    req.resource_ids = vec!["ghost".into()];
+    let dry = h.plane.dry_run(&alice, &req).await?;
+    assert_eq!(codes(&dry)[0], ProblemCode::UnknownResource, "{dry:?}");
+    assert!(dry.problems[0].message.contains("\"ghost\""), "{dry:?}");
+
+    let mut req = dev_request();
+    req.permission = "Root".into();
+    let dry = h.plane.dry_run(&alice, &req).await?;
+    assert_eq!(
+        codes(&dry),
+        [ProblemCode::UnknownPermission, ProblemCode::NoMatchingFlow],
+        "{dry:?}"
+    );
+    assert!(dry.problems[0].message.contains("Default"), "{dry:?}");
+
+    // A permission that exists, but no flow lets bob (sre) at the dev boxes.
+    let dry = h.plane.dry_run(&bob, &dev_request()).await?;
+    assert_eq!(codes(&dry), [ProblemCode::NoMatchingFlow], "{dry:?}");
+    assert!(
+        dry.problems[0].message.contains("no access flow"),
+        "{dry:?}"
+    );
+
+    let mut req = dev_request();
+    req.duration = Some("soon".into());
+    let dry = h.plane.dry_run(&alice, &req).await?;
+    assert!(
+        codes(&dry).contains(&ProblemCode::InvalidDuration),
+        "{dry:?}"
+    );
+
+    let dry = h.plane.dry_run(&alice, &dev_request()).await?;
+    assert!(dry.allowed && dry.problems.is_empty(), "{dry:?}");
+    Ok(())
+}
+
 /// Sends one HTTP/1.1 request and returns the status code and body.
 async fn http(
     addr: std::net::SocketAddr,
@@ -644,6 +722,29 @@ async fn api_requires_a_token_and_scopes_what_users_see() -> Result<()> {
     let alice = h.plane.create_token("alice@example.com").await?;
     let root = h.plane.create_token("root@example.com").await?;
     assert!(h.plane.create_token("nobody@example.com").await.is_err());
+    assert_eq!(http(addr, "GET", "/api/v1/me", None).await?.0, 401);
+    assert_eq!(
+        http(addr, "GET", "/api/v1/me", Some("apono_forged"))
+            .await?
+            .0,
+        401
+    );
+    let (status, me) = http(addr, "GET", "/api/v1/me", Some(&alice)).await?;
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&me)?,
+        serde_json::json!({ "email": "alice@example.com", "groups": ["developers"], "admin": false })
+    );
+    let (status, me) = http(addr, "GET", "/api/v1/me", Some(&root)).await?;
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&me)?,
+        serde_json::json!({ "email": "root@example.com", "groups": [], "admin": true })
+    );
+    assert!(
+        openapi.contains("/api/v1/me") && openapi.contains("duration_over_max"),
+        "{openapi}"
+    );
     let (status, resources) = http(
         addr,
         "GET",

@@ -1,13 +1,12 @@
-//! Helpers shared by the test binaries: run the real `apono` binary in a private home,
-//! a fake HTTP server, and the real `apono-connector` binary.
+//! Helpers shared by the test binaries: run the real `apono` binary in a private home, and a
+//! fake HTTP server. The real `apono-connector` binary comes from `apono_e2e`.
 #![allow(dead_code, unreachable_pub, clippy::print_stderr)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 
 /// A user of the CLI: a private `$HOME`, `$XDG_CONFIG_HOME` and `$XDG_CACHE_HOME`.
 pub struct User {
@@ -60,6 +59,14 @@ impl User {
             cmd.env(k, v);
         }
         cmd
+    }
+
+    /// The id of the first request waiting for this user's approval, if any.
+    pub fn first_pending(&self) -> Option<String> {
+        self.run(&["requests", "list", "--scope", "approvals", "-o", "json"])
+            .ok()
+            .and_then(|o| o.json().ok())
+            .and_then(|v| v[0]["id"].as_str().map(str::to_owned))
     }
 
     /// Runs `apono ARGS` to completion.
@@ -188,160 +195,5 @@ impl Drop for FakeServer {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
-    }
-}
-
-/// The `apono-connector` binary: `$APONO_TEST_CONNECTOR_BIN` when set, else built by
-/// `$CARGO build -p apono-connector` into this test's own target directory and profile.
-///
-/// Binary-only packages cannot be dev-dependencies, and `cargo nextest run --workspace` builds
-/// only the binaries of packages with integration tests, so the test asks cargo itself: a no-op
-/// when the binary is fresh, a build otherwise (cargo's lock serialises concurrent tests; it is
-/// not held while tests run).
-pub fn connector_bin() -> Result<PathBuf> {
-    static BIN: std::sync::OnceLock<std::result::Result<PathBuf, String>> =
-        std::sync::OnceLock::new();
-    BIN.get_or_init(|| build_connector().map_err(|e| format!("{e:#}")))
-        .clone()
-        .map_err(anyhow::Error::msg)
-}
-
-fn build_connector() -> Result<PathBuf> {
-    if let Some(path) = std::env::var_os("APONO_TEST_CONNECTOR_BIN") {
-        return Ok(path.into());
-    }
-    // target/<profile>/deps/<this test>
-    let exe = std::env::current_exe()?;
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("the test executable is not in target/<profile>/deps")?;
-    let target_dir = profile_dir.parent().context("no target directory")?;
-    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") | None => "dev",
-        Some(other) => other,
-    };
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = Command::new(&cargo)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "apono-connector",
-            "--profile",
-            profile,
-        ])
-        .arg("--target-dir")
-        .arg(target_dir)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::null())
-        .output()
-        .context("running cargo build -p apono-connector")?;
-    ensure!(
-        out.status.success(),
-        "cargo build -p apono-connector failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let bin = profile_dir.join("apono-connector");
-    ensure!(bin.is_file(), "{} missing after cargo build", bin.display());
-    Ok(bin)
-}
-
-/// A running `apono-connector run`, killed when dropped.
-pub struct Connector {
-    pub url: String,
-    pub config: PathBuf,
-    pub log: PathBuf,
-    child: Child,
-}
-
-impl Connector {
-    /// Writes `config` (with `{listen}` and `{data}` filled in), creates a personal token for
-    /// each of `users` (before the start: SQLite is one process's) and starts the connector.
-    pub fn start(dir: &Path, config: &str, users: &[&str]) -> Result<(Self, Vec<String>)> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let text = config
-            .replace("{listen}", &format!("127.0.0.1:{port}"))
-            .replace("{data}", &dir.join("data").display().to_string());
-        let config = dir.join("connector.toml");
-        std::fs::write(&config, text)?;
-        let bin = connector_bin()?;
-        let check = Command::new(&bin)
-            .arg("check-config")
-            .arg("--config")
-            .arg(&config)
-            .output()?;
-        ensure!(
-            check.status.success(),
-            "check-config: {}",
-            String::from_utf8_lossy(&check.stderr)
-        );
-        let tokens = users
-            .iter()
-            .map(|u| token(&bin, &config, u))
-            .collect::<Result<Vec<_>>>()?;
-        let log = dir.join("connector.log");
-        let child = Command::new(&bin)
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        Ok((
-            Self {
-                url: format!("http://127.0.0.1:{port}"),
-                config,
-                log,
-                child,
-            },
-            tokens,
-        ))
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Polls `ready` until it holds, failing with the connector's log after `limit`.
-    pub fn wait(&mut self, limit: Duration, mut ready: impl FnMut() -> bool) -> Result<()> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if ready() {
-                return Ok(());
-            }
-            if let Some(status) = self.child.try_wait()? {
-                bail!("connector exited with {status}: {}", self.log_text());
-            }
-            if Instant::now() > deadline {
-                bail!("connector not ready: {}", self.log_text());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-/// A personal token for `email` (`apono-connector tokens create`).
-fn token(bin: &Path, config: &Path, email: &str) -> Result<String> {
-    let out = Command::new(bin)
-        .args(["tokens", "create", "--user", email, "--config"])
-        .arg(config)
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "tokens create: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
-}
-
-impl Drop for Connector {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
