@@ -605,40 +605,15 @@ impl SecretStore for AzureKeyVaultStore {
 /// Maps an error answer, in Key Vault's `{error: {code, message}}` shape, to a
 /// [`SecretError`].
 fn classify(reference: &str, answer: &rest::Answer) -> SecretError {
-    let parsed = rest::json(&answer.body).ok();
-    let error = parsed.as_ref().and_then(|v| v.get("error"));
-    let code = error
-        .and_then(|e| rest::str_field(e, "code"))
-        .unwrap_or("")
-        .to_owned();
-    let message = error
-        .and_then(|e| rest::str_field(e, "message"))
-        .map(rest::short)
-        .unwrap_or_default();
-    let description = format!("HTTP {} {code}: {message}", answer.status);
-    match answer.status {
-        404 => SecretError::NotFound {
-            reference: reference.to_owned(),
-            source: source(description),
+    rest::classify_error(
+        reference,
+        answer,
+        &rest::ErrorWords {
+            store: STORE,
+            code_field: "code",
+            token_rejected: "Key Vault rejected the access token",
+            forbidden: "the identity lacks the secrets get permission (access policy or Key Vault Secrets User role)",
+            bad_request: "Key Vault refused the request",
         },
-        401 => SecretError::PermissionDenied {
-            reference: reference.to_owned(),
-            reason: "Key Vault rejected the access token".into(),
-            source: source(description),
-        },
-        403 => SecretError::PermissionDenied {
-            reference: reference.to_owned(),
-            reason: "the identity lacks the secrets get permission (access policy or Key Vault Secrets User role)".into(),
-            source: source(description),
-        },
-        400 => SecretError::Config {
-            store: STORE.into(),
-            reason: "Key Vault refused the request".into(),
-            source: source(description),
-        },
-        _ => SecretError::Unavailable {
-            store: STORE.into(),
-            source: source(description),
-        },
-    }
+    )
 }

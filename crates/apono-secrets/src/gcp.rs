@@ -477,42 +477,17 @@ impl SecretStore for GcpSecretManagerStore {
 /// Maps an error answer, in Google's `{error: {code, message, status}}` shape, to a
 /// [`SecretError`].
 fn classify(reference: &str, answer: &rest::Answer) -> SecretError {
-    let parsed = rest::json(&answer.body).ok();
-    let error = parsed.as_ref().and_then(|v| v.get("error"));
-    let google_status = error
-        .and_then(|e| rest::str_field(e, "status"))
-        .unwrap_or("")
-        .to_owned();
-    let message = error
-        .and_then(|e| rest::str_field(e, "message"))
-        .map(rest::short)
-        .unwrap_or_default();
-    let description = format!("HTTP {} {google_status}: {message}", answer.status);
-    match answer.status {
-        404 => SecretError::NotFound {
-            reference: reference.to_owned(),
-            source: source(description),
+    rest::classify_error(
+        reference,
+        answer,
+        &rest::ErrorWords {
+            store: STORE,
+            code_field: "status",
+            token_rejected: "Secret Manager rejected the access token",
+            forbidden: "the service account lacks secretmanager.versions.access",
+            bad_request: "Secret Manager refused the request",
         },
-        401 => SecretError::PermissionDenied {
-            reference: reference.to_owned(),
-            reason: "Secret Manager rejected the access token".into(),
-            source: source(description),
-        },
-        403 => SecretError::PermissionDenied {
-            reference: reference.to_owned(),
-            reason: "the service account lacks secretmanager.versions.access".into(),
-            source: source(description),
-        },
-        400 => SecretError::Config {
-            store: STORE.into(),
-            reason: "Secret Manager refused the request".into(),
-            source: source(description),
-        },
-        _ => SecretError::Unavailable {
-            store: STORE.into(),
-            source: source(description),
-        },
-    }
+    )
 }
 
 /// Decodes `{payload: {data, dataCrc32c}}` into fields. Errors describe the shape, never the

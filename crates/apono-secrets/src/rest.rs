@@ -183,3 +183,55 @@ pub(crate) fn oauth_token(
         .unwrap_or(300);
     Ok((SecretString::from(token.to_owned()), expires_in))
 }
+
+/// How one REST store words the outcomes of an error answer shaped `{error: {…, message}}`.
+pub(crate) struct ErrorWords {
+    /// The store, for `Unavailable` and `Config` errors.
+    pub(crate) store: &'static str,
+    /// The field of `error` that names the error (`code` for Azure, `status` for Google).
+    pub(crate) code_field: &'static str,
+    /// The reason given for HTTP 401.
+    pub(crate) token_rejected: &'static str,
+    /// The reason given for HTTP 403: which right is missing.
+    pub(crate) forbidden: &'static str,
+    /// The reason given for HTTP 400.
+    pub(crate) bad_request: &'static str,
+}
+
+/// Maps an error answer to a [`SecretError`]: 404 `NotFound`, 401 and 403 `PermissionDenied`,
+/// 400 `Config`, anything else `Unavailable`. The source quotes only the status, the error's
+/// name and its shortened message, never the body.
+pub(crate) fn classify_error(reference: &str, answer: &Answer, words: &ErrorWords) -> SecretError {
+    let parsed = json(&answer.body).ok();
+    let error = parsed.as_ref().and_then(|v| v.get("error"));
+    let name = error
+        .and_then(|e| str_field(e, words.code_field))
+        .unwrap_or("");
+    let message = error
+        .and_then(|e| str_field(e, "message"))
+        .map(short)
+        .unwrap_or_default();
+    let description = format!("HTTP {} {name}: {message}", answer.status);
+    let denied = |reason: &str| SecretError::PermissionDenied {
+        reference: reference.to_owned(),
+        reason: reason.to_owned(),
+        source: source(description.clone()),
+    };
+    match answer.status {
+        404 => SecretError::NotFound {
+            reference: reference.to_owned(),
+            source: source(description),
+        },
+        401 => denied(words.token_rejected),
+        403 => denied(words.forbidden),
+        400 => SecretError::Config {
+            store: words.store.into(),
+            reason: words.bad_request.into(),
+            source: source(description),
+        },
+        _ => SecretError::Unavailable {
+            store: words.store.into(),
+            source: source(description),
+        },
+    }
+}
