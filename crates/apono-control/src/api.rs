@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use apono_core::Inventory;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -143,17 +144,27 @@ async fn resource_types(State(plane): Plane, headers: HeaderMap) -> Result<Respo
     Ok(Json(list).into_response())
 }
 
+/// The discovered inventories, limited to the integration the query names, if any.
+async fn inventories(
+    plane: &ControlPlane,
+    filter: &IntegrationFilter,
+) -> Result<impl Iterator<Item = (String, Inventory)>, ControlError> {
+    let wanted = filter.integration.clone();
+    Ok(plane
+        .inventory()
+        .await?
+        .into_iter()
+        .filter(move |(name, _)| wanted.as_ref().is_none_or(|f| f == name)))
+}
+
 async fn resources(
     State(plane): Plane,
     headers: HeaderMap,
     Query(filter): Query<IntegrationFilter>,
 ) -> Result<Response, ControlError> {
     caller(&plane, &headers).await?;
-    let list: Vec<_> = plane
-        .inventory()
+    let list: Vec<_> = inventories(&plane, &filter)
         .await?
-        .into_iter()
-        .filter(|(name, _)| filter.integration.as_ref().is_none_or(|f| f == name))
         .flat_map(|(_, inv)| inv.resources)
         .collect();
     Ok(Json(list).into_response())
@@ -165,11 +176,8 @@ async fn permissions(
     Query(filter): Query<IntegrationFilter>,
 ) -> Result<Response, ControlError> {
     caller(&plane, &headers).await?;
-    let list: Vec<_> = plane
-        .inventory()
+    let list: Vec<_> = inventories(&plane, &filter)
         .await?
-        .into_iter()
-        .filter(|(name, _)| filter.integration.as_ref().is_none_or(|f| f == name))
         .flat_map(|(name, inv)| {
             inv.permissions
                 .into_iter()

@@ -82,6 +82,65 @@ pub(crate) fn db(context: &'static str) -> impl Fn(sqlx::Error) -> ControlError 
     move |e| ControlError::store(context, e)
 }
 
+/// An approver's decision on a pending request.
+#[derive(Clone, Copy)]
+enum Decision {
+    Approved,
+    Rejected,
+}
+
+impl Decision {
+    /// The request status the decision moves to, the audit action, and the store context.
+    fn parts(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Self::Approved => ("Granting", "request.approved", "approving"),
+            Self::Rejected => ("Rejected", "request.rejected", "rejecting"),
+        }
+    }
+}
+
+/// Records `decision` on a request that must still be `Pending` (another approver may have
+/// decided first: that is a conflict), with who decided and why, and audits it.
+async fn decide_pending(
+    tx: &mut AnyConnection,
+    user: &User,
+    request: &AccessRequest,
+    decision: Decision,
+    reason: Option<&str>,
+) -> Result<(), ControlError> {
+    let (status, action, context) = decision.parts();
+    let changed = sqlx::query("UPDATE requests SET status = $1, decided_by = $2, reason = $3, updated_at = $4 WHERE id = $5 AND status = 'Pending'")
+        .bind(status)
+        .bind(&user.email)
+        .bind(reason)
+        .bind(now_ms())
+        .bind(&request.id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db(context))?
+        .rows_affected();
+    if changed != 1 {
+        return Err(ControlError::Conflict(format!(
+            "request is {}, not Pending",
+            request.status
+        )));
+    }
+    audit::append(
+        tx,
+        AuditEntry {
+            actor: &user.email,
+            action,
+            subject: &request.id,
+            outcome: "ok",
+            details: match reason {
+                Some(reason) => json!({ "reason": reason }),
+                None => json!({}),
+            },
+        },
+    )
+    .await
+}
+
 impl ControlPlane {
     /// A control plane over `store` with `config`, executing through `executor`.
     pub fn new(store: Store, config: Config, executor: Arc<Executor>) -> Arc<Self> {
@@ -884,35 +943,7 @@ impl ControlPlane {
         }
         let mut tx = self.store.pool().begin().await.map_err(db("approving"))?;
         let reason = reason.map(str::trim).filter(|r| !r.is_empty());
-        let changed = sqlx::query("UPDATE requests SET status = 'Granting', decided_by = $1, reason = $2, updated_at = $3 WHERE id = $4 AND status = 'Pending'")
-            .bind(&user.email)
-            .bind(reason)
-            .bind(now_ms())
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("approving"))?
-            .rows_affected();
-        if changed != 1 {
-            return Err(ControlError::Conflict(format!(
-                "request is {}, not Pending",
-                request.status
-            )));
-        }
-        audit::append(
-            &mut tx,
-            AuditEntry {
-                actor: &user.email,
-                action: "request.approved",
-                subject: id,
-                outcome: "ok",
-                details: match reason {
-                    Some(reason) => json!({ "reason": reason }),
-                    None => json!({}),
-                },
-            },
-        )
-        .await?;
+        decide_pending(&mut tx, user, &request, Decision::Approved, reason).await?;
         self.start_grants(
             &mut tx,
             id,
@@ -937,32 +968,7 @@ impl ControlPlane {
         let request = self.request(user, id).await?;
         self.may_approve(user, &request)?;
         let mut tx = self.store.pool().begin().await.map_err(db("rejecting"))?;
-        let changed = sqlx::query("UPDATE requests SET status = 'Rejected', decided_by = $1, reason = $2, updated_at = $3 WHERE id = $4 AND status = 'Pending'")
-            .bind(&user.email)
-            .bind(reason)
-            .bind(now_ms())
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("rejecting"))?
-            .rows_affected();
-        if changed != 1 {
-            return Err(ControlError::Conflict(format!(
-                "request is {}, not Pending",
-                request.status
-            )));
-        }
-        audit::append(
-            &mut tx,
-            AuditEntry {
-                actor: &user.email,
-                action: "request.rejected",
-                subject: id,
-                outcome: "ok",
-                details: json!({ "reason": reason }),
-            },
-        )
-        .await?;
+        decide_pending(&mut tx, user, &request, Decision::Rejected, Some(reason)).await?;
         tx.commit().await.map_err(db("rejecting"))?;
         self.request(user, id).await
     }
