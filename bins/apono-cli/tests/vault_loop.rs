@@ -170,6 +170,11 @@ impl World {
 
     /// Alice requests `permission` on the mount, bob approves; returns (request, session).
     fn grant(&self, permission: &str) -> Result<(String, String)> {
+        self.grant_for(permission, "10m")
+    }
+
+    /// [`World::grant`] for `duration`.
+    fn grant_for(&self, permission: &str, duration: &str) -> Result<(String, String)> {
         let args = [
             "requests",
             "create",
@@ -183,6 +188,8 @@ impl World {
             permission,
             "-j",
             "rotate db password",
+            "--duration",
+            duration,
             "-o",
             "json",
         ];
@@ -326,7 +333,7 @@ fn vault_commands_on_real_openbao() -> Result<()> {
     )?;
 
     // A token OpenBao no longer knows (here: the cached file lost) cannot be replaced from
-    // the connector: the one-time password was shown. The CLI prints the exact command.
+    // the connector: the one-time token was shown. The CLI prints the exact command.
     std::fs::remove_file(&cached)?;
     w.vault("fetch", &["team/db"])?.error(
         1,
@@ -382,5 +389,56 @@ fn vault_commands_on_real_openbao() -> Result<()> {
         1,
         "no active access session on vault (your sessions there have ended)",
     )?;
+    Ok(())
+}
+
+/// With the connector killed, OpenBao itself refuses the session's vault token once the session
+/// has expired: nothing else is left running that could revoke it.
+#[test]
+fn openbao_ends_the_session_with_the_connector_stopped() -> Result<()> {
+    let mut w = World::start()?;
+    bao(
+        &w.server,
+        &["kv", "put", "apono-store/team/db", "value=root-pw"],
+    )?;
+    let (_, session) = w.grant_for("ReadOnly", "15s")?;
+    // Access was granted before this instant, so it expires within 15 s of it.
+    let active = std::time::Instant::now();
+    w.vault("fetch", &["team/db"])?.ok()?;
+    let cached = w
+        .alice
+        .home
+        .path()
+        .join(format!("cache/apono/vault/{session}.key"));
+    let token = std::fs::read_to_string(&cached)?
+        .trim_end()
+        .strip_prefix("token:")
+        .context("a cached token")?
+        .to_owned();
+    // The grantee's token, straight to OpenBao with its own CLI.
+    let fetch = |server: &OpenBao| {
+        server
+            .cli()
+            .env("BAO_TOKEN", &token)
+            .args(["kv", "get", "-field=value", "apono-store/team/db"])
+            .output()
+    };
+    let before = fetch(&w.server)?;
+    ensure!(
+        before.status.success() && String::from_utf8_lossy(&before.stdout).trim() == "root-pw",
+        "the token does not work while the session is active: {}",
+        String::from_utf8_lossy(&before.stderr)
+    );
+
+    w.connector.kill()?;
+    // Wait out the 15 s and a margin.
+    let left = Duration::from_secs(17).saturating_sub(active.elapsed());
+    std::thread::sleep(left);
+    let after = fetch(&w.server)?;
+    let stderr = String::from_utf8_lossy(&after.stderr);
+    ensure!(
+        !after.status.success() && stderr.contains("permission denied"),
+        "OpenBao still accepted the token after expiry with the connector stopped: {stderr}"
+    );
     Ok(())
 }

@@ -115,10 +115,10 @@ pub enum ClientError {
         /// Whether the caller had sessions there that are no longer active.
         ended: bool,
     },
-    /// A session's one-time password was already shown, and no usable vault token or password
-    /// is cached on this machine.
+    /// A session's one-time vault token was already shown, and no usable copy is cached on
+    /// this machine.
     #[error(
-        "the one-time password of session {session_id} was already shown and this machine holds no usable vault token for it"
+        "the one-time vault token of session {session_id} was already shown and this machine holds no usable copy of it"
     )]
     CredentialsShown {
         /// The session id.

@@ -1,10 +1,11 @@
 //! Secrets in an Apono Vault (`apono-vault` integration) through the user's own access session:
-//! find the session, log in to OpenBao with its one-time userpass password, cache the token,
-//! run a kv-v2 operation.
+//! find the session, take its one-time OpenBao token (which OpenBao itself ends at the
+//! session's expiry), cache it, run a kv-v2 operation.
 
 use std::path::PathBuf;
 
 use apono_core::{GrantStatus, SecretValue};
+use apono_vault_client::integration::TOKEN;
 use apono_vault_client::{ClientSettings, OpenBaoClient, VaultError};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
@@ -86,7 +87,7 @@ impl VaultAccess {
     /// `ReadWrite`, `ReadOnly`, then `secret` sessions; the latest expiry first), unless
     /// [`VaultOptions::session_id`] names one. The OpenBao token is cached in `cache` (`0600`,
     /// until the session's expiry) under the session id. A cached token that OpenBao no longer
-    /// accepts is dropped; then the session's one-time password is fetched from the connector,
+    /// accepts is dropped; then the session's one-time token is fetched from the connector,
     /// which works only if it was not shown yet ([`ClientError::CredentialsShown`] otherwise).
     pub async fn open(
         client: &Client,
@@ -160,53 +161,37 @@ impl VaultAccess {
             what: format!("the access details of session {id} lack {what}"),
         };
         let address = text("vault_address").ok_or_else(|| malformed("vault_address"))?;
-        let username = text("username").ok_or_else(|| malformed("username"))?;
         let mount = text("mount_name")
             .ok_or_else(|| malformed("mount_name"))?
             .to_owned();
-        let auth_mount = text("auth_mount").unwrap_or("userpass");
         let mut settings = ClientSettings::new(address);
         if let Some(pem) = &options.ca_cert_pem {
             settings = settings.ca_cert_pem(pem.clone());
         }
         let connection = settings.connect()?;
 
-        // A password shown now is the newest credential (a reset revokes older tokens): use
-        // it, and keep it before the login so that a failed login (OpenBao down) loses nothing.
+        // A token shown now is the newest credential (a reset or an extension revokes older
+        // ones): keep it before using it, so that a failure (OpenBao down) loses nothing.
         let shown = match &details.credentials {
-            Credentials::Shown(map) => map.get("password").cloned(),
+            Credentials::Shown(map) => map.get(TOKEN).cloned(),
             _ => None,
         };
-        let cached = match shown {
-            Some(password) => {
-                store(cache, &session, Cached::Password(password.clone()))?;
-                Some(Cached::Password(password))
+        let token = match shown {
+            Some(token) => {
+                store(cache, &session, &token)?;
+                Some(token)
             }
             None => read_cached(cache, &id),
         };
-        let openbao = match cached {
-            Some(Cached::Token(token)) => {
+        let openbao = match token {
+            Some(token) => {
                 let openbao = connection.client_with_token(token);
                 match openbao.lookup_self().await {
                     Ok(_) => Some(openbao),
                     Err(e) if e.is_permission_denied() => {
-                        tracing::debug!(session = %id, "cached vault token rejected");
+                        tracing::debug!(session = %id, "vault token rejected");
                         None
                     }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            Some(Cached::Password(password)) => {
-                let mut openbao = connection.client();
-                match openbao
-                    .login_userpass(auth_mount, username, &password)
-                    .await
-                {
-                    Ok(login) => {
-                        store(cache, &session, Cached::Token(login.token))?;
-                        Some(openbao)
-                    }
-                    Err(e) if e.is_permission_denied() => None,
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -363,30 +348,21 @@ impl VaultAccess {
     }
 }
 
-/// What the cache holds for a session: the OpenBao token, or the one-time password while no
-/// login succeeded yet.
-enum Cached {
-    Token(SecretString),
-    Password(SecretString),
-}
-
-fn read_cached(cache: &KeyCache, session_id: &str) -> Option<Cached> {
+/// The cached OpenBao token of a session (`token:<value>`, so the format can grow).
+fn read_cached(cache: &KeyCache, session_id: &str) -> Option<SecretString> {
     let path: PathBuf = cache.find(session_id)?;
     let text = std::fs::read_to_string(path).ok()?;
-    let text = text.trim_end_matches('\n');
-    if let Some(token) = text.strip_prefix("token:") {
-        Some(Cached::Token(token.to_owned().into()))
-    } else {
-        text.strip_prefix("password:")
-            .map(|p| Cached::Password(p.to_owned().into()))
-    }
+    text.trim_end_matches('\n')
+        .strip_prefix("token:")
+        .map(|t| SecretString::from(t.to_owned()))
 }
 
-fn store(cache: &KeyCache, session: &AccessSession, value: Cached) -> Result<(), ClientError> {
-    let text = match value {
-        Cached::Token(t) => format!("token:{}", t.expose_secret()),
-        Cached::Password(p) => format!("password:{}", p.expose_secret()),
-    };
+fn store(
+    cache: &KeyCache,
+    session: &AccessSession,
+    token: &SecretString,
+) -> Result<(), ClientError> {
+    let text = format!("token:{}", token.expose_secret());
     cache
         .store(&session.id, &SecretString::from(text), session.expires_at)
         .map(|_| ())
@@ -397,7 +373,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_cache_round_trips_tokens_and_passwords() {
+    fn the_cache_round_trips_tokens() {
         let dir = tempfile::tempdir().expect("tempdir");
         let cache = KeyCache::new(dir.path().join("vault"));
         let session = AccessSession {
@@ -417,14 +393,10 @@ mod tests {
             credential_status: None,
             last_error: None,
         };
-        store(&cache, &session, Cached::Password("pw".to_owned().into())).expect("store");
-        assert!(
-            matches!(read_cached(&cache, "g-1"), Some(Cached::Password(p)) if p.expose_secret() == "pw")
-        );
-        store(&cache, &session, Cached::Token("s.tok".to_owned().into())).expect("store");
-        assert!(
-            matches!(read_cached(&cache, "g-1"), Some(Cached::Token(t)) if t.expose_secret() == "s.tok")
-        );
+        store(&cache, &session, &SecretString::from("s.tok")).expect("store");
+        assert!(read_cached(&cache, "g-1").is_some_and(|t| t.expose_secret() == "s.tok"));
+        store(&cache, &session, &SecretString::from("s.newer")).expect("store");
+        assert!(read_cached(&cache, "g-1").is_some_and(|t| t.expose_secret() == "s.newer"));
         assert!(read_cached(&cache, "g-2").is_none());
     }
 

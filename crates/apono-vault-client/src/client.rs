@@ -1,6 +1,6 @@
 //! The OpenBao client: settings, login, kv-v2, ACL policies, userpass users and tokens.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::time::Duration;
 
@@ -322,6 +322,35 @@ struct UserResponse {
     token_max_ttl: u64,
     #[serde(default)]
     token_explicit_max_ttl: u64,
+}
+
+/// An identity entity, as far as the integration needs it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct Entity {
+    /// Its id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its aliases (one per auth mount it logs in through).
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub aliases: Vec<EntityAlias>,
+}
+
+/// One alias of an identity entity.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct EntityAlias {
+    /// The login name on that mount.
+    pub name: String,
+    /// The accessor of the auth mount.
+    pub mount_accessor: String,
+}
+
+fn null_as_empty<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 /// Longest kv path (and list recursion) the client accepts.
@@ -899,6 +928,142 @@ impl OpenBaoClient {
                 e if e.is_not_found() => Ok(()),
                 e => Err(e),
             },
+        }
+    }
+
+    // ------------------------------------------------------------------ identity
+
+    /// The accessor of the auth method mounted at `auth/<mount>` (`GET sys/auth`; needs `read`
+    /// there).
+    #[instrument(skip_all, fields(address = %self.connection.address, mount = ?mount))]
+    pub async fn auth_mount_accessor(&self, mount: &str) -> Result<String, VaultError> {
+        const OP: &str = "auth mount lookup";
+        check_mount(mount)?;
+        let body = self
+            .raw(OP, Some(reqwest::Method::GET), "sys/auth", None)
+            .await?;
+        let key = format!("{mount}/");
+        let mounts = body.as_ref().map(|b| b.get("data").unwrap_or(b));
+        match mounts.and_then(|m| m.get(&key)) {
+            Some(info) => info
+                .get("accessor")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+                .ok_or(VaultError::Malformed { operation: OP }),
+            None => Err(VaultError::NotFound {
+                operation: OP,
+                path: Some(format!("auth/{mount}")),
+            }),
+        }
+    }
+
+    /// Reads the identity entity named `name`; `None` if there is none.
+    #[instrument(skip_all, fields(address = %self.connection.address, name = ?name))]
+    pub async fn entity_read(&self, name: &str) -> Result<Option<Entity>, VaultError> {
+        const OP: &str = "identity entity read";
+        check_name("entity name", name)?;
+        let path = format!("identity/entity/name/{name}");
+        let body = match self.raw(OP, Some(reqwest::Method::GET), &path, None).await {
+            Ok(Some(body)) => body,
+            // OpenBao answers 204 or 404 for a name it does not know.
+            Ok(None) => return Ok(None),
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let data = body
+            .get("data")
+            .cloned()
+            .ok_or(VaultError::Malformed { operation: OP })?;
+        serde_json::from_value(data).map_err(|_| VaultError::Malformed { operation: OP })
+    }
+
+    /// Makes sure an identity entity named `name` exists with an alias `alias` on the auth
+    /// mount whose accessor is `mount_accessor`, so that logging in as `alias` there lands on
+    /// this entity (and deleting the entity by name removes what the logins created). Returns
+    /// the entity's id. Idempotent.
+    #[instrument(skip_all, fields(address = %self.connection.address, name = ?name))]
+    pub async fn entity_ensure(
+        &self,
+        name: &str,
+        alias: &str,
+        mount_accessor: &str,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<String, VaultError> {
+        const OP: &str = "identity entity write";
+        self.require_token(OP)?;
+        check_name("alias name", alias)?;
+        check_name("mount accessor", mount_accessor)?;
+        let entity = match self.entity_read(name).await? {
+            Some(entity) => entity,
+            None => {
+                let mut request =
+                    vaultrs::api::identity::entity::requests::CreateEntityByNameRequest::builder();
+                request.metadata(metadata.clone().into_iter().collect::<HashMap<_, _>>());
+                vaultrs::identity::entity::create_or_update_by_name(
+                    &self.vault,
+                    name,
+                    Some(&mut request),
+                )
+                .await
+                .map_err(|e| self.classify(OP, Some(name), e))?;
+                self.entity_read(name)
+                    .await?
+                    .ok_or(VaultError::Malformed { operation: OP })?
+            }
+        };
+        let aliased = entity
+            .aliases
+            .iter()
+            .any(|a| a.name == alias && a.mount_accessor == mount_accessor);
+        if !aliased {
+            self.raw(
+                OP,
+                Some(reqwest::Method::POST),
+                "identity/entity-alias",
+                Some(serde_json::json!({
+                    "name": alias,
+                    "canonical_id": entity.id,
+                    "mount_accessor": mount_accessor,
+                })),
+            )
+            .await?;
+        }
+        Ok(entity.id)
+    }
+
+    /// Deletes the identity entity named `name` and its aliases; deleting one that does not
+    /// exist succeeds.
+    #[instrument(skip_all, fields(address = %self.connection.address, name = ?name))]
+    pub async fn entity_delete(&self, name: &str) -> Result<(), VaultError> {
+        const OP: &str = "identity entity delete";
+        self.require_token(OP)?;
+        check_name("entity name", name)?;
+        match vaultrs::identity::entity::delete_by_name(&self.vault, name).await {
+            Ok(()) => Ok(()),
+            Err(e) => match self.classify(OP, Some(name), e) {
+                e if e.is_not_found() => Ok(()),
+                e => Err(e),
+            },
+        }
+    }
+
+    /// Lists the names of the identity entities.
+    #[instrument(skip_all, fields(address = %self.connection.address))]
+    pub async fn entity_list(&self) -> Result<Vec<String>, VaultError> {
+        const OP: &str = "identity entity list";
+        let body = self
+            .raw(
+                OP,
+                reqwest::Method::from_bytes(b"LIST").ok(),
+                "identity/entity/name",
+                None,
+            )
+            .await;
+        match body {
+            Ok(None) => Ok(Vec::new()),
+            Ok(body) => keys_of(OP, body),
+            Err(e) if e.is_not_found() => Ok(Vec::new()),
+            Err(e) => Err(e),
         }
     }
 

@@ -1,18 +1,27 @@
 //! The `apono-vault` integration: a [`Provisioner`] granting just-in-time access to the secrets
 //! of an OpenBao kv-v2 mount.
 //!
-//! Each grant gets its own ACL policy and its own userpass user, both named
-//! `apono-g-<account>-<grant hash>` (the account from [`AccountNaming`], the hash from the
-//! grant id), so grants of one grantee never share anything. The user's token TTL, maximum TTL
-//! and explicit maximum TTL are the time left until the grant's `expires_at`, so OpenBao itself
-//! ends every token it issues at grant time by then, connector or not. Revoke deletes the user,
-//! revokes every token obtained with it (`sys/leases/revoke-prefix` on its login path) and
-//! deletes the policy.
+//! Each grant gets its own ACL policy, its own userpass user and its own identity entity, all
+//! named `apono-g-<account>-<grant hash>` (the account from [`AccountNaming`], the hash from the
+//! grant id), so grants of one grantee never share anything.
 //!
-//! **Limitation.** OpenBao has no absolute expiry for a userpass user: a login made *after* the
-//! grant time receives a token lasting the grant's length from that login. The connector's
-//! durable scheduler revokes at `expires_at`; `reset-credentials` re-tightens the TTLs to the
-//! time then left.
+//! **OpenBao itself ends access at `expires_at`.** A userpass token's lifetime counts from its
+//! login, so a password would keep logging in after the grant ends whenever the connector is
+//! not there to revoke it. The grantee is therefore never given a password. At grant time the
+//! connector sets the user a random password it never shows or keeps, logs in as the user once,
+//! and hands out the token that login returned. That login's TTL, maximum TTL and explicit
+//! maximum TTL are the whole seconds left until `expires_at`, so OpenBao ends the token by then
+//! on its own, connector or not. No one can obtain another one. The token still belongs to the
+//! per-grant user and entity, so OpenBao's audit log names the grant. Tokens of earlier logins
+//! of the same grant (a retried or extended grant, a credential reset) are revoked before the
+//! new login, so each grant has exactly one live token.
+//!
+//! **Revoke** deletes the user, revokes every token obtained with it
+//! (`sys/leases/revoke-prefix` on its login path), and deletes the entity (with its alias) and
+//! the policy. Revoking what is gone succeeds. **Rotation** (`reset-credentials`) issues a new
+//! token in the same way, which revokes the old one.
+//!
+//! The connector's own AppRole needs the policy [`crate::policy::connector_policy_hcl`].
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -45,6 +54,8 @@ pub const MANAGEMENT: &str = "management";
 pub const DEFAULT_MOUNT: &str = "apono-store";
 /// Length of generated passwords.
 const PASSWORD_LEN: usize = 32;
+/// Name of the one-time credential: the grant's OpenBao token.
+pub const TOKEN: &str = "token";
 /// Keys of the integration secret.
 const ROLE_ID: &str = "role_id";
 const SECRET_ID: &str = "secret_id";
@@ -110,6 +121,10 @@ pub struct VaultGrantState {
     pub policy: String,
     /// The userpass mount.
     pub userpass_mount: String,
+    /// The identity entity, which has the same name as the user (absent in states written
+    /// before entities were managed; revoke then deletes the user's name anyway).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entity: Option<String>,
 }
 
 /// The `apono-vault` provisioner.
@@ -311,10 +326,85 @@ impl AponoVaultProvisioner {
         }
     }
 
+    /// Issues the grant's one token: revokes tokens of earlier logins, sets the user a fresh
+    /// random password (never shown, never kept) and token TTLs ending at the grant's
+    /// `expires_at`, and logs in as the user once. Policy and entity must exist.
+    async fn issue_token(
+        &self,
+        ctx: &ActionContext,
+        admin: &OpenBaoClient,
+        grant: &GrantSpec,
+        state: &VaultGrantState,
+    ) -> Result<(SecretString, Duration), ProvisionError> {
+        let userpass = &state.userpass_mount;
+        admin
+            .revoke_userpass_logins(userpass, &state.username)
+            .await
+            .map_err(|e| self.map(e))?;
+        ctx.checkpoint()?;
+        // The TTL is counted as late as possible: a token from this login ends by expires_at.
+        let ttl = self.ttl_left(grant)?;
+        let password = generate_password();
+        admin
+            .userpass_write(
+                userpass,
+                &state.username,
+                &password,
+                &Self::user_settings(&state.policy, ttl),
+            )
+            .await
+            .map_err(|e| self.map(e))?;
+        ctx.checkpoint()?;
+        let mut grantee = self.connection.client();
+        let login = grantee
+            .login_userpass(userpass, &state.username, &password)
+            .await
+            .map_err(|e| self.map(e))?;
+        if login.ttl > ttl {
+            // OpenBao would let this token outlive the grant: never hand it out.
+            let _ = grantee.revoke_self().await;
+            return Err(ProvisionError::Target {
+                target: self.target(),
+                reason: format!(
+                    "OpenBao issued a token for {}s where {}s were asked",
+                    login.ttl.as_secs(),
+                    ttl.as_secs()
+                ),
+                source: None,
+            });
+        }
+        Ok((login.token, login.ttl))
+    }
+
+    /// Creates (or finds) the grant's entity with its alias on the userpass mount.
+    async fn ensure_entity(
+        &self,
+        admin: &OpenBaoClient,
+        grant: &GrantSpec,
+        state: &VaultGrantState,
+    ) -> Result<(), ProvisionError> {
+        let Some(entity) = &state.entity else {
+            return Ok(());
+        };
+        let accessor = admin
+            .auth_mount_accessor(&state.userpass_mount)
+            .await
+            .map_err(|e| self.map(e))?;
+        let metadata = BTreeMap::from([
+            ("apono_grant".to_owned(), grant.grant_id.as_str().to_owned()),
+            ("apono_integration".to_owned(), self.integration.clone()),
+        ]);
+        admin
+            .entity_ensure(entity, &state.username, &accessor, &metadata)
+            .await
+            .map_err(|e| self.map(e))?;
+        Ok(())
+    }
+
     fn access_details(
         &self,
         username: &str,
-        password: SecretString,
+        token: SecretString,
         grant: &GrantSpec,
     ) -> AccessDetails {
         let address = self
@@ -329,16 +419,17 @@ impl AponoVaultProvisioner {
             _ => format!("{} on the secrets in {mount}", grant.permission),
         };
         let expires = grant.expires_at.to_rfc3339();
-        let cli = format!(
-            "BAO_ADDR={address} bao login -method=userpass -path={userpass} username={username}"
-        );
+        // `bao login` with no arguments asks for the token, so it never lands in shell history.
+        let cli = format!("BAO_ADDR={address} bao login");
         let plain = format!(
-            "You may {what} until {expires}. Log in to {address} with username {username} and the \
-             password shown once (userpass auth at {userpass}), e.g.: {cli}"
+            "You may {what} until {expires}, as {username}. Use the vault token shown once: the \
+             apono CLI does (apono vault list|fetch|create|update|delete), or paste it into {cli}. \
+             OpenBao itself ends the token at {expires}."
         );
         let markdown = format!(
-            "You may **{what}** until `{expires}`.\n\nLog in to `{address}` as `{username}` with \
-             the password shown once:\n\n```sh\n{cli}\n```"
+            "You may **{what}** until `{expires}`, as `{username}`.\n\nUse the vault token shown \
+             once with `apono vault …`, or paste it at the prompt of:\n\n```sh\n{cli}\n```\n\n\
+             OpenBao itself ends the token at `{expires}`."
         );
         let mut json = BTreeMap::new();
         json.insert("vault_address".into(), address.clone().into());
@@ -350,7 +441,7 @@ impl AponoVaultProvisioner {
             cli: Some(cli),
             link: None,
             json,
-            credentials: vec![Credential::one_time("password", password)],
+            credentials: vec![Credential::one_time(TOKEN, token)],
         }
     }
 
@@ -378,6 +469,15 @@ impl AponoVaultProvisioner {
             .revoke_userpass_logins(&state.userpass_mount, &state.username)
             .await
             .map_err(|e| self.map(e))?;
+        // The entity shares the user's name; states from before entities were managed name
+        // none, but deleting by the user's name also removes one made since.
+        let entity = state.entity.as_deref().unwrap_or(&state.username);
+        if entity.starts_with(NAME_PREFIX) {
+            client
+                .entity_delete(entity)
+                .await
+                .map_err(|e| self.map(e))?;
+        }
         client
             .policy_delete(&state.policy)
             .await
@@ -486,49 +586,42 @@ impl Provisioner for AponoVaultProvisioner {
         ctx.checkpoint()?;
         let scope = self.scope(grant)?;
         let username = self.account_name(grant)?;
-        let policy = username.clone();
         let hcl = policy_hcl(&self.config.mount, &scope)
             .map_err(|e| ProvisionError::InvalidGrant(e.to_string()))?;
-        let ttl = self.ttl_left(grant)?;
-        let password = generate_password();
-        let userpass = self.config.userpass_mount.clone();
-        Self::bounded(ctx, async {
+        self.ttl_left(grant)?;
+        let state = VaultGrantState {
+            username: username.clone(),
+            policy: username.clone(),
+            userpass_mount: self.config.userpass_mount.clone(),
+            entity: Some(username),
+        };
+        let (token, ttl) = Self::bounded(ctx, async {
             let owned = self.admin(ctx).await?;
-            let client = &owned;
-            let (username, policy, password) = (&username, &policy, &password);
+            let admin = &owned;
+            let state = &state;
             let result = async {
                 // Refuse a foreign account before touching anything.
-                self.ensure_ours(client, username, policy).await?;
-                // Policy first, then the user: revoke undoes either.
-                client
-                    .policy_write(policy, &hcl)
+                self.ensure_ours(admin, &state.username, &state.policy)
+                    .await?;
+                // Policy, entity, then the user and its one token: revoke undoes each.
+                admin
+                    .policy_write(&state.policy, &hcl)
                     .await
                     .map_err(|e| self.map(e))?;
                 ctx.checkpoint()?;
-                client
-                    .userpass_write(
-                        &userpass,
-                        username,
-                        password,
-                        &Self::user_settings(policy, ttl),
-                    )
-                    .await
-                    .map_err(|e| self.map(e))
+                self.ensure_entity(admin, grant, state).await?;
+                ctx.checkpoint()?;
+                self.issue_token(ctx, admin, grant, state).await
             }
             .await;
             self.logout(owned).await;
             result
         })
         .await?;
-        info!(username = %username, ttl_secs = ttl.as_secs(), "granted");
-        let state = VaultGrantState {
-            username: username.clone(),
-            policy,
-            userpass_mount: self.config.userpass_mount.clone(),
-        };
+        info!(username = %state.username, ttl_secs = ttl.as_secs(), "granted");
         Ok(Granted {
             state: GrantState::encode(&state)?,
-            access: self.access_details(&username, password, grant),
+            access: self.access_details(&state.username, token, grant),
         })
     }
 
@@ -561,15 +654,14 @@ impl Provisioner for AponoVaultProvisioner {
     ) -> Result<Granted, ProvisionError> {
         ctx.checkpoint()?;
         let decoded: VaultGrantState = state.decode()?;
-        let ttl = self.ttl_left(grant)?;
-        let password = generate_password();
-        Self::bounded(ctx, async {
+        self.ttl_left(grant)?;
+        let token = Self::bounded(ctx, async {
             let owned = self.admin(ctx).await?;
-            let client = &owned;
-            let (state, password) = (&decoded, &password);
+            let admin = &owned;
+            let state = &decoded;
             let result = async {
                 if !self
-                    .ensure_ours(client, &state.username, &state.policy)
+                    .ensure_ours(admin, &state.username, &state.policy)
                     .await?
                 {
                     return Err(ProvisionError::Conflict {
@@ -577,20 +669,9 @@ impl Provisioner for AponoVaultProvisioner {
                         reason: format!("userpass user {} no longer exists", state.username),
                     });
                 }
-                client
-                    .userpass_write(
-                        &state.userpass_mount,
-                        &state.username,
-                        password,
-                        &Self::user_settings(&state.policy, ttl),
-                    )
-                    .await
-                    .map_err(|e| self.map(e))?;
-                // Tokens obtained with the old password go too.
-                client
-                    .revoke_userpass_logins(&state.userpass_mount, &state.username)
-                    .await
-                    .map_err(|e| self.map(e))
+                self.ensure_entity(admin, grant, state).await?;
+                // Revokes the old token before the new login.
+                self.issue_token(ctx, admin, grant, state).await
             }
             .await;
             self.logout(owned).await;
@@ -599,7 +680,7 @@ impl Provisioner for AponoVaultProvisioner {
         .await?;
         Ok(Granted {
             state: state.clone(),
-            access: self.access_details(&decoded.username, password, grant),
+            access: self.access_details(&decoded.username, token.0, grant),
         })
     }
 

@@ -3,13 +3,14 @@
 //! * [`OpenBaoClient`] (usable on its own): AppRole and userpass login, token renewal, lookup
 //!   and revocation (by token, by accessor, or every token a userpass user obtained); kv-v2
 //!   read, write with check-and-set, recursive list, versions and deletion of a secret with all
-//!   its versions; ACL policies; userpass users. Settings are explicit ([`ClientSettings`]):
+//!   its versions; ACL policies; userpass users; identity entities by name. Settings are explicit ([`ClientSettings`]):
 //!   nothing is read from `VAULT_*`/`BAO_*` variables, TLS is always verified, and the trusted
 //!   CA can be set. Errors ([`VaultError`]) never contain tokens, passwords or secret data.
 //! * [`integration`]: the [`AponoVaultProvisioner`], which grants `Admin`, `ReadWrite` or
 //!   `ReadOnly` on a kv-v2 mount (resource type `management`) or read access to one secret
-//!   (resource type `secret`) through a per-grant ACL policy and userpass user whose tokens
-//!   expire with the grant. It depends on `apono-core` only.
+//!   (resource type `secret`) through a per-grant ACL policy, userpass user and identity
+//!   entity. The grantee receives a token that OpenBao itself ends at the grant's `expires_at`;
+//!   no password that could log in later is ever handed out. It depends on `apono-core` only.
 //! * [`policy`]: the permission matrix and the policies that implement it.
 //!
 //! ```no_run
@@ -42,8 +43,9 @@ pub mod integration;
 pub mod policy;
 
 pub use client::{
-    ClientSettings, DEFAULT_TIMEOUT, KvMetadata, KvSecret, KvVersion, LoginToken, OpenBaoClient,
-    OpenBaoConnection, TokenInfo, UserpassUser, check_kv_path, check_mount, check_name,
+    ClientSettings, DEFAULT_TIMEOUT, Entity, EntityAlias, KvMetadata, KvSecret, KvVersion,
+    LoginToken, OpenBaoClient, OpenBaoConnection, TokenInfo, UserpassUser, check_kv_path,
+    check_mount, check_name,
 };
 pub use error::VaultError;
 pub use integration::{AponoVaultConfig, AponoVaultProvisioner, VaultGrantState};

@@ -172,8 +172,12 @@ pub fn policy_hcl(mount: &str, scope: &GrantScope) -> Result<String, VaultError>
 }
 
 /// The least-privilege policy of the connector's own AppRole for an `apono-vault` integration
-/// on kv-v2 mount `mount` and userpass mount `userpass_mount`: discovery, the `apono-grant-*`
-/// policies, the userpass users and revoking those users' tokens.
+/// on kv-v2 mount `mount` and userpass mount `userpass_mount`: discovery (list only, never read),
+/// the `apono-g-*` policies, userpass users and identity entities, revoking those users' tokens,
+/// and reading which accessor the userpass mount has.
+///
+/// Two paths cannot be narrowed by name: `identity/entity-alias` (aliases are created by id) and
+/// `sys/auth` (read only). The connector never reads or writes a secret.
 pub fn connector_policy_hcl(mount: &str, userpass_mount: &str) -> Result<String, VaultError> {
     check_mount(mount)?;
     check_mount(userpass_mount)?;
@@ -199,6 +203,17 @@ path "auth/{userpass_mount}/users/{prefix}*" {{
 }}
 path "sys/leases/revoke-prefix/auth/{userpass_mount}/login/{prefix}*" {{
   capabilities = ["update", "sudo"]
+}}
+# The per-grant identity entity, so that revoke leaves no entity behind.
+path "identity/entity/name/{prefix}*" {{
+  capabilities = ["create", "read", "update", "delete"]
+}}
+path "identity/entity-alias" {{
+  capabilities = ["create", "update"]
+}}
+# The userpass mount's accessor, which the entity's alias names.
+path "sys/auth" {{
+  capabilities = ["read"]
 }}
 "#,
         prefix = crate::integration::NAME_PREFIX,

@@ -1,6 +1,6 @@
 //! The `apono-vault` integration and the client against a real OpenBao (`bao server -dev`,
-//! TLS). Every observation is made on OpenBao itself: grantees log in with the password they
-//! were given and try the operations.
+//! TLS). Every observation is made on OpenBao itself: grantees use the token they were given
+//! and try the operations.
 
 #![allow(clippy::print_stdout)]
 
@@ -18,24 +18,20 @@ use apono_vault_client::{AponoVaultProvisioner, OpenBaoClient, VaultError, Vault
 use common::{MOUNT, Vault, in_an_hour, spec};
 use secrecy::{ExposeSecret, SecretString};
 
-/// Logs in as the grant's userpass user with the password from the access details.
-async fn login(vault: &Vault, granted: &Granted) -> Result<OpenBaoClient, VaultError> {
-    let username = granted.access.json["username"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let password = granted
+/// The grant's vault token, from the access details (the only credential handed out).
+fn token_of(granted: &Granted) -> SecretString {
+    granted
         .access
         .credentials
         .iter()
-        .find(|c| c.name == "password")
+        .find(|c| c.name == apono_vault_client::integration::TOKEN)
         .map(|c| c.value.clone())
-        .unwrap_or_else(|| SecretString::from(""));
-    let mut client = vault.connection.client();
-    client
-        .login_userpass("userpass", &username, &password)
-        .await?;
-    Ok(client)
+        .unwrap_or_else(|| SecretString::from(""))
+}
+
+/// A client using the grant's token, as the grantee would.
+fn login(vault: &Vault, granted: &Granted) -> OpenBaoClient {
+    vault.connection.client_with_token(token_of(granted))
 }
 
 /// Tries one matrix operation; `Ok(true)` allowed, `Ok(false)` denied by OpenBao.
@@ -95,7 +91,7 @@ async fn permission_matrix_holds_on_real_openbao() -> Result<()> {
         .await?;
 
     let mut table = vec![format!(
-        "| permission | {} | outside mount | after revoke (new login / old token) |",
+        "| permission | {} | outside mount | after revoke |",
         VaultOperation::ALL.map(|o| o.as_str()).join(" | ")
     )];
     table.push(format!("|{}", "---|".repeat(8)));
@@ -111,7 +107,7 @@ async fn permission_matrix_holds_on_real_openbao() -> Result<()> {
             in_an_hour(),
         );
         let granted = p.grant_access(&vault.context(), &grant).await?;
-        let client = login(&vault, &granted).await?;
+        let client = login(&vault, &granted);
         let mut cells = Vec::new();
         for op in VaultOperation::ALL {
             let allowed = attempt(&client, op, &tag).await?;
@@ -141,15 +137,18 @@ async fn permission_matrix_holds_on_real_openbao() -> Result<()> {
             client.lookup_self().await.is_err(),
             "{permission}: token survived revoke"
         );
-        let relogin = login(&vault, &granted).await;
+        let state: VaultGrantState = granted.state.decode()?;
+        let root = vault.root();
         ensure!(
-            relogin
-                .as_ref()
-                .is_err_and(VaultError::is_permission_denied),
-            "{permission}: password still logs in after revoke"
+            root.userpass_read("userpass", &state.username)
+                .await?
+                .is_none()
+                && root.entity_read(&state.username).await?.is_none()
+                && root.policy_read(&state.policy).await?.is_none(),
+            "{permission}: revoke left the user, entity or policy behind"
         );
         table.push(format!(
-            "| {permission} | {} | denied | denied / denied |",
+            "| {permission} | {} | denied | denied (token revoked; user, entity, policy deleted) |",
             cells.join(" | ")
         ));
     }
@@ -214,20 +213,36 @@ async fn secret_grant_reads_only_that_secret() -> Result<()> {
     }
     ensure!(granted.access.json["vault_address"] == "https://vault.example.test:8200");
     ensure!(granted.access.json["mount_name"] == MOUNT);
-    let password = granted.access.credentials[0]
-        .value
-        .expose_secret()
-        .to_owned();
+    // One credential, the token; no password that could log in again later.
+    let names: Vec<_> = granted.access.credentials.iter().map(|c| &c.name).collect();
+    ensure!(names == ["token"], "{names:?}");
     ensure!(granted.access.credentials[0].one_time);
+    let token = token_of(&granted).expose_secret().to_owned();
     let stored = serde_json::to_string(&granted.state)?;
     let shown = serde_json::to_string(&granted.access)?;
     for text in [&stored, &shown, &format!("{granted:?}")] {
-        ensure!(!text.contains(&password), "password leaked into {text}");
+        ensure!(!text.contains(&token), "token leaked into {text}");
     }
     let state: VaultGrantState = granted.state.decode()?;
     ensure!(state.username.starts_with("apono-g-user7"), "{state:?}");
+    // The token is the per-grant user's, on the per-grant entity (OpenBao's audit names both).
+    let root = vault.root();
+    let info = root.lookup_token(&token_of(&granted)).await?;
+    ensure!(
+        info.path == format!("auth/userpass/login/{}", state.username)
+            && info.policies.contains(&state.policy),
+        "{info:?}"
+    );
+    let entity = root
+        .entity_read(&state.username)
+        .await?
+        .context("the grant's entity")?;
+    ensure!(
+        entity.aliases.len() == 1 && entity.aliases[0].name == state.username,
+        "{entity:?}"
+    );
 
-    let client = login(&vault, &granted).await?;
+    let client = login(&vault, &granted);
     let secret = client.kv_read(MOUNT, "team/db", None).await?;
     ensure!(secret.data.require("value")?.expose_secret() == "root-pw");
     ensure!(client.kv_versions(MOUNT, "team/db").await?.current_version == 1);
@@ -262,13 +277,13 @@ async fn secret_grant_reads_only_that_secret() -> Result<()> {
     // Revoking what is gone succeeds.
     p.revoke_access(&vault.context(), &grant, &granted.state)
         .await?;
-    let root = vault.root();
     ensure!(
         root.userpass_read("userpass", &state.username)
             .await?
             .is_none()
     );
     ensure!(root.policy_read(&state.policy).await?.is_none());
+    ensure!(root.entity_read(&state.username).await?.is_none());
     Ok(())
 }
 
@@ -277,13 +292,27 @@ async fn openbao_ends_access_at_expires_at_with_the_connector_idle() -> Result<(
     let vault = Vault::start().await?;
     let p = vault.provisioner()?;
     vault.put("team/db", "root-pw").await?;
-    let expires_at = chrono::Utc::now() + chrono::Duration::seconds(4);
+    let expires_at = chrono::Utc::now() + chrono::Duration::seconds(6);
     let grant = spec(3, "short", "secret", "team/db", "ReadOnly", expires_at);
+    let first = p.grant_access(&vault.context(), &grant).await?;
+    // Granting again (a retried or extended grant) issues a new token and ends the old one.
     let granted = p.grant_access(&vault.context(), &grant).await?;
-    let client = login(&vault, &granted).await?;
+    ensure!(
+        login(&vault, &first)
+            .kv_read(MOUNT, "team/db", None)
+            .await
+            .is_err_and(|e| e.is_permission_denied()),
+        "the token of the first grant call outlived the second"
+    );
+    let client = login(&vault, &granted);
     client.kv_read(MOUNT, "team/db", None).await?;
     let info = client.lookup_self().await?;
-    ensure!(info.ttl <= 4 && info.explicit_max_ttl <= 4, "{info:?}");
+    ensure!(info.ttl <= 6 && info.explicit_max_ttl <= 6, "{info:?}");
+    // Renewal cannot stretch it past expires_at either.
+    if let Ok(renewed) = client.renew_self(Some(Duration::from_secs(3600))).await {
+        ensure!(renewed.ttl.as_secs() <= 6, "{renewed:?}");
+    }
+    let state: VaultGrantState = granted.state.decode()?;
     drop(p); // the provisioner is gone: nothing will revoke this grant
 
     let wait = (expires_at - chrono::Utc::now())
@@ -299,6 +328,21 @@ async fn openbao_ends_access_at_expires_at_with_the_connector_idle() -> Result<(
         client.lookup_self().await.is_err(),
         "the token outlived the grant"
     );
+    // The per-grant user still exists (nothing revoked it), but no token of it is alive and the
+    // only credential ever handed out was that token.
+    let root = vault.root();
+    ensure!(
+        root.userpass_read("userpass", &state.username)
+            .await?
+            .is_some()
+    );
+    for accessor in root.list_accessors().await? {
+        let info = root.lookup_accessor(&accessor).await?;
+        ensure!(
+            !info.path.ends_with(&state.username),
+            "a token of the expired grant is still alive: {info:?}"
+        );
+    }
     Ok(())
 }
 
@@ -457,7 +501,48 @@ async fn client_covers_kv_tokens_and_users() -> Result<()> {
     client.userpass_delete("userpass", "apono-g-t").await?;
     client.userpass_delete("userpass", "apono-g-t").await?;
     client.policy_delete("apono-g-t").await?;
+    // Identity entities by name, through the connector's AppRole token.
+    let accessor = client.auth_mount_accessor("userpass").await?;
+    ensure!(accessor.starts_with("auth_userpass_"), "{accessor}");
+    ensure!(
+        client
+            .auth_mount_accessor("nosuchmount")
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    let meta = std::collections::BTreeMap::from([("apono_grant".to_owned(), "g1".to_owned())]);
+    let id = client
+        .entity_ensure("apono-g-e", "apono-g-e", &accessor, &meta)
+        .await?;
+    ensure!(
+        client
+            .entity_ensure("apono-g-e", "apono-g-e", &accessor, &meta)
+            .await?
+            == id,
+        "entity_ensure is not idempotent"
+    );
+    let entity = root.entity_read("apono-g-e").await?.context("entity")?;
+    ensure!(
+        entity.id == id
+            && entity.aliases.len() == 1
+            && entity.aliases[0].mount_accessor == accessor,
+        "{entity:?}"
+    );
+    ensure!(root.entity_list().await?.contains(&"apono-g-e".to_owned()));
+    client.entity_delete("apono-g-e").await?;
+    client.entity_delete("apono-g-e").await?;
+    ensure!(root.entity_read("apono-g-e").await?.is_none());
+    root.entity_ensure("someone", "someone", &accessor, &meta)
+        .await?;
     // The connector's policy cannot touch anything not named apono-g-*.
+    ensure!(
+        client
+            .entity_delete("someone")
+            .await
+            .unwrap_err()
+            .is_permission_denied()
+    );
     ensure!(
         client
             .policy_delete("apono-connector")
@@ -507,6 +592,9 @@ impl ProvisionerHarness for Harness {
         for policy in root.policy_list().await? {
             lines.push(format!("policy {policy}"));
         }
+        for entity in root.entity_list().await? {
+            lines.push(format!("entity {entity}"));
+        }
         for accessor in root.list_accessors().await? {
             let info = root.lookup_accessor(&accessor).await?;
             lines.push(format!("token {accessor} {}", info.path));
@@ -516,20 +604,12 @@ impl ProvisionerHarness for Harness {
     }
 
     async fn has_access(&self, grant: &GrantSpec, granted: &Granted) -> Result<bool, BoxError> {
-        let client = match login(&self.vault, granted).await {
-            Ok(client) => client,
-            Err(e) if e.is_permission_denied() => return Ok(false),
-            Err(e) => return Err(e.into()),
-        };
-        let result = match client.kv_read(MOUNT, &grant.resource.id, None).await {
+        let client = login(&self.vault, granted);
+        match client.kv_read(MOUNT, &grant.resource.id, None).await {
             Ok(_) => Ok(true),
             Err(e) if e.is_permission_denied() => Ok(false),
             Err(e) => Err(e.into()),
-        };
-        // Do not leave the probe's token behind (it would show in snapshots).
-        let mut client = client;
-        let _ = client.revoke_self().await;
-        result
+        }
     }
 
     async fn remove_out_of_band(
