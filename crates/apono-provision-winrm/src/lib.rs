@@ -3,6 +3,9 @@
 //!
 //! * **`rdp`** — one Windows server. Discovery reports the resource `rdp-server` (the host) and
 //!   its local groups as permissions; `Connect` means *Remote Desktop Users*. Accounts are local.
+//! * Well-known groups (*Remote Desktop Users*, *Administrators*, *Domain Admins*, …) are found
+//!   on the target by SID, not by name, so localised Windows works; permissions keep their
+//!   English names everywhere ([`groups`]). Any other group is found by its exact name.
 //! * **`windows-domain-controller`** — a domain, managed on one of its controllers. Discovery
 //!   reports the resource `domain` and the domain's groups as permissions; `Connect` means an
 //!   enabled domain account (its default *Domain Users* membership, nothing added), any other
@@ -24,9 +27,18 @@
 //! ([`script`]); the data travels as one base64 JSON line on the command's stdin, never in script
 //! text or on the command line, and names are validated before anything is sent.
 //!
-//! **Verification status**: the PowerShell has been verified against the WS-Management fake of
-//! `apono-testkit` (`fakes::winrm`) only — a model that recognises these scripts by their exact
-//! text and imitates their effect — never against a real Windows host.
+//! **Verification status** — what is checked, and how:
+//!
+//! * *Syntax*: every script the crate sends is parsed by tree-sitter-powershell
+//!   (`tests/powershell_syntax.rs`): no syntax error, no command outside a fixed list of Windows
+//!   PowerShell 5.1 cmdlets (core, ActiveDirectory, LocalAccounts) and `logoff.exe`, no
+//!   parameter those cmdlets lack. That list is written from Microsoft's cmdlet reference.
+//! * *Behaviour*: the provisioner runs against the WS-Management fake of `apono-testkit`
+//!   (`fakes::winrm`, itself checked by pywinrm), which recognises these scripts by their exact
+//!   text and imitates their effect; the fake does not run PowerShell.
+//! * *Not verified*: the scripts have never run on Windows — not the cmdlets' actual behaviour
+//!   (error types, idempotency of membership changes), nor reading stdin over WinRS, nor
+//!   localised hosts. Run them against a real server before relying on them.
 //!
 //! # Transport
 //!
@@ -63,6 +75,7 @@
 //! ```
 
 mod config;
+pub mod groups;
 pub mod script;
 mod transport;
 
@@ -88,7 +101,7 @@ use transport::{AdminCredentials, Transport, transport_for};
 
 /// The permission every integration offers.
 pub const CONNECT: &str = "Connect";
-/// The local group `Connect` means on an RDP server.
+/// The local group `Connect` means on an RDP server (found by its SID, `S-1-5-32-555`).
 pub const REMOTE_DESKTOP_USERS: &str = "Remote Desktop Users";
 /// Length of generated passwords.
 pub const PASSWORD_LEN: usize = 24;
@@ -118,10 +131,13 @@ struct ModePayload<'a> {
 }
 
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct GrantPayload<'a> {
     mode: &'a str,
     user: &'a str,
     group: &'a str,
+    group_sid: String,
+    group_rid: u32,
     grant: &'a str,
     expires: String,
     #[serde(serialize_with = "script::expose")]
@@ -129,10 +145,13 @@ struct GrantPayload<'a> {
 }
 
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct RevokePayload<'a> {
     mode: &'a str,
     user: &'a str,
     group: &'a str,
+    group_sid: String,
+    group_rid: u32,
     grant: &'a str,
     #[serde(serialize_with = "script::expose")]
     password: &'a SecretString,
@@ -211,6 +230,19 @@ impl WinrmProvisioner {
         Ok(Some(checked_group(permission.as_str())?))
     }
 
+    /// How the scripts find `group`: the SID of a built-in alias (`S-1-5-32-…`) or the RID of
+    /// a default domain group (see [`groups`]), or neither (`""`, `0`), and then by its name.
+    fn group_sid_and_rid(&self, group: Option<&GroupName<Windows>>) -> (String, u32) {
+        group
+            .and_then(|g| groups::by_name(self.target, g.as_str()))
+            .map_or((String::new(), 0), |known| {
+                (
+                    known.builtin_sid().unwrap_or_default(),
+                    known.domain_rid().unwrap_or_default(),
+                )
+            })
+    }
+
     /// Builds the exact command grant-access sends, after validating every name; exposed so
     /// tests can check that commands never vary but in their payload.
     pub fn grant_command(
@@ -221,12 +253,15 @@ impl WinrmProvisioner {
         self.check_resource(grant)?;
         let account = self.account_for(grant);
         let group = self.group_for(&grant.permission)?;
+        let (group_sid, group_rid) = self.group_sid_and_rid(group.as_ref());
         Ok(script::command(
             ScriptKind::Grant,
             &GrantPayload {
                 mode: self.target.mode(),
                 user: account.as_str(),
                 group: group.as_ref().map_or("", GroupName::as_str),
+                group_sid,
+                group_rid,
                 grant: grant.grant_id.as_str(),
                 expires: grant
                     .expires_at
@@ -234,6 +269,45 @@ impl WinrmProvisioner {
                 password,
             },
         ))
+    }
+
+    /// The groups discovery offers as permissions, from the discover script's `groups` (names)
+    /// and `groupSids` (their SIDs, in the same order; absent from older hosts and the fake):
+    /// a well-known group under its English name whatever the host's language, any other group
+    /// under its own name if that could be granted safely. A group that merely carries a
+    /// well-known group's name (a custom *Administrators* beside the localised built-in one) is
+    /// not offered: granting that name means the well-known group.
+    fn offered_groups(&self, result: &Value) -> Vec<String> {
+        let strings = |key: &str| -> Vec<&str> {
+            result
+                .get(key)
+                .and_then(Value::as_array)
+                .map(|a| a.iter().map(|v| v.as_str().unwrap_or("")).collect())
+                .unwrap_or_default()
+        };
+        let names = strings("groups");
+        let sids = strings("groupSids");
+        let domain_sid = result.get("domainSid").and_then(Value::as_str);
+        let mut offered = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let known = sids
+                .get(i)
+                .filter(|_| sids.len() == names.len())
+                .and_then(|sid| groups::by_sid(self.target, sid, domain_sid));
+            let group = match known {
+                Some(known) => known.name,
+                None if sids.len() == names.len()
+                    && groups::by_name(self.target, name).is_some() =>
+                {
+                    continue;
+                }
+                None => name,
+            };
+            if checked_group(group).is_ok() && !offered.iter().any(|o: &String| o == group) {
+                offered.push(group.to_owned());
+            }
+        }
+        offered
     }
 
     fn host(&self) -> &str {
@@ -546,21 +620,12 @@ impl Provisioner for WinrmProvisioner {
                 }
             }),
         }];
-        let groups = result
-            .get("groups")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str);
-        for group in groups {
-            // Groups whose names could not be granted safely are not offered.
-            if checked_group(group).is_ok() {
-                permissions.push(PermissionInfo {
-                    resource_type: resource_type.into(),
-                    permission: group.into(),
-                    description: Some(format!("Member of {group}")),
-                });
-            }
+        for group in self.offered_groups(&result) {
+            permissions.push(PermissionInfo {
+                resource_type: resource_type.into(),
+                permission: group.clone().into(),
+                description: Some(format!("Member of {group}")),
+            });
         }
         Ok(Inventory {
             resources,
@@ -600,12 +665,15 @@ impl Provisioner for WinrmProvisioner {
         ctx.checkpoint()?;
         let state: WinrmGrantState = state.decode()?;
         let scramble = generate_password();
+        let (group_sid, group_rid) = self.group_sid_and_rid(state.group.as_ref());
         let command = script::command(
             ScriptKind::Revoke,
             &RevokePayload {
                 mode: self.target.mode(),
                 user: state.account.as_str(),
                 group: state.group.as_ref().map_or("", GroupName::as_str),
+                group_sid,
+                group_rid,
                 grant: grant.grant_id.as_str(),
                 password: &scramble,
             },
@@ -664,5 +732,80 @@ impl Provisioner for WinrmProvisioner {
         let result = self.run(ctx, command).await?;
         tracing::info!(account = %state.account, outcome = field(&result, "state"), "cleanup");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn provisioner(target: WindowsTarget) -> WinrmProvisioner {
+        WinrmProvisioner::new("w", target, WindowsConfig::new("host.example")).unwrap()
+    }
+
+    #[test]
+    fn discovery_offers_well_known_groups_under_their_english_names() {
+        // A German server: built-in groups under localised names, one of them non-ASCII, plus
+        // a custom group that merely carries a well-known name.
+        let result = serde_json::json!({
+            "groups": ["Administratoren", "Remotedesktopbenutzer", "Ereignisprotokollleser",
+                       "Hyper-V-Administratoren", "Benutzer für Remoteverwaltung", "Helpdesk",
+                       "Administrators", "Bad;Name"],
+            "groupSids": ["S-1-5-32-544", "S-1-5-32-555", "S-1-5-32-573", "S-1-5-32-578",
+                          "S-1-5-32-580", "S-1-5-21-1-2-3-1001", "S-1-5-21-1-2-3-1002",
+                          "S-1-5-21-1-2-3-1003"],
+            "domainSid": null,
+        });
+        assert_eq!(
+            provisioner(WindowsTarget::Rdp).offered_groups(&result),
+            [
+                "Administrators",
+                "Remote Desktop Users",
+                "Event Log Readers",
+                "Hyper-V Administrators",
+                "Remote Management Users",
+                "Helpdesk"
+            ]
+        );
+        // Without SIDs (older hosts, the fake), names are offered as they are.
+        let names_only = serde_json::json!({ "groups": ["Administratoren", "Helpdesk"] });
+        assert_eq!(
+            provisioner(WindowsTarget::Rdp).offered_groups(&names_only),
+            ["Administratoren", "Helpdesk"]
+        );
+    }
+
+    #[test]
+    fn domain_groups_are_recognised_by_rid_and_granted_with_it() {
+        let d = "S-1-5-21-1004336348-1177238915-682003330";
+        let result = serde_json::json!({
+            "groups": ["Domänen-Admins", "Remotedesktopbenutzer", "Finance"],
+            "groupSids": [format!("{d}-512"), "S-1-5-32-555", format!("{d}-1105")],
+            "domainSid": d,
+        });
+        let dc = provisioner(WindowsTarget::DomainController);
+        assert_eq!(
+            dc.offered_groups(&result),
+            ["Domain Admins", "Remote Desktop Users", "Finance"]
+        );
+        let group = |name: &str| GroupName::<Windows>::parse(name).unwrap();
+        assert_eq!(
+            dc.group_sid_and_rid(Some(&group("domain admins"))),
+            (String::new(), 512)
+        );
+        assert_eq!(
+            dc.group_sid_and_rid(Some(&group("Remote Desktop Users"))),
+            ("S-1-5-32-555".to_owned(), 0)
+        );
+        assert_eq!(
+            dc.group_sid_and_rid(Some(&group("Finance"))),
+            (String::new(), 0)
+        );
+        assert_eq!(dc.group_sid_and_rid(None), (String::new(), 0));
+        // On a member server, Domain Admins is no local group: looked up by name.
+        assert_eq!(
+            provisioner(WindowsTarget::Rdp).group_sid_and_rid(Some(&group("Domain Admins"))),
+            (String::new(), 0)
+        );
     }
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use apono_core::secrecy::{ExposeSecret, SecretString};
 use apono_core::{ErrorKind, GrantId, GrantSpec, GrantState, Grantee, Provisioner, Resource};
+use apono_provision_winrm::groups;
 use apono_provision_winrm::script::{self, ScriptKind};
 use apono_provision_winrm::{WindowsConfig, WindowsTarget, WinrmProvisioner};
 use apono_testkit::fakes::winrm::FakeWinrmTls;
@@ -125,8 +126,14 @@ proptest! {
                 prop_assert!(apono_provision_winrm::SamAccountName::parse(user).is_ok());
                 let group = json["group"].as_str().unwrap();
                 prop_assert!(group == "Remote Desktop Users" || group == permission);
+                // A well-known group travels with its SID as well, taken from the fixed table.
+                let expected_sid = groups::by_name(WindowsTarget::Rdp, group)
+                    .and_then(|g| g.builtin_sid())
+                    .unwrap_or_default();
+                prop_assert_eq!(json["groupSid"].as_str().unwrap(), expected_sid.as_str());
+                prop_assert_eq!(json["groupRid"].as_u64(), Some(0));
                 prop_assert_eq!(json["password"].as_str().unwrap(), password.expose_secret());
-                prop_assert_eq!(json.as_object().unwrap().len(), 6);
+                prop_assert_eq!(json.as_object().unwrap().len(), 8);
             }
         }
     }
@@ -138,7 +145,8 @@ fn every_action_has_one_distinct_fixed_script() {
     assert_eq!(texts.len(), ScriptKind::ALL.len());
     for kind in ScriptKind::ALL {
         // The payload only ever enters through the prelude's stdin decoding.
-        assert!(kind.text().contains("$input | Select-Object -First 1"));
+        assert!(kind.text().contains("[string](@($input) | Where-Object"));
+        assert!(kind.text().contains("[Console]::In.ReadLine()"));
         assert!(!kind.text().contains("Invoke-Expression") && !kind.text().contains("iex "));
     }
 }
