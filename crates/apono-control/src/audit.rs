@@ -66,51 +66,95 @@ pub(crate) async fn append(
     conn: &mut AnyConnection,
     entry: AuditEntry<'_>,
 ) -> Result<(), ControlError> {
-    let err = |e| ControlError::store("appending to the audit log", e);
-    sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1")
-        .execute(&mut *conn)
-        .await
-        .map_err(err)?;
-    let (seq, prev): (i64, String) =
-        sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
-            .fetch_one(&mut *conn)
+    let mut chain = Chain::open(conn).await?;
+    chain.append(conn, entry).await?;
+    chain.close(conn).await
+}
+
+/// Several appends in one transaction: the head row is locked and read once, each entry is one
+/// `INSERT` chained to the one before, and the head is written once at the end.
+pub(crate) struct Chain {
+    seq: i64,
+    hash: String,
+    appended: bool,
+}
+
+impl Chain {
+    /// Locks the head row (an `UPDATE`, which on PostgreSQL holds the row lock until commit and
+    /// on SQLite runs inside the write transaction) and reads it.
+    pub(crate) async fn open(conn: &mut AnyConnection) -> Result<Self, ControlError> {
+        let err = |e| ControlError::store("appending to the audit log", e);
+        sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1")
+            .execute(&mut *conn)
             .await
             .map_err(err)?;
-    let at = crate::now_ms();
-    let details = entry.details.to_string();
-    let hash = chain_hash(
-        &prev,
-        seq,
-        at,
-        [
-            entry.actor,
-            entry.action,
-            entry.subject,
-            entry.outcome,
-            &details,
-        ],
-    );
-    sqlx::query(
-        "INSERT INTO audit (seq, at, actor, action, subject, outcome, details, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(seq)
-    .bind(at)
-    .bind(entry.actor)
-    .bind(entry.action)
-    .bind(entry.subject)
-    .bind(entry.outcome)
-    .bind(details)
-    .bind(prev)
-    .bind(&hash)
-    .execute(&mut *conn)
-    .await
-    .map_err(err)?;
-    sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
-        .bind(hash)
+        let (seq, hash): (i64, String) =
+            sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(err)?;
+        Ok(Self {
+            seq,
+            hash,
+            appended: false,
+        })
+    }
+
+    /// Appends one record after the previous one.
+    pub(crate) async fn append(
+        &mut self,
+        conn: &mut AnyConnection,
+        entry: AuditEntry<'_>,
+    ) -> Result<(), ControlError> {
+        let seq = self.seq + 1;
+        let at = crate::now_ms();
+        let details = entry.details.to_string();
+        let hash = chain_hash(
+            &self.hash,
+            seq,
+            at,
+            [
+                entry.actor,
+                entry.action,
+                entry.subject,
+                entry.outcome,
+                &details,
+            ],
+        );
+        sqlx::query(
+            "INSERT INTO audit (seq, at, actor, action, subject, outcome, details, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(seq)
+        .bind(at)
+        .bind(entry.actor)
+        .bind(entry.action)
+        .bind(entry.subject)
+        .bind(entry.outcome)
+        .bind(details)
+        .bind(&self.hash)
+        .bind(&hash)
         .execute(&mut *conn)
         .await
-        .map_err(err)?;
-    Ok(())
+        .map_err(|e| ControlError::store("appending to the audit log", e))?;
+        self.seq = seq;
+        self.hash = hash;
+        self.appended = true;
+        Ok(())
+    }
+
+    /// Writes the new head (nothing if nothing was appended).
+    pub(crate) async fn close(self, conn: &mut AnyConnection) -> Result<(), ControlError> {
+        if !self.appended {
+            return Ok(());
+        }
+        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+            .bind(self.seq)
+            .bind(self.hash)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| ControlError::store("appending to the audit log", e))?;
+        Ok(())
+    }
 }
 
 /// Reads records with `seq > after`, at most `limit`, optionally only those about `subject`.

@@ -3,11 +3,35 @@
 //! * [`Config`]: the one TOML file (`[connector]`, `[[users]]`, `[[integrations]]`,
 //!   `[[access_flows]]`), checked as a whole ([`ConfigError`] lists every problem).
 //! * [`Store`]: SQLite (default, embedded) or PostgreSQL through sqlx, migrations embedded.
+//!   Write transactions on SQLite are `BEGIN IMMEDIATE` behind an in-process gate, so another
+//!   process on the same file (`apono-connector tokens create` next to a running connector)
+//!   waits for the write lock (`busy_timeout`) instead of failing with "database is locked";
+//!   the pool's other connections read meanwhile.
 //! * [`ControlPlane`]: tokens, access flows, requests and approvals, the **grant ledger** and
 //!   the **durable scheduler** ([`ControlPlane::run_scheduler`]): a grant row is committed
 //!   (`Granting`, account name, expiry) before the executor touches the target; expiry, retries
 //!   (exponential backoff with jitter), rotation, cleanup and discovery are rows with due times;
 //!   a revoke that keeps failing becomes `RevokeFailed` and is still retried.
+//!
+//! # Batching and crash safety
+//!
+//! Actions on targets run concurrently (bounded by the executor's global and per-target
+//! limits); the database work around them is batched so that commits do not grow with the
+//! number of actions:
+//!
+//! * The scheduler leases a round of due jobs (round-robin over targets, as many as it has free
+//!   slots) in **one** transaction.
+//! * Every write a job makes — the `Granting`/`Revoking` record before it touches the target,
+//!   and its outcome (ledger change, audit record, next due time, release of its leases) — goes
+//!   to a group-commit writer, which applies all items queued meanwhile in order in one
+//!   transaction, appends their audit records chained in that order under the audit head's lock,
+//!   and commits. A job waits for that commit before it goes on, so a grant is still written
+//!   down before the target is touched and credentials are kept only once `Active` is stored.
+//! * An outcome commits together with the release of its job's lease. If the process dies
+//!   before the commit, nothing of the batch is written: the jobs are still leased and due again
+//!   when the leases end (at once after a restart on SQLite), so a lost revoke outcome means the
+//!   (idempotent) revoke is simply run again. Retries, backoff and `RevokeFailed` are recorded
+//!   per item exactly as before; a failing batch is retried item by item.
 //! * [`audit`]: the hash-chained audit log.
 //! * [`api::router`]: the HTTP API.
 //!
@@ -34,6 +58,7 @@
 
 pub mod api;
 pub mod audit;
+mod commit;
 mod config;
 mod error;
 mod metrics;

@@ -16,6 +16,7 @@ use sqlx::AnyConnection;
 use tokio::sync::Notify;
 
 use crate::audit::{self, AuditEntry};
+use crate::commit::Committer;
 use crate::config::{AccessFlow, Config, HumanDuration, User};
 use crate::error::ControlError;
 use crate::metrics::Metrics;
@@ -62,6 +63,8 @@ pub struct ControlPlane {
     credentials: Mutex<HashMap<String, Vec<Credential>>>,
     token_seen: Mutex<HashMap<String, i64>>,
     pub(crate) owner: String,
+    /// The scheduler's group-commit writer.
+    pub(crate) committer: Committer,
 }
 
 pub(crate) fn new_id(prefix: &str) -> String {
@@ -144,8 +147,10 @@ async fn decide_pending(
 impl ControlPlane {
     /// A control plane over `store` with `config`, executing through `executor`.
     pub fn new(store: Store, config: Config, executor: Arc<Executor>) -> Arc<Self> {
+        let owner = format!("{}/{}", config.connector.id, new_id(""));
         Arc::new(Self {
-            owner: format!("{}/{}", config.connector.id, new_id("")),
+            committer: Committer::new(store.clone(), owner.clone()),
+            owner,
             store,
             config: Arc::new(config),
             executor,
@@ -175,7 +180,7 @@ impl ControlPlane {
     /// Records the configuration load in the audit log and makes sure every integration has a
     /// discovery job.
     pub async fn bootstrap(&self) -> Result<(), ControlError> {
-        let mut tx = self.store.pool().begin().await.map_err(db("bootstrap"))?;
+        let mut tx = self.store.begin().await.map_err(db("bootstrap"))?;
         let names: Vec<&str> = self
             .config
             .integrations
@@ -230,12 +235,7 @@ impl ControlPlane {
                 .to_ascii_lowercase()
         );
         let id = new_id("tok_");
-        let mut tx = self
-            .store
-            .pool()
-            .begin()
-            .await
-            .map_err(db("creating a token"))?;
+        let mut tx = self.store.begin().await.map_err(db("creating a token"))?;
         sqlx::query(
             "INSERT INTO tokens (id, user_email, token_hash, created_at) VALUES ($1, $2, $3, $4)",
         )
@@ -293,7 +293,6 @@ impl ControlPlane {
         if due {
             let mut tx = self
                 .store
-                .pool()
                 .begin()
                 .await
                 .map_err(db("recording token use"))?;
@@ -346,15 +345,21 @@ impl ControlPlane {
     ) -> Result<(), ControlError> {
         let body =
             serde_json::to_string(inventory).map_err(|e| ControlError::Corrupt(e.to_string()))?;
+        let mut tx = self
+            .store
+            .begin()
+            .await
+            .map_err(db("storing the inventory"))?;
         sqlx::query(
             "INSERT INTO inventory (integration, body, discovered_at) VALUES ($1, $2, $3) ON CONFLICT (integration) DO UPDATE SET body = excluded.body, discovered_at = excluded.discovered_at",
         )
         .bind(&integration.name)
         .bind(body)
         .bind(now_ms())
-        .execute(self.store.pool())
+        .execute(&mut *tx)
         .await
         .map_err(db("storing the inventory"))?;
+        tx.commit().await.map_err(db("storing the inventory"))?;
         Ok(())
     }
 
@@ -572,7 +577,7 @@ impl ControlPlane {
         let (report, plan) = self.evaluate(user, req).await?;
         let Some((flow, resources, duration)) = plan else {
             let messages: Vec<String> = report.problems.into_iter().map(|p| p.message).collect();
-            let mut tx = self.store.pool().begin().await.map_err(db("auditing"))?;
+            let mut tx = self.store.begin().await.map_err(db("auditing"))?;
             audit::append(
                 &mut tx,
                 AuditEntry {
@@ -589,12 +594,7 @@ impl ControlPlane {
         };
         let id = new_id("req_");
         let now = now_ms();
-        let mut tx = self
-            .store
-            .pool()
-            .begin()
-            .await
-            .map_err(db("creating a request"))?;
+        let mut tx = self.store.begin().await.map_err(db("creating a request"))?;
         sqlx::query(
             "INSERT INTO requests (id, requester, flow, integration, resource_type, resource_ids, permission, justification, duration_secs, status, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'Pending', $10, $10)",
         )
@@ -941,7 +941,7 @@ impl ControlPlane {
         if !problems.is_empty() {
             return Err(ControlError::Conflict(problems.join("; ")));
         }
-        let mut tx = self.store.pool().begin().await.map_err(db("approving"))?;
+        let mut tx = self.store.begin().await.map_err(db("approving"))?;
         let reason = reason.map(str::trim).filter(|r| !r.is_empty());
         decide_pending(&mut tx, user, &request, Decision::Approved, reason).await?;
         self.start_grants(
@@ -967,7 +967,7 @@ impl ControlPlane {
     ) -> Result<AccessRequest, ControlError> {
         let request = self.request(user, id).await?;
         self.may_approve(user, &request)?;
-        let mut tx = self.store.pool().begin().await.map_err(db("rejecting"))?;
+        let mut tx = self.store.begin().await.map_err(db("rejecting"))?;
         decide_pending(&mut tx, user, &request, Decision::Rejected, Some(reason)).await?;
         tx.commit().await.map_err(db("rejecting"))?;
         self.request(user, id).await
@@ -983,7 +983,7 @@ impl ControlPlane {
             ));
         }
         let now = now_ms();
-        let mut tx = self.store.pool().begin().await.map_err(db("revoking"))?;
+        let mut tx = self.store.begin().await.map_err(db("revoking"))?;
         if request.status == RequestStatus::Pending {
             sqlx::query("UPDATE requests SET status = 'Revoked', decided_by = $1, updated_at = $2 WHERE id = $3 AND status = 'Pending'")
                 .bind(&user.email)
@@ -1098,7 +1098,6 @@ impl ControlPlane {
             .remove(id);
         let mut tx = self
             .store
-            .pool()
             .begin()
             .await
             .map_err(db("showing access details"))?;
@@ -1157,7 +1156,6 @@ impl ControlPlane {
         }
         let mut tx = self
             .store
-            .pool()
             .begin()
             .await
             .map_err(db("resetting credentials"))?;

@@ -3,22 +3,42 @@
 //! with a lease (so replicas never run the same work twice, and work of a dead process is taken
 //! over when its lease ends), orders them round-robin over targets, and runs them on the
 //! executor under a bound on work in flight.
+//!
+//! # Batching
+//!
+//! Actions run concurrently; their database work is batched so that the number of commits does
+//! not grow with the number of actions:
+//!
+//! * **Claims**: each round leases up to as many due jobs as there are free slots (taken in
+//!   round-robin order over targets) in **one** transaction, in a fixed (subject) order so two
+//!   replicas claiming at once cannot deadlock.
+//! * **Writes**: what a job records before it touches a target (`Granting` with its expiry,
+//!   `Revoking`) and its outcome (the ledger change, the audit record, the next due time, the
+//!   release of its leases) go to the group-commit writer ([`crate::commit`]), which commits
+//!   every item queued meanwhile in one transaction. A job waits for that commit before it goes
+//!   on (to the target, or to showing credentials), so the order of effects is the same as with
+//!   a transaction per step.
+//!
+//! Crash safety is unchanged: a grant row is committed (`Granting`, expiry) before the executor
+//! touches the target; an outcome commits together with the release of its job's lease, so if
+//! the process dies first the job is still leased, due again when the lease ends (at once after
+//! a restart on SQLite), and the idempotent action is redone.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use apono_core::{CancelSignal, ErrorKind, GrantStatus};
+use apono_core::{CancelSignal, Credential, ErrorKind, GrantStatus};
 use serde_json::json;
 use sqlx::Row;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use crate::audit::{self, AuditEntry};
+use crate::commit::{After, Arg, Release, Step};
 use crate::error::ControlError;
 use crate::now_ms;
-use crate::plane::{ControlPlane, db, job, target_of, upsert_job};
+use crate::plane::{ControlPlane, db, job, target_of};
 use crate::store::Backend;
 
 #[derive(Clone, Debug)]
@@ -27,13 +47,96 @@ struct Job {
     subject: String,
     target: String,
     attempts: i64,
+    due_at: i64,
 }
 
 /// What a job run asks of its row.
 enum Next {
     Done,
-    Retry { error: String },
-    Reschedule { due_at: i64 },
+    /// Done, and the steps deleted the job's row.
+    Deleted,
+    Retry {
+        error: String,
+    },
+    Reschedule {
+        due_at: i64,
+    },
+}
+
+/// What to do in memory once a job's outcome is committed.
+enum Then {
+    Nothing,
+    KeepCredentials(String, Vec<Credential>),
+    Revoked { id: String, lag: Option<i64> },
+}
+
+/// A job run's result: its writes, committed together with the release of its leases.
+struct Outcome {
+    next: Next,
+    steps: Vec<Step>,
+    then: Then,
+}
+
+impl Outcome {
+    fn done(steps: Vec<Step>) -> Self {
+        Self {
+            next: Next::Done,
+            steps,
+            then: Then::Nothing,
+        }
+    }
+
+    fn retry(error: String) -> Self {
+        Self {
+            next: Next::Retry { error },
+            steps: Vec::new(),
+            then: Then::Nothing,
+        }
+    }
+}
+
+fn delete_job(kind: &str, subject: &str) -> Step {
+    Step::Exec(
+        "DELETE FROM jobs WHERE kind = $1 AND subject = $2",
+        vec![kind.into(), subject.into()],
+    )
+}
+
+/// Creates a job, or moves an existing one to `due_at` (resetting its attempts).
+fn upsert_job(kind: &str, subject: &str, target: &str, due_at: i64) -> Step {
+    Step::Exec(
+        "INSERT INTO jobs (kind, subject, target, due_at, attempts, created_at) VALUES ($1, $2, $3, $4, 0, $5) ON CONFLICT (kind, subject) DO UPDATE SET due_at = excluded.due_at, attempts = 0, last_error = NULL",
+        vec![
+            kind.into(),
+            subject.into(),
+            target.into(),
+            due_at.into(),
+            now_ms().into(),
+        ],
+    )
+}
+
+fn status_args(id: &str, from: GrantStatus, to: GrantStatus) -> Vec<Arg> {
+    debug_assert!(from == to || from.can_become(to), "{from} -> {to}");
+    vec![
+        to.as_str().into(),
+        now_ms().into(),
+        id.into(),
+        from.as_str().into(),
+    ]
+}
+
+const SET_STATUS: &str =
+    "UPDATE grants SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4";
+
+/// Moves a grant from `from` to `to` (nothing if it is not in `from`).
+fn set_status(id: &str, from: GrantStatus, to: GrantStatus) -> Step {
+    Step::Exec(SET_STATUS, status_args(id, from, to))
+}
+
+/// Moves a grant from `from` to `to`; the item's later steps run only if it was in `from`.
+fn guard_status(id: &str, from: GrantStatus, to: GrantStatus) -> Step {
+    Step::Guard(SET_STATUS, status_args(id, from, to))
 }
 
 impl ControlPlane {
@@ -59,22 +162,34 @@ impl ControlPlane {
         let abort = CancelSignal::new();
         if self.store.backend() == Backend::Sqlite {
             // SQLite means one process: leases left by a killed predecessor are void.
+            let mut tx = self.store.begin().await.map_err(db("releasing leases"))?;
             sqlx::query("UPDATE jobs SET lease_owner = NULL, leased_until = NULL, due_at = $1 WHERE lease_owner IS NOT NULL")
                 .bind(now_ms())
-                .execute(self.store.pool())
+                .execute(&mut *tx)
                 .await
                 .map_err(db("releasing leases"))?;
-            sqlx::query("UPDATE grants SET lease_owner = NULL, leased_until = NULL")
-                .execute(self.store.pool())
+            sqlx::query("UPDATE grants SET lease_owner = NULL, leased_until = NULL WHERE lease_owner IS NOT NULL")
+                .execute(&mut *tx)
                 .await
                 .map_err(db("releasing leases"))?;
+            tx.commit().await.map_err(db("releasing leases"))?;
         }
-        let slots = Arc::new(Semaphore::new(
-            self.config.connector.max_concurrent_actions.max(1) * 2,
-        ));
+        let capacity = self.config.connector.max_concurrent_actions.max(1) * 2;
+        let slots = Arc::new(Semaphore::new(capacity));
         let mut tasks = JoinSet::new();
         while !shutdown.is_cancelled() {
             while tasks.try_join_next().is_some() {}
+            let free = slots.available_permits();
+            if free == 0 || (free < capacity / 4 && !tasks.is_empty()) {
+                // Claim in batches: wait until a quarter of the slots are free (the executor
+                // still has the other three quarters of claimed work to run meanwhile).
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = self.wake.notified() => {},
+                    () = tokio::time::sleep(Duration::from_millis(50)) => {},
+                }
+                continue;
+            }
             let now = now_ms();
             let batch = match self.due_jobs(now, 512).await {
                 Ok(b) => b,
@@ -86,21 +201,25 @@ impl ControlPlane {
                     }
                 }
             };
-            let mut dispatched = 0;
-            for job in round_robin(batch) {
-                let permit = tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    p = slots.clone().acquire_owned() => p.expect("never closed"),
-                };
-                match self.claim(&job, now_ms()).await {
-                    Ok(true) => {}
-                    Ok(false) => continue,
+            let wanted: Vec<Job> = round_robin(batch).into_iter().take(free).collect();
+            let claimed = if wanted.is_empty() {
+                Vec::new()
+            } else {
+                match self.claim(wanted, now_ms()).await {
+                    Ok(claimed) => claimed,
                     Err(e) => {
-                        warn!(error = %e, "cannot claim a job");
-                        continue;
+                        warn!(error = %e, "cannot claim jobs");
+                        tokio::select! {
+                            () = shutdown.cancelled() => break,
+                            () = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                        }
                     }
                 }
-                dispatched += 1;
+            };
+            let dispatched = claimed.len();
+            for job in claimed {
+                // Only this loop takes permits, and it claimed no more than were free.
+                let permit = slots.clone().acquire_owned().await.expect("never closed");
                 let plane = self.clone();
                 let abort = abort.clone();
                 tasks.spawn(async move {
@@ -149,19 +268,17 @@ impl ControlPlane {
                 return Ok(ran);
             }
             let mut set = JoinSet::new();
-            for job in round_robin(batch) {
-                if self.claim(&job, now_ms()).await? {
-                    ran += 1;
-                    let plane = self.clone();
-                    set.spawn(async move { plane.execute(job, &CancelSignal::new()).await });
-                }
+            for job in self.claim(round_robin(batch), now_ms()).await? {
+                ran += 1;
+                let plane = self.clone();
+                set.spawn(async move { plane.execute(job, &CancelSignal::new()).await });
             }
             while set.join_next().await.is_some() {}
         }
     }
 
     async fn due_jobs(&self, now: i64, limit: i64) -> Result<Vec<Job>, ControlError> {
-        let rows = sqlx::query("SELECT kind, subject, target, attempts FROM jobs WHERE due_at <= $1 AND (leased_until IS NULL OR leased_until < $1) ORDER BY due_at LIMIT $2")
+        let rows = sqlx::query("SELECT kind, subject, target, attempts, due_at FROM jobs WHERE due_at <= $1 AND (leased_until IS NULL OR leased_until < $1) ORDER BY due_at LIMIT $2")
             .bind(now)
             .bind(limit)
             .fetch_all(self.store.pool())
@@ -174,6 +291,7 @@ impl ControlPlane {
                     subject: r.try_get("subject")?,
                     target: r.try_get("target")?,
                     attempts: r.try_get("attempts")?,
+                    due_at: r.try_get("due_at")?,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()
@@ -191,49 +309,71 @@ impl ControlPlane {
         Ok(row.0)
     }
 
-    /// Leases the job and, for grant work, the grant itself, so that no two actions on one
-    /// grant ever run at once (in this process or another replica).
-    async fn claim(&self, job: &Job, now: i64) -> Result<bool, ControlError> {
+    /// Leases `jobs` and, for grant work, the grants themselves, so that no two actions on one
+    /// grant ever run at once (in this process or another replica), all in one transaction.
+    /// Returns the jobs leased, in the order given.
+    async fn claim(&self, jobs: Vec<Job>, now: i64) -> Result<Vec<Job>, ControlError> {
         let until = now + self.lease_ms();
-        let mut tx = self
-            .store
-            .pool()
-            .begin()
-            .await
-            .map_err(db("claiming a job"))?;
-        // The due time moves to the lease's end: if this process dies, the job is due again then,
-        // and scans for due work skip leased rows by index.
-        let got = sqlx::query("UPDATE jobs SET lease_owner = $1, leased_until = $2, due_at = $2 WHERE kind = $3 AND subject = $4 AND due_at <= $5 AND (leased_until IS NULL OR leased_until < $5)")
-            .bind(&self.owner)
-            .bind(until)
-            .bind(&job.kind)
-            .bind(&job.subject)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("claiming a job"))?
-            .rows_affected();
-        if got != 1 {
-            return Ok(false);
-        }
-        if job.kind != job::DISCOVER {
-            let got = sqlx::query("UPDATE grants SET lease_owner = $1, leased_until = $2 WHERE id = $3 AND (leased_until IS NULL OR leased_until < $4)")
+        // One action per grant per batch; rows are locked in (subject, kind) order so that
+        // replicas claiming at once on PostgreSQL take row locks in the same order.
+        let mut seen = HashSet::new();
+        let mut order: Vec<usize> = (0..jobs.len())
+            .filter(|&i| jobs[i].kind == job::DISCOVER || seen.insert(jobs[i].subject.clone()))
+            .collect();
+        order.sort_by(|&a, &b| {
+            (&jobs[a].subject, &jobs[a].kind).cmp(&(&jobs[b].subject, &jobs[b].kind))
+        });
+        let mut got = vec![false; jobs.len()];
+        let mut tx = self.store.begin().await.map_err(db("claiming jobs"))?;
+        for i in order {
+            let job = &jobs[i];
+            // The due time moves to the lease's end: if this process dies, the job is due again
+            // then, and scans for due work skip leased rows by index.
+            let leased = sqlx::query("UPDATE jobs SET lease_owner = $1, leased_until = $2, due_at = $2 WHERE kind = $3 AND subject = $4 AND due_at <= $5 AND (leased_until IS NULL OR leased_until < $5)")
                 .bind(&self.owner)
                 .bind(until)
+                .bind(&job.kind)
                 .bind(&job.subject)
                 .bind(now)
                 .execute(&mut *tx)
                 .await
-                .map_err(db("claiming a grant"))?
+                .map_err(db("claiming a job"))?
                 .rows_affected();
-            if got != 1 {
-                // Another action on this grant is running; try again later.
-                tx.rollback().await.map_err(db("claiming a job"))?;
-                return Ok(false);
+            if leased != 1 {
+                continue;
             }
+            if job.kind != job::DISCOVER {
+                let leased = sqlx::query("UPDATE grants SET lease_owner = $1, leased_until = $2 WHERE id = $3 AND (leased_until IS NULL OR leased_until < $4)")
+                    .bind(&self.owner)
+                    .bind(until)
+                    .bind(&job.subject)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("claiming a grant"))?
+                    .rows_affected();
+                if leased != 1 {
+                    // Another action on this grant is running: the job stays as it was, to be
+                    // tried again later.
+                    sqlx::query("UPDATE jobs SET lease_owner = NULL, leased_until = NULL, due_at = $1 WHERE kind = $2 AND subject = $3 AND lease_owner = $4")
+                        .bind(job.due_at)
+                        .bind(&job.kind)
+                        .bind(&job.subject)
+                        .bind(&self.owner)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db("claiming a job"))?;
+                    continue;
+                }
+            }
+            got[i] = true;
         }
-        tx.commit().await.map_err(db("claiming a job"))?;
-        Ok(true)
+        tx.commit().await.map_err(db("claiming jobs"))?;
+        Ok(jobs
+            .into_iter()
+            .zip(got)
+            .filter_map(|(job, got)| got.then_some(job))
+            .collect())
     }
 
     async fn execute(&self, job: Job, abort: &CancelSignal) {
@@ -245,77 +385,57 @@ impl ControlPlane {
             job::DISCOVER => self.run_discover(&job, abort).await,
             other => {
                 warn!(kind = other, "unknown job kind; dropped");
-                Ok(Next::Done)
+                Ok(Outcome::done(Vec::new()))
             }
         };
-        let next = match result {
-            Ok(next) => next,
+        let outcome = match result {
+            Ok(outcome) => outcome,
             Err(e) => {
                 warn!(kind = %job.kind, subject = %job.subject, error = %e, "job failed");
-                Next::Retry {
-                    error: e.to_string(),
-                }
+                Outcome::retry(e.to_string())
             }
         };
-        if let Err(e) = self.finish(&job, next).await {
-            warn!(kind = %job.kind, subject = %job.subject, error = %e, "cannot record a job's outcome; its lease will expire");
-        }
-    }
-
-    async fn finish(&self, job: &Job, next: Next) -> Result<(), ControlError> {
-        let mut tx = self
-            .store
-            .pool()
-            .begin()
-            .await
-            .map_err(db("finishing a job"))?;
-        match next {
-            // The job handlers delete or move their row in their own transaction; here only
-            // leases are released.
-            // The handler deleted or moved its row in its own transaction. A row it left
-            // stays due at the lease's end: unfinished work is retried, never dropped.
-            Next::Done => {}
-            Next::Retry { error } => {
-                let attempts = job.attempts + 1;
-                sqlx::query("UPDATE jobs SET attempts = $1, last_error = $2, due_at = $3 WHERE kind = $4 AND subject = $5 AND lease_owner = $6")
-                    .bind(attempts)
-                    .bind(&error)
-                    .bind(now_ms() + self.backoff_ms(attempts))
-                    .bind(&job.kind)
-                    .bind(&job.subject)
-                    .bind(&self.owner)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db("finishing a job"))?;
+        let attempts = job.attempts + 1;
+        let after = match outcome.next {
+            // The steps deleted or moved the row. A row they left stays due at the lease's
+            // end: unfinished work is retried, never dropped.
+            Next::Done => After::Keep,
+            Next::Deleted => After::Deleted,
+            Next::Retry { error } => After::Retry {
+                attempts,
+                error,
+                due_at: now_ms() + self.backoff_ms(attempts),
+            },
+            Next::Reschedule { due_at } => After::Reschedule { due_at },
+        };
+        let release = Release {
+            kind: job.kind.clone(),
+            subject: job.subject.clone(),
+            after,
+            after_guard_failed: After::Retry {
+                attempts,
+                error: ControlError::Conflict("grant changed while granting".into()).to_string(),
+                due_at: now_ms() + self.backoff_ms(attempts),
+            },
+        };
+        match self.committer.commit(outcome.steps, Some(release)).await {
+            Ok(true) => match outcome.then {
+                Then::Nothing => {}
+                Then::KeepCredentials(id, credentials) => self.keep_credentials(&id, credentials),
+                Then::Revoked { id, lag } => {
+                    self.forget_credentials(&id);
+                    if let Some(lag) = lag {
+                        self.metrics.observe_revoke_lag(lag);
+                    }
+                }
+            },
+            Ok(false) => {
+                warn!(kind = %job.kind, subject = %job.subject, "grant changed while granting; retried");
             }
-            Next::Reschedule { due_at } => {
-                sqlx::query("UPDATE jobs SET attempts = 0, last_error = NULL, due_at = $1 WHERE kind = $2 AND subject = $3 AND lease_owner = $4")
-                    .bind(due_at)
-                    .bind(&job.kind)
-                    .bind(&job.subject)
-                    .bind(&self.owner)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db("finishing a job"))?;
+            Err(e) => {
+                warn!(kind = %job.kind, subject = %job.subject, error = %e, "cannot record a job's outcome; its lease will expire");
             }
         }
-        sqlx::query("UPDATE jobs SET lease_owner = NULL, leased_until = NULL WHERE kind = $1 AND subject = $2 AND lease_owner = $3")
-            .bind(&job.kind)
-            .bind(&job.subject)
-            .bind(&self.owner)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("finishing a job"))?;
-        if job.kind != job::DISCOVER {
-            sqlx::query("UPDATE grants SET lease_owner = NULL, leased_until = NULL WHERE id = $1 AND lease_owner = $2")
-                .bind(&job.subject)
-                .bind(&self.owner)
-                .execute(&mut *tx)
-                .await
-                .map_err(db("finishing a job"))?;
-        }
-        tx.commit().await.map_err(db("finishing a job"))?;
-        Ok(())
     }
 
     async fn grant_row(&self, id: &str) -> Result<Option<sqlx::any::AnyRow>, ControlError> {
@@ -326,48 +446,9 @@ impl ControlPlane {
             .map_err(db("reading a grant"))
     }
 
-    async fn delete_job(
-        tx: &mut sqlx::AnyConnection,
-        kind: &str,
-        subject: &str,
-    ) -> Result<(), ControlError> {
-        sqlx::query("DELETE FROM jobs WHERE kind = $1 AND subject = $2")
-            .bind(kind)
-            .bind(subject)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("deleting a job"))?;
-        Ok(())
-    }
-
-    async fn set_status(
-        &self,
-        tx: &mut sqlx::AnyConnection,
-        id: &str,
-        from: GrantStatus,
-        to: GrantStatus,
-    ) -> Result<bool, ControlError> {
-        debug_assert!(from == to || from.can_become(to), "{from} -> {to}");
-        let n = sqlx::query(
-            "UPDATE grants SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4",
-        )
-        .bind(to.as_str())
-        .bind(now_ms())
-        .bind(id)
-        .bind(from.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(db("updating a grant"))?
-        .rows_affected();
-        Ok(n == 1)
-    }
-
-    async fn run_grant(&self, job: &Job, abort: &CancelSignal) -> Result<Next, ControlError> {
+    async fn run_grant(&self, job: &Job, abort: &CancelSignal) -> Result<Outcome, ControlError> {
         let Some(row) = self.grant_row(&job.subject).await? else {
-            let mut tx = self.store.pool().begin().await.map_err(db("grant job"))?;
-            Self::delete_job(&mut tx, job::GRANT, &job.subject).await?;
-            tx.commit().await.map_err(db("grant job"))?;
-            return Ok(Next::Done);
+            return Ok(Outcome::done(vec![delete_job(job::GRANT, &job.subject)]));
         };
         let id = job.subject.as_str();
         let status: GrantStatus = row
@@ -385,42 +466,46 @@ impl ControlPlane {
             .map_err(db("reading a grant"))?;
         let now = now_ms();
         let Some(integration) = self.config.integration(&integration_name).cloned() else {
-            return Ok(Next::Retry {
-                error: format!("integration {integration_name:?} is not configured"),
-            });
+            return Ok(Outcome::retry(format!(
+                "integration {integration_name:?} is not configured"
+            )));
         };
         match status {
             GrantStatus::Pending => {
-                let mut tx = self.store.pool().begin().await.map_err(db("grant job"))?;
                 if revoke_requested.is_some() {
                     // Withdrawn before the target was touched.
-                    self.set_status(&mut tx, id, GrantStatus::Pending, GrantStatus::Failed)
-                        .await?;
-                    sqlx::query("UPDATE grants SET last_error = 'revoked before it was granted' WHERE id = $1")
-                        .bind(id).execute(&mut *tx).await.map_err(db("grant job"))?;
-                    Self::delete_job(&mut tx, job::GRANT, id).await?;
-                    tx.commit().await.map_err(db("grant job"))?;
-                    return Ok(Next::Done);
+                    return Ok(Outcome::done(vec![
+                        set_status(id, GrantStatus::Pending, GrantStatus::Failed),
+                        Step::Exec(
+                            "UPDATE grants SET last_error = 'revoked before it was granted' WHERE id = $1",
+                            vec![id.into()],
+                        ),
+                        delete_job(job::GRANT, id),
+                    ]));
                 }
-                // Written down before the target is touched: Granting, with its expiry.
-                self.set_status(&mut tx, id, GrantStatus::Pending, GrantStatus::Granting)
+                // Written down before the target is touched: Granting, with its expiry. The
+                // commit is awaited before the executor runs.
+                self.committer
+                    .commit(
+                        vec![
+                            set_status(id, GrantStatus::Pending, GrantStatus::Granting),
+                            Step::Exec(
+                                "UPDATE grants SET expires_at = $1 WHERE id = $2",
+                                vec![(now + duration * 1000).into(), id.into()],
+                            ),
+                            Step::audit(
+                                "grant.started",
+                                id,
+                                "ok",
+                                json!({ "integration": integration_name, "resource_id": resource_id }),
+                            ),
+                        ],
+                        None,
+                    )
                     .await?;
-                sqlx::query("UPDATE grants SET expires_at = $1 WHERE id = $2")
-                    .bind(now + duration * 1000)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db("grant job"))?;
-                audit::append(&mut tx, AuditEntry { actor: "connector", action: "grant.started", subject: id, outcome: "ok", details: json!({ "integration": integration_name, "resource_id": resource_id }) }).await?;
-                tx.commit().await.map_err(db("grant job"))?;
             }
             GrantStatus::Granting | GrantStatus::Active => {}
-            _ => {
-                let mut tx = self.store.pool().begin().await.map_err(db("grant job"))?;
-                Self::delete_job(&mut tx, job::GRANT, id).await?;
-                tx.commit().await.map_err(db("grant job"))?;
-                return Ok(Next::Done);
-            }
+            _ => return Ok(Outcome::done(vec![delete_job(job::GRANT, id)])),
         }
         let row = self
             .grant_row(id)
@@ -451,127 +536,101 @@ impl ControlPlane {
                 let state = serde_json::to_string(granted.state.as_json())
                     .map_err(|e| ControlError::Corrupt(e.to_string()))?;
                 let has_credentials = !recovering && !granted.access.credentials.is_empty();
-                let mut tx = self.store.pool().begin().await.map_err(db("grant job"))?;
-                if !self
-                    .set_status(&mut tx, id, from, GrantStatus::Active)
-                    .await?
-                {
-                    return Err(ControlError::Conflict(
-                        "grant changed while granting".into(),
-                    ));
-                }
-                sqlx::query("UPDATE grants SET state = $1, access = $2, credential_status = $3, activated_at = COALESCE(activated_at, $4), last_error = NULL WHERE id = $5")
-                    .bind(state)
-                    .bind(access)
-                    .bind(if has_credentials { Some("new") } else { None })
-                    .bind(now_ms())
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db("grant job"))?;
-                Self::delete_job(&mut tx, job::GRANT, id).await?;
                 let target = target_of(&integration_name, &resource_id);
-                upsert_job(&mut tx, job::REVOKE, id, &target, expires_at).await?;
+                // If the grant changed meanwhile, nothing below is written and the job is
+                // retried.
+                let mut steps = vec![
+                    guard_status(id, from, GrantStatus::Active),
+                    Step::Exec(
+                        "UPDATE grants SET state = $1, access = $2, credential_status = $3, activated_at = COALESCE(activated_at, $4), last_error = NULL WHERE id = $5",
+                        vec![
+                            state.into(),
+                            access.into(),
+                            (if has_credentials { Some("new") } else { None }).into(),
+                            now_ms().into(),
+                            id.into(),
+                        ],
+                    ),
+                    delete_job(job::GRANT, id),
+                    upsert_job(job::REVOKE, id, &target, expires_at),
+                ];
                 if let Some(days) = integration
                     .credentials_rotation_period_in_days
                     .filter(|d| *d > 0)
                 {
-                    upsert_job(
-                        &mut tx,
+                    steps.push(upsert_job(
                         job::ROTATE,
                         id,
                         &target,
                         now_ms() + i64::from(days) * 86_400_000,
-                    )
-                    .await?;
+                    ));
                 }
-                audit::append(
-                    &mut tx,
-                    AuditEntry {
-                        actor: "connector",
-                        action: "grant.succeeded",
-                        subject: id,
-                        outcome: "ok",
-                        details: json!({ "expires_at": crate::model::ts(expires_at) }),
+                steps.push(Step::audit(
+                    "grant.succeeded",
+                    id,
+                    "ok",
+                    json!({ "expires_at": crate::model::ts(expires_at) }),
+                ));
+                Ok(Outcome {
+                    next: Next::Done,
+                    steps,
+                    then: if recovering {
+                        Then::Nothing
+                    } else {
+                        Then::KeepCredentials(id.to_owned(), granted.access.credentials)
                     },
-                )
-                .await?;
-                tx.commit().await.map_err(db("grant job"))?;
-                if !recovering {
-                    self.keep_credentials(id, granted.access.credentials);
-                }
-                Ok(Next::Done)
+                })
             }
             Err(e) if e.kind().is_retryable() || from == GrantStatus::Active => {
                 // Partial state may exist on the target; only a completed grant yields the state
                 // revoke needs, so a grant is retried (idempotently) until it completes, then
                 // revoked at once if it expired meanwhile.
-                let mut tx = self.store.pool().begin().await.map_err(db("grant job"))?;
-                sqlx::query("UPDATE grants SET last_error = $1, updated_at = $2 WHERE id = $3")
-                    .bind(error_chain(&e))
-                    .bind(now_ms())
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db("grant job"))?;
-                audit::append(
-                    &mut tx,
-                    AuditEntry {
-                        actor: "connector",
-                        action: "grant.attempt",
-                        subject: id,
-                        outcome: "failed",
-                        details: json!({ "kind": e.kind().as_str(), "error": error_chain(&e) }),
-                    },
-                )
-                .await?;
-                tx.commit().await.map_err(db("grant job"))?;
+                let mut steps = vec![
+                    Step::Exec(
+                        "UPDATE grants SET last_error = $1, updated_at = $2 WHERE id = $3",
+                        vec![error_chain(&e).into(), now_ms().into(), id.into()],
+                    ),
+                    Step::audit(
+                        "grant.attempt",
+                        id,
+                        "failed",
+                        json!({ "kind": e.kind().as_str(), "error": error_chain(&e) }),
+                    ),
+                ];
                 if from == GrantStatus::Active && !e.kind().is_retryable() {
                     // An extension the target refused: the grant stays as it was.
-                    let mut tx = self.store.pool().begin().await.map_err(db("grant job"))?;
-                    Self::delete_job(&mut tx, job::GRANT, id).await?;
-                    tx.commit().await.map_err(db("grant job"))?;
-                    return Ok(Next::Done);
+                    steps.push(delete_job(job::GRANT, id));
+                    return Ok(Outcome::done(steps));
                 }
-                Ok(Next::Retry {
-                    error: error_chain(&e),
+                Ok(Outcome {
+                    next: Next::Retry {
+                        error: error_chain(&e),
+                    },
+                    steps,
+                    then: Then::Nothing,
                 })
             }
-            Err(e) => {
-                let mut tx = self.store.pool().begin().await.map_err(db("grant job"))?;
-                self.set_status(&mut tx, id, GrantStatus::Granting, GrantStatus::Failed)
-                    .await?;
-                sqlx::query("UPDATE grants SET last_error = $1 WHERE id = $2")
-                    .bind(error_chain(&e))
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db("grant job"))?;
-                Self::delete_job(&mut tx, job::GRANT, id).await?;
-                audit::append(
-                    &mut tx,
-                    AuditEntry {
-                        actor: "connector",
-                        action: "grant.failed",
-                        subject: id,
-                        outcome: "failed",
-                        details: json!({ "kind": e.kind().as_str(), "error": error_chain(&e) }),
-                    },
-                )
-                .await?;
-                tx.commit().await.map_err(db("grant job"))?;
-                Ok(Next::Done)
-            }
+            Err(e) => Ok(Outcome::done(vec![
+                set_status(id, GrantStatus::Granting, GrantStatus::Failed),
+                Step::Exec(
+                    "UPDATE grants SET last_error = $1 WHERE id = $2",
+                    vec![error_chain(&e).into(), id.into()],
+                ),
+                delete_job(job::GRANT, id),
+                Step::audit(
+                    "grant.failed",
+                    id,
+                    "failed",
+                    json!({ "kind": e.kind().as_str(), "error": error_chain(&e) }),
+                ),
+            ])),
         }
     }
 
-    async fn run_revoke(&self, job: &Job, abort: &CancelSignal) -> Result<Next, ControlError> {
+    async fn run_revoke(&self, job: &Job, abort: &CancelSignal) -> Result<Outcome, ControlError> {
         let id = job.subject.as_str();
         let Some(row) = self.grant_row(id).await? else {
-            let mut tx = self.store.pool().begin().await.map_err(db("revoke job"))?;
-            Self::delete_job(&mut tx, job::REVOKE, id).await?;
-            tx.commit().await.map_err(db("revoke job"))?;
-            return Ok(Next::Done);
+            return Ok(Outcome::done(vec![delete_job(job::REVOKE, id)]));
         };
         let status: GrantStatus = row
             .try_get::<String, _>("status")
@@ -583,35 +642,29 @@ impl ControlPlane {
         let expires_at: Option<i64> = row.try_get("expires_at").map_err(db("reading a grant"))?;
         match status {
             GrantStatus::Active | GrantStatus::RevokeFailed | GrantStatus::Revoking => {}
-            _ => {
-                // Granting: the grant job schedules the revoke when it completes.
-                let mut tx = self.store.pool().begin().await.map_err(db("revoke job"))?;
-                Self::delete_job(&mut tx, job::REVOKE, id).await?;
-                tx.commit().await.map_err(db("revoke job"))?;
-                return Ok(Next::Done);
-            }
+            // Granting: the grant job schedules the revoke when it completes.
+            _ => return Ok(Outcome::done(vec![delete_job(job::REVOKE, id)])),
         }
         let Some(integration) = self.config.integration(&integration_name).cloned() else {
-            return Ok(Next::Retry {
-                error: format!("integration {integration_name:?} is not configured"),
-            });
+            return Ok(Outcome::retry(format!(
+                "integration {integration_name:?} is not configured"
+            )));
         };
         if status != GrantStatus::Revoking {
-            let mut tx = self.store.pool().begin().await.map_err(db("revoke job"))?;
-            self.set_status(&mut tx, id, status, GrantStatus::Revoking)
+            self.committer
+                .commit(
+                    vec![
+                        set_status(id, status, GrantStatus::Revoking),
+                        Step::audit(
+                            "revoke.started",
+                            id,
+                            "ok",
+                            json!({ "attempt": job.attempts + 1 }),
+                        ),
+                    ],
+                    None,
+                )
                 .await?;
-            audit::append(
-                &mut tx,
-                AuditEntry {
-                    actor: "connector",
-                    action: "revoke.started",
-                    subject: id,
-                    outcome: "ok",
-                    details: json!({ "attempt": job.attempts + 1 }),
-                },
-            )
-            .await?;
-            tx.commit().await.map_err(db("revoke job"))?;
         }
         let spec = ControlPlane::spec_from_row(&row)?;
         let state = ControlPlane::state_from_row(&row)?
@@ -621,97 +674,92 @@ impl ControlPlane {
             .revoke(&integration, &spec, &state, abort)
             .await;
         let now = now_ms();
-        let mut tx = self.store.pool().begin().await.map_err(db("revoke job"))?;
         match result {
             Ok(()) => {
-                self.set_status(&mut tx, id, GrantStatus::Revoking, GrantStatus::Revoked)
-                    .await?;
-                sqlx::query("UPDATE grants SET revoked_at = $1, last_error = NULL, state = state WHERE id = $2")
-                    .bind(now).bind(id).execute(&mut *tx).await.map_err(db("revoke job"))?;
-                Self::delete_job(&mut tx, job::REVOKE, id).await?;
-                Self::delete_job(&mut tx, job::ROTATE, id).await?;
+                let mut steps = vec![
+                    Step::Exec(
+                        "UPDATE grants SET status = $1, updated_at = $2, revoked_at = $2, last_error = NULL WHERE id = $3 AND status = $4",
+                        vec![
+                            GrantStatus::Revoked.as_str().into(),
+                            now.into(),
+                            id.into(),
+                            GrantStatus::Revoking.as_str().into(),
+                        ],
+                    ),
+                    Step::Exec(
+                        "DELETE FROM jobs WHERE subject = $1 AND kind IN ($2, $3)",
+                        vec![id.into(), job::REVOKE.into(), job::ROTATE.into()],
+                    ),
+                ];
                 if let Some(days) = integration.credentials_cleanup_period_in_days {
-                    upsert_job(
-                        &mut tx,
+                    steps.push(upsert_job(
                         job::CLEANUP,
                         id,
                         &target_of(&integration_name, &resource_id),
                         now + i64::from(days) * 86_400_000,
-                    )
-                    .await?;
+                    ));
                 }
                 let lag = expires_at.map(|e| (now - e).max(0));
-                audit::append(
-                    &mut tx,
-                    AuditEntry {
-                        actor: "connector",
-                        action: "revoke.succeeded",
-                        subject: id,
-                        outcome: "ok",
-                        details: json!({ "lag_ms": lag }),
+                steps.push(Step::audit(
+                    "revoke.succeeded",
+                    id,
+                    "ok",
+                    json!({ "lag_ms": lag }),
+                ));
+                Ok(Outcome {
+                    next: Next::Deleted,
+                    steps,
+                    then: Then::Revoked {
+                        id: id.to_owned(),
+                        lag,
                     },
-                )
-                .await?;
-                tx.commit().await.map_err(db("revoke job"))?;
-                self.forget_credentials(id);
-                if let Some(lag) = lag {
-                    self.metrics.observe_revoke_lag(lag);
-                }
-                Ok(Next::Done)
+                })
             }
             Err(e) => {
                 let attempts = job.attempts + 1;
                 let give_up =
                     attempts >= i64::from(self.config.connector.revoke_failed_after_attempts);
+                let mut steps = Vec::new();
                 if give_up {
                     // Alerting state, still retried: never dropped.
-                    self.set_status(
-                        &mut tx,
+                    steps.push(set_status(
                         id,
                         GrantStatus::Revoking,
                         GrantStatus::RevokeFailed,
-                    )
-                    .await?;
+                    ));
                 }
-                sqlx::query("UPDATE grants SET last_error = $1, updated_at = $2 WHERE id = $3")
-                    .bind(error_chain(&e))
-                    .bind(now)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db("revoke job"))?;
-                audit::append(&mut tx, AuditEntry { actor: "connector", action: "revoke.attempt", subject: id, outcome: "failed", details: json!({ "attempt": attempts, "kind": e.kind().as_str(), "error": error_chain(&e), "revoke_failed": give_up }) }).await?;
-                tx.commit().await.map_err(db("revoke job"))?;
-                Ok(Next::Retry {
-                    error: error_chain(&e),
+                steps.push(Step::Exec(
+                    "UPDATE grants SET last_error = $1, updated_at = $2 WHERE id = $3",
+                    vec![error_chain(&e).into(), now.into(), id.into()],
+                ));
+                steps.push(Step::audit("revoke.attempt", id, "failed", json!({ "attempt": attempts, "kind": e.kind().as_str(), "error": error_chain(&e), "revoke_failed": give_up })));
+                Ok(Outcome {
+                    next: Next::Retry {
+                        error: error_chain(&e),
+                    },
+                    steps,
+                    then: Then::Nothing,
                 })
             }
         }
     }
 
-    async fn run_rotate(&self, job: &Job, abort: &CancelSignal) -> Result<Next, ControlError> {
+    async fn run_rotate(&self, job: &Job, abort: &CancelSignal) -> Result<Outcome, ControlError> {
         let id = job.subject.as_str();
         let row = self.grant_row(id).await?;
         let Some(row) = row.filter(|r| {
             r.try_get::<String, _>("status")
                 .is_ok_and(|s| s == "Active")
         }) else {
-            let mut tx = self.store.pool().begin().await.map_err(db("rotate job"))?;
-            Self::delete_job(&mut tx, job::ROTATE, id).await?;
-            tx.commit().await.map_err(db("rotate job"))?;
-            return Ok(Next::Done);
+            return Ok(Outcome::done(vec![delete_job(job::ROTATE, id)]));
         };
         let integration_name: String = row.try_get("integration").map_err(db("reading a grant"))?;
         let Some(integration) = self.config.integration(&integration_name).cloned() else {
-            return Ok(Next::Retry {
-                error: "integration is not configured".into(),
-            });
+            return Ok(Outcome::retry("integration is not configured".into()));
         };
         let spec = ControlPlane::spec_from_row(&row)?;
         let Some(state) = ControlPlane::state_from_row(&row)? else {
-            return Ok(Next::Retry {
-                error: "grant has no state".into(),
-            });
+            return Ok(Outcome::retry("grant has no state".into()));
         };
         match self
             .executor
@@ -719,147 +767,116 @@ impl ControlPlane {
             .await
         {
             Ok(granted) => {
-                let mut tx = self.store.pool().begin().await.map_err(db("rotate job"))?;
-                sqlx::query("UPDATE grants SET state = $1, access = $2, credential_status = $3, updated_at = $4 WHERE id = $5 AND status = 'Active'")
-                    .bind(serde_json::to_string(granted.state.as_json()).unwrap_or_default())
-                    .bind(serde_json::to_string(&granted.access).unwrap_or_default())
-                    .bind(if granted.access.credentials.is_empty() { None } else { Some("new") })
-                    .bind(now_ms()).bind(id)
-                    .execute(&mut *tx).await.map_err(db("rotate job"))?;
-                audit::append(
-                    &mut tx,
-                    AuditEntry {
-                        actor: "connector",
-                        action: "credentials.reset",
-                        subject: id,
-                        outcome: "ok",
-                        details: json!({}),
-                    },
-                )
-                .await?;
-                match integration
-                    .credentials_rotation_period_in_days
-                    .filter(|d| *d > 0)
-                {
-                    Some(days) => {
-                        upsert_job(
-                            &mut tx,
+                let mut steps = vec![
+                    Step::Exec(
+                        "UPDATE grants SET state = $1, access = $2, credential_status = $3, updated_at = $4 WHERE id = $5 AND status = 'Active'",
+                        vec![
+                            serde_json::to_string(granted.state.as_json())
+                                .unwrap_or_default()
+                                .into(),
+                            serde_json::to_string(&granted.access)
+                                .unwrap_or_default()
+                                .into(),
+                            (if granted.access.credentials.is_empty() {
+                                None
+                            } else {
+                                Some("new")
+                            })
+                            .into(),
+                            now_ms().into(),
+                            id.into(),
+                        ],
+                    ),
+                    Step::audit("credentials.reset", id, "ok", json!({})),
+                ];
+                steps.push(
+                    match integration
+                        .credentials_rotation_period_in_days
+                        .filter(|d| *d > 0)
+                    {
+                        Some(days) => upsert_job(
                             job::ROTATE,
                             id,
                             &job.target,
                             now_ms() + i64::from(days) * 86_400_000,
-                        )
-                        .await?
-                    }
-                    None => Self::delete_job(&mut tx, job::ROTATE, id).await?,
-                }
-                tx.commit().await.map_err(db("rotate job"))?;
-                self.keep_credentials(id, granted.access.credentials);
-                Ok(Next::Done)
+                        ),
+                        None => delete_job(job::ROTATE, id),
+                    },
+                );
+                Ok(Outcome {
+                    next: Next::Done,
+                    steps,
+                    then: Then::KeepCredentials(id.to_owned(), granted.access.credentials),
+                })
             }
             Err(e) if e.kind() == ErrorKind::Unsupported || !e.kind().is_retryable() => {
-                let mut tx = self.store.pool().begin().await.map_err(db("rotate job"))?;
-                Self::delete_job(&mut tx, job::ROTATE, id).await?;
-                audit::append(
-                    &mut tx,
-                    AuditEntry {
-                        actor: "connector",
-                        action: "credentials.reset",
-                        subject: id,
-                        outcome: "failed",
-                        details: json!({ "kind": e.kind().as_str(), "error": error_chain(&e) }),
-                    },
-                )
-                .await?;
-                tx.commit().await.map_err(db("rotate job"))?;
-                Ok(Next::Done)
+                Ok(Outcome::done(vec![
+                    delete_job(job::ROTATE, id),
+                    Step::audit(
+                        "credentials.reset",
+                        id,
+                        "failed",
+                        json!({ "kind": e.kind().as_str(), "error": error_chain(&e) }),
+                    ),
+                ]))
             }
-            Err(e) => Ok(Next::Retry {
-                error: error_chain(&e),
-            }),
+            Err(e) => Ok(Outcome::retry(error_chain(&e))),
         }
     }
 
-    async fn run_cleanup(&self, job: &Job, abort: &CancelSignal) -> Result<Next, ControlError> {
+    async fn run_cleanup(&self, job: &Job, abort: &CancelSignal) -> Result<Outcome, ControlError> {
         let id = job.subject.as_str();
         let row = self.grant_row(id).await?;
-        let done = |this: &Self, outcome: &'static str, details: serde_json::Value| {
-            let id = id.to_owned();
-            let pool = this.store.pool().clone();
-            async move {
-                let mut tx = pool.begin().await.map_err(db("cleanup job"))?;
-                Self::delete_job(&mut tx, job::CLEANUP, &id).await?;
-                audit::append(
-                    &mut tx,
-                    AuditEntry {
-                        actor: "connector",
-                        action: "cleanup",
-                        subject: &id,
-                        outcome,
-                        details,
-                    },
-                )
-                .await?;
-                tx.commit().await.map_err(db("cleanup job"))?;
-                Ok::<_, ControlError>(Next::Done)
-            }
+        let done = |outcome: &'static str, details: serde_json::Value| {
+            Ok(Outcome::done(vec![
+                delete_job(job::CLEANUP, id),
+                Step::audit("cleanup", id, outcome, details),
+            ]))
         };
         let Some(row) = row.filter(|r| {
             r.try_get::<String, _>("status")
                 .is_ok_and(|s| s == "Revoked")
         }) else {
-            return done(self, "skipped", json!({})).await;
+            return done("skipped", json!({}));
         };
         let integration_name: String = row.try_get("integration").map_err(db("reading a grant"))?;
         let Some(integration) = self.config.integration(&integration_name).cloned() else {
-            return done(self, "skipped", json!({ "reason": "integration removed" })).await;
+            return done("skipped", json!({ "reason": "integration removed" }));
         };
         let spec = ControlPlane::spec_from_row(&row)?;
         let Some(state) = ControlPlane::state_from_row(&row)? else {
-            return done(self, "skipped", json!({ "reason": "no state" })).await;
+            return done("skipped", json!({ "reason": "no state" }));
         };
         match self
             .executor
             .delete_credentials(&integration, &spec, &state, abort)
             .await
         {
-            Ok(()) => done(self, "ok", json!({})).await,
-            Err(e) if e.kind() == ErrorKind::Unsupported => {
-                done(self, "unsupported", json!({})).await
-            }
-            Err(e) if job.attempts >= 10 => {
-                done(self, "failed", json!({ "error": error_chain(&e) })).await
-            }
-            Err(e) => Ok(Next::Retry {
-                error: error_chain(&e),
-            }),
+            Ok(()) => done("ok", json!({})),
+            Err(e) if e.kind() == ErrorKind::Unsupported => done("unsupported", json!({})),
+            Err(e) if job.attempts >= 10 => done("failed", json!({ "error": error_chain(&e) })),
+            Err(e) => Ok(Outcome::retry(error_chain(&e))),
         }
     }
 
-    async fn run_discover(&self, job: &Job, abort: &CancelSignal) -> Result<Next, ControlError> {
+    async fn run_discover(&self, job: &Job, abort: &CancelSignal) -> Result<Outcome, ControlError> {
         let Some(integration) = self.config.integration(&job.subject).cloned() else {
-            let mut tx = self
-                .store
-                .pool()
-                .begin()
-                .await
-                .map_err(db("discover job"))?;
-            Self::delete_job(&mut tx, job::DISCOVER, &job.subject).await?;
-            tx.commit().await.map_err(db("discover job"))?;
-            return Ok(Next::Done);
+            return Ok(Outcome::done(vec![delete_job(job::DISCOVER, &job.subject)]));
         };
         match self.executor.list_resources(&integration, abort).await {
             Ok(inventory) => {
                 self.store_inventory(&integration, &inventory).await?;
                 debug!(integration = %integration.name, resources = inventory.resources.len(), "discovered");
-                Ok(Next::Reschedule {
-                    due_at: now_ms()
-                        + self.config.connector.discovery_interval.0.as_millis() as i64,
+                Ok(Outcome {
+                    next: Next::Reschedule {
+                        due_at: now_ms()
+                            + self.config.connector.discovery_interval.0.as_millis() as i64,
+                    },
+                    steps: Vec::new(),
+                    then: Then::Nothing,
                 })
             }
-            Err(e) => Ok(Next::Retry {
-                error: error_chain(&e),
-            }),
+            Err(e) => Ok(Outcome::retry(error_chain(&e))),
         }
     }
 }
@@ -912,6 +929,7 @@ mod tests {
             subject: format!("{target}-{n}"),
             target: target.into(),
             attempts: 0,
+            due_at: 0,
         }
     }
 

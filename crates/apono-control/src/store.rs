@@ -1,11 +1,32 @@
 //! The SQL store: SQLite (embedded, default) or PostgreSQL, through sqlx's `Any` driver with
 //! runtime-checked queries and embedded migrations.
+//!
+//! # Write transactions
+//!
+//! Every transaction that writes starts with [`Store::begin`]. On SQLite that is
+//! `BEGIN IMMEDIATE`, taken behind an in-process gate:
+//!
+//! * `BEGIN IMMEDIATE` takes the database's write lock when the transaction starts, where
+//!   SQLite's busy handler (`busy_timeout`) waits for another process (`apono-connector tokens
+//!   create` next to a running connector) to finish. A deferred `BEGIN` whose first statement
+//!   reads would take the lock only at its first write, and an upgrade from a read snapshot to
+//!   a write fails at once with `SQLITE_BUSY` ("database is locked") whatever the busy timeout,
+//!   because waiting could not make that snapshot current again.
+//! * The gate (an async mutex) lets only one task of this process hold a write transaction at
+//!   a time, so writers of one process queue in tokio rather than in SQLite's sleeping busy
+//!   handler, and the pool's other connections serve readers meanwhile (WAL mode: readers never
+//!   wait for the writer).
+//!
+//! On PostgreSQL [`Store::begin`] is a plain `BEGIN`; row locks order concurrent writers.
 
 use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
-use sqlx::{AnyPool, Executor as _};
+use sqlx::{Any, AnyConnection, AnyPool, Executor as _, Transaction};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::error::ControlError;
 
@@ -125,6 +146,46 @@ CREATE TABLE audit (
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite only: one write transaction of this process at a time.
+    write_gate: Option<Arc<Mutex<()>>>,
+}
+
+/// How long SQLite waits for another process's write lock before "database is locked".
+const SQLITE_BUSY_TIMEOUT_MS: u32 = 30_000;
+
+/// SQLite pool size: one writer at a time (the gate) plus readers.
+const SQLITE_CONNECTIONS: u32 = 4;
+
+/// A write transaction from [`Store::begin`]: derefs to the connection, and must be committed
+/// (dropping it rolls back).
+pub(crate) struct WriteTx {
+    tx: Transaction<'static, Any>,
+    _gate: Option<OwnedMutexGuard<()>>,
+}
+
+impl WriteTx {
+    /// Commits, then lets the next writer in.
+    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+
+    /// Rolls back, then lets the next writer in.
+    pub(crate) async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+}
+
+impl Deref for WriteTx {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        &self.tx
+    }
+}
+
+impl DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
 }
 
 impl fmt::Debug for Store {
@@ -147,23 +208,37 @@ impl Store {
         };
         let options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(30));
         let options = match backend {
-            // One writer at a time is what SQLite allows anyway; a single connection avoids
-            // lock-upgrade deadlocks between pooled connections.
-            Backend::Sqlite => options.max_connections(1).after_connect(|conn, _| {
-                Box::pin(async move {
-                    conn.execute("PRAGMA journal_mode = WAL").await?;
-                    conn.execute("PRAGMA synchronous = NORMAL").await?;
-                    conn.execute("PRAGMA busy_timeout = 10000").await?;
-                    Ok(())
-                })
-            }),
+            // Write transactions are `BEGIN IMMEDIATE` behind the write gate (see the module
+            // docs), so several connections never deadlock on a lock upgrade; the others read.
+            Backend::Sqlite => {
+                options
+                    .max_connections(SQLITE_CONNECTIONS)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            // The busy timeout first: the statements below may already wait for
+                            // another process.
+                            conn.execute(sqlx::AssertSqlSafe(format!(
+                                "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}"
+                            )))
+                            .await?;
+                            conn.execute("PRAGMA journal_mode = WAL").await?;
+                            conn.execute("PRAGMA synchronous = NORMAL").await?;
+                            Ok(())
+                        })
+                    })
+            }
             Backend::Postgres => options.max_connections(16),
         };
         let pool = options
             .connect(url)
             .await
             .map_err(|e| ControlError::store("connecting to the database", e))?;
-        let store = Self { pool, backend };
+        let write_gate = (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));
+        let store = Self {
+            pool,
+            backend,
+            write_gate,
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -176,6 +251,25 @@ impl Store {
     /// The pool.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// Starts a write transaction: `BEGIN IMMEDIATE` behind the write gate on SQLite, `BEGIN`
+    /// on PostgreSQL (see the module docs).
+    pub(crate) async fn begin(&self) -> Result<WriteTx, sqlx::Error> {
+        match &self.write_gate {
+            Some(gate) => {
+                let guard = gate.clone().lock_owned().await;
+                let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+                Ok(WriteTx {
+                    tx,
+                    _gate: Some(guard),
+                })
+            }
+            None => Ok(WriteTx {
+                tx: self.pool.begin().await?,
+                _gate: None,
+            }),
+        }
     }
 
     /// Whether the database answers.
@@ -197,7 +291,7 @@ impl Store {
         .await
         .map_err(err)?;
         for (version, sql) in MIGRATIONS {
-            let mut tx = self.pool.begin().await.map_err(err)?;
+            let mut tx = self.begin().await.map_err(err)?;
             if self.backend == Backend::Postgres {
                 // Replicas starting together migrate one at a time.
                 sqlx::query("LOCK TABLE apono_migrations IN EXCLUSIVE MODE")
@@ -212,6 +306,7 @@ impl Store {
                     .await
                     .map_err(err)?;
             if done.is_some() {
+                tx.rollback().await.map_err(err)?;
                 continue;
             }
             for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
