@@ -506,20 +506,8 @@ impl OpenBaoClient {
     /// Lists the accessors of every token (`LIST auth/token/accessors`; needs `sudo`).
     #[instrument(skip_all, fields(address = %self.connection.address))]
     pub async fn list_accessors(&self) -> Result<Vec<String>, VaultError> {
-        const OP: &str = "token accessor listing";
-        let body = self
-            .raw(
-                OP,
-                reqwest::Method::from_bytes(b"LIST").ok(),
-                "auth/token/accessors",
-                None,
-            )
-            .await;
-        match body {
-            Ok(body) => keys_of(OP, body),
-            Err(e) if e.is_not_found() => Ok(Vec::new()),
-            Err(e) => Err(e),
-        }
+        self.list_keys("token accessor listing", "auth/token/accessors")
+            .await
     }
 
     /// Revokes a token and its children.
@@ -1050,24 +1038,26 @@ impl OpenBaoClient {
     /// Lists the names of the identity entities.
     #[instrument(skip_all, fields(address = %self.connection.address))]
     pub async fn entity_list(&self) -> Result<Vec<String>, VaultError> {
-        const OP: &str = "identity entity list";
-        let body = self
-            .raw(
-                OP,
-                reqwest::Method::from_bytes(b"LIST").ok(),
-                "identity/entity/name",
-                None,
-            )
-            .await;
-        match body {
+        self.list_keys("identity entity list", "identity/entity/name")
+            .await
+    }
+
+    // ------------------------------------------------------------------ raw requests
+
+    /// `LIST path`: its keys; none when OpenBao has nothing there (404 or an empty answer).
+    async fn list_keys(
+        &self,
+        operation: &'static str,
+        path: &str,
+    ) -> Result<Vec<String>, VaultError> {
+        let list = reqwest::Method::from_bytes(b"LIST").ok();
+        match self.raw(operation, list, path, None).await {
             Ok(None) => Ok(Vec::new()),
-            Ok(body) => keys_of(OP, body),
+            Ok(body) => keys_of(operation, body),
             Err(e) if e.is_not_found() => Ok(Vec::new()),
             Err(e) => Err(e),
         }
     }
-
-    // ------------------------------------------------------------------ raw requests
 
     /// One request to an endpoint vaultrs does not cover. Returns the JSON body, if any.
     async fn raw(
