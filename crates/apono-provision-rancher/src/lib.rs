@@ -2,7 +2,16 @@
 //! types `cluster` and `project`, permissions = Rancher role templates.
 //!
 //! **This crate has been verified against the Rancher v3 API fake in `apono-testkit` only**
-//! (`apono_testkit::fakes::rancher`), never against a real Rancher server.
+//! (`apono_testkit::fakes::rancher`), never against a real Rancher server. That fake is itself
+//! checked by Rancher's own schema-driven Python client (`rancher-client-python-3p`, in
+//! `apono-testkit`'s `tests/fake_rancher.rs`): discovery through `/v3` and `/v3/schemas`, the
+//! list filters the provisioner relies on (`username`, `userId`, `clusterId`, `projectId`,
+//! `roleTemplateId`), creating and deleting users and global, cluster and project role
+//! (template) bindings, `setpassword`, reading the API key's token, Norman's error objects and
+//! the `401` of a wrong key. Not checked by any independent client: the
+//! `/v3-public/localProviders/local?action=login` endpoint, the token TTL cap, Rancher's
+//! permission checks and what its controllers do after a change (such as removing a deleted
+//! user's bindings).
 //!
 //! [`RancherProvisioner`] implements [`apono_core::Provisioner`] over Rancher's v3 (Norman)
 //! REST API, authenticated with the dedicated user's API key (`access_key` / `secret_key` in the

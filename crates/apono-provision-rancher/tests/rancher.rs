@@ -555,7 +555,12 @@ async fn the_fake_accepts_basic_auth_and_answers_rancher_shapes() {
     assert!(body["data"][0]["actions"]["generateKubeconfig"].is_string());
     let (status, err) = env.get_as("token-nope:nope", "/v3/users").await;
     assert_eq!(status, 401);
+    // Rancher's authentication filter answers before Norman, in its own shape.
     assert_eq!(err["type"], "error");
-    assert_eq!(err["code"], "Unauthorized");
-    assert_eq!(err["status"], 401);
+    assert_eq!(err["status"], "401");
+    assert_eq!(err["message"], "Unauthorized 401: must authenticate");
+    let (status, err) = env.get_as(&key.bearer(), "/v3/users/u-nope").await;
+    assert_eq!(status, 404);
+    assert_eq!(err["code"], "NotFound");
+    assert_eq!(err["status"], 404);
 }

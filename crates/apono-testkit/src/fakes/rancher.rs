@@ -5,12 +5,26 @@
 //! bindings, tokens (API keys, login tokens, kubeconfig tokens) with TTLs, the local provider's
 //! `login` action, the `setpassword` user action and the `generateKubeconfig` cluster action.
 //!
-//! Resources carry `type`, `baseType`, `id`, `links` and `actions`; collections are
-//! `{type: "collection", resourceType, data, pagination, …}`; errors are
-//! `{type: "error", status, code, message}` with Norman's codes (`NotFound`, `Unauthorized`,
+//! It describes itself as Norman does, so schema-driven clients work: `GET /v3` is the
+//! `apiRoot` linking every collection by `pluralName`, every authenticated answer carries
+//! `X-Api-Schemas: {base}/v3/schemas`, and `/v3/schemas[/{id}]` serve the `schema` resources
+//! (fields, methods, actions, `collectionFilters`) of the types above — listing only the
+//! methods the fake implements. Lists filter on the schema's `collectionFilters` only
+//! (`field=v`, `field_ne=v`); other parameters are ignored, as Norman ignores them.
+//!
+//! Resources carry `type`, `baseType`, `id`, `links` (`self`, `update`, `remove`; clusters
+//! and projects also their sub-context collections, `/v3/clusters/{id}/projects` …) and
+//! `actions`; collections are `{type: "collection", resourceType, data, pagination, filters,
+//! …}`; errors are `{type: "error", status, code, message}` with Norman's codes (`NotFound`,
 //! `PermissionDenied`, `NotUnique`, `MissingRequired`, `InvalidReference`, `InvalidAction`,
-//! `MinLengthExceeded`). Callers authenticate with `Authorization: Bearer name:secret` or HTTP
-//! Basic `name` / `secret`, as Rancher accepts.
+//! `InvalidBodyContent`, `MinLengthExceeded`, `MethodNotAllow`). A missing or wrong credential
+//! gets the answer of Rancher's authentication filter instead, `401`
+//! `{type: "error", status: "401", message: "Unauthorized 401: must authenticate"}`. Callers
+//! authenticate with `Authorization: Bearer name:secret` or HTTP Basic `name` / `secret`, as
+//! Rancher accepts.
+//!
+//! `tests/fake_rancher.rs` checks all this with Rancher's own Python client
+//! (`rancher-client-python-3p`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -25,6 +39,8 @@ use serde_json::{Map, Value, json};
 
 use super::server::{Common, RecordedRequest, ServerHandle, lock};
 use super::{FakeError, TestCa};
+
+mod schema;
 
 /// Shortest password the fake accepts, as Rancher's default `password-min-length` setting.
 pub const MIN_PASSWORD_LEN: usize = 12;
@@ -207,10 +223,12 @@ impl RancherApiKey {
 /// privileged: they may do everything. Any other user sees only itself, its own tokens and
 /// bindings, and the clusters and projects it is bound to.
 ///
-/// Paths: `/v3/{users,globalrolebindings,clusters,projects,roletemplates,
-/// clusterroletemplatebindings,projectroletemplatebindings,tokens}[/{id}]` with `GET`,
-/// `POST` (create), `PUT` (users), `DELETE`, list filters on any top-level field
-/// (`?username=…`, `?userId=…`), `?me=true` on users, `limit`/`marker` pagination; actions
+/// Paths: `/v3`, `/v3/schemas[/{id}]`, `/v3/{users,globalrolebindings,clusters,projects,
+/// roletemplates,clusterroletemplatebindings,projectroletemplatebindings,tokens}[/{id}]` with
+/// `GET`, `POST` (create: users, bindings, tokens), `PUT` (users), `DELETE` (users, bindings,
+/// tokens), list filters from the schemas' `collectionFilters` (`?username=…`, `?userId=…`,
+/// `?me=true`), `limit`/`marker` pagination, `GET /v3/clusters/{id}/{projects,
+/// clusterroletemplatebindings}` and `GET /v3/projects/{id}/projectroletemplatebindings`; actions
 /// `POST /v3/users/{id}?action=setpassword`, `POST /v3/clusters/{id}?action=generateKubeconfig`
 /// and `POST /v3-public/localProviders/local?action=login`.
 ///
@@ -425,6 +443,118 @@ impl FakeRancher {
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.state.common.requests()
     }
+
+    /// Every local user the fake holds, by id.
+    pub fn users(&self) -> Vec<RancherUser> {
+        let db = lock(&self.state.db);
+        db.users
+            .iter()
+            .map(|(id, u)| RancherUser {
+                id: id.clone(),
+                username: u.username.clone(),
+                name: u.name.clone(),
+                description: u.description.clone(),
+                enabled: u.enabled,
+                must_change_password: u.must_change_password,
+                labels: string_map(&u.labels),
+                annotations: string_map(&u.annotations),
+            })
+            .collect()
+    }
+
+    /// Whether user `user_id` exists and its password is `password`.
+    pub fn password_is(&self, user_id: &str, password: &str) -> bool {
+        lock(&self.state.db)
+            .users
+            .get(user_id)
+            .is_some_and(|u| u.password.as_deref() == Some(password))
+    }
+
+    /// Every global, cluster and project role (template) binding the fake holds, sorted.
+    pub fn bindings(&self) -> Vec<RancherBinding> {
+        let db = lock(&self.state.db);
+        let mut out: Vec<RancherBinding> = [
+            (RancherBindingKind::Global, &db.grbs),
+            (RancherBindingKind::Cluster, &db.crtbs),
+            (RancherBindingKind::Project, &db.prtbs),
+        ]
+        .into_iter()
+        .flat_map(|(kind, map)| {
+            map.iter().map(move |(id, b)| RancherBinding {
+                kind,
+                id: id.clone(),
+                scope: b.scope.clone(),
+                role: b.role.clone(),
+                user_id: b.user_id.clone(),
+                labels: string_map(&b.labels),
+                annotations: string_map(&b.annotations),
+            })
+        })
+        .collect();
+        out.sort();
+        out
+    }
+}
+
+/// A local user as [`FakeRancher::users`] reports it (the password stays inside; see
+/// [`FakeRancher::password_is`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RancherUser {
+    /// `u-…`.
+    pub id: String,
+    /// The login name.
+    pub username: String,
+    /// The display name (`name` in the API).
+    pub name: String,
+    /// `description`.
+    pub description: String,
+    /// `enabled`.
+    pub enabled: bool,
+    /// `mustChangePassword`.
+    pub must_change_password: bool,
+    /// `labels`, values as text.
+    pub labels: BTreeMap<String, String>,
+    /// `annotations`, values as text.
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Which kind of binding a [`RancherBinding`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RancherBindingKind {
+    /// A `globalRoleBinding`.
+    Global,
+    /// A `clusterRoleTemplateBinding`.
+    Cluster,
+    /// A `projectRoleTemplateBinding`.
+    Project,
+}
+
+/// A role binding as [`FakeRancher::bindings`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RancherBinding {
+    /// Global, cluster or project.
+    pub kind: RancherBindingKind,
+    /// `grb-…`, `{clusterId}:crtb-…` or `{project}:prtb-…`.
+    pub id: String,
+    /// `globalRoleId`, `clusterId` or `projectId`.
+    pub scope: String,
+    /// `globalRoleId` or `roleTemplateId`.
+    pub role: String,
+    /// `userId`.
+    pub user_id: String,
+    /// `labels`, values as text.
+    pub labels: BTreeMap<String, String>,
+    /// `annotations`, values as text.
+    pub annotations: BTreeMap<String, String>,
+}
+
+fn string_map(map: &Map<String, Value>) -> BTreeMap<String, String> {
+    map.iter()
+        .map(|(k, v)| {
+            let text = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+            (k.clone(), text)
+        })
+        .collect()
 }
 
 fn binding(scope: &str, role: &str, user_id: &str) -> Binding {
@@ -605,48 +735,81 @@ async fn dispatch(
         return error(StatusCode::NOT_FOUND, "NotFound", "not found");
     }
     let Some(caller) = authenticate(&state, &headers) else {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "Unauthorized",
-            "must authenticate",
-        );
+        return unauthenticated();
     };
-    match seg.as_slice() {
+    let mut response = route(&state, &base, &caller, &method, &seg, &query, &body);
+    // Norman names the schema collection on every answer; schema-driven clients read it.
+    if let Ok(value) = format!("{base}/v3/schemas").parse() {
+        response.headers_mut().insert("x-api-schemas", value);
+    }
+    response
+}
+
+/// Rancher's authentication filter's answer, before Norman sees the request: its own error
+/// shape, with `status` a string and no `code`.
+fn unauthenticated() -> Response {
+    json_response(
+        StatusCode::UNAUTHORIZED,
+        &json!({
+            "type": "error",
+            "status": "401",
+            "message": "Unauthorized 401: must authenticate",
+        }),
+    )
+}
+
+fn route(
+    state: &RancherState,
+    base: &str,
+    caller: &Caller,
+    method: &Method,
+    seg: &[&str],
+    query: &BTreeMap<String, String>,
+    body: &Value,
+) -> Response {
+    let method_not_allowed = || {
+        error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllow",
+            "method not allowed",
+        )
+    };
+    match seg {
+        ["v3"] if method == Method::GET => json_response(StatusCode::OK, &schema::api_root(base)),
+        ["v3", "schemas"] if method == Method::GET => {
+            json_response(StatusCode::OK, &schema::collection(base))
+        }
+        ["v3", "schemas", id] if method == Method::GET => match schema::by_id(id) {
+            Some(t) => json_response(StatusCode::OK, &t.to_json(base)),
+            None => not_found(id),
+        },
+        ["v3", "schemas", ..] | ["v3"] => method_not_allowed(),
+        ["v3", parent @ ("clusters" | "projects"), id, sub] if method == Method::GET => {
+            sub_list(state, base, caller, parent, id, sub, query)
+        }
         ["v3", collection] => {
             if method == Method::GET {
-                list(&state, &base, &caller, collection, &query)
+                list(state, base, caller, collection, query)
             } else if method == Method::POST {
-                create(&state, &base, &caller, collection, &body)
+                create(state, base, caller, collection, body)
             } else {
-                error(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "MethodNotAllowed",
-                    "method not allowed",
-                )
+                method_not_allowed()
             }
         }
         ["v3", collection, id] => {
             if method == Method::POST {
                 let Some(action) = query.get("action") else {
-                    return error(
-                        StatusCode::METHOD_NOT_ALLOWED,
-                        "MethodNotAllowed",
-                        "method not allowed",
-                    );
+                    return method_not_allowed();
                 };
-                act(&state, &base, &caller, collection, id, action, &body)
+                act(state, base, caller, collection, id, action, body)
             } else if method == Method::GET {
-                get_one(&state, &base, &caller, collection, id)
+                get_one(state, base, caller, collection, id)
             } else if method == Method::DELETE {
-                remove(&state, &base, &caller, collection, id)
+                remove(state, base, caller, collection, id)
             } else if method == Method::PUT {
-                update(&state, &base, &caller, collection, id, &body)
+                update(state, base, caller, collection, id, body)
             } else {
-                error(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "MethodNotAllowed",
-                    "method not allowed",
-                )
+                method_not_allowed()
             }
         }
         _ => error(StatusCode::NOT_FOUND, "NotFound", "not found"),
@@ -671,17 +834,8 @@ fn user_json(base: &str, db: &Db, caller: &Caller, id: &str, user: &UserRec) -> 
         "annotations": user.annotations,
         "created": rfc3339(user.created),
         "state": if user.enabled { "active" } else { "inactive" },
-        "links": {
-            "self": url,
-            "update": url,
-            "remove": url,
-            "globalRoleBindings": format!("{url}/globalrolebindings"),
-            "tokens": format!("{url}/tokens"),
-        },
-        "actions": {
-            "setpassword": format!("{url}?action=setpassword"),
-            "refreshauthprovideraccess": format!("{url}?action=refreshauthprovideraccess"),
-        },
+        "links": {"self": url, "update": url, "remove": url},
+        "actions": {"setpassword": format!("{url}?action=setpassword")},
     })
 }
 
@@ -754,8 +908,8 @@ fn cluster_json(base: &str, id: &str, name: &str) -> Value {
         "internal": id == LOCAL_CLUSTER,
         "links": {
             "self": url,
-            "projects": format!("{base}/v3/projects?clusterId={id}"),
-            "clusterRoleTemplateBindings": format!("{base}/v3/clusterroletemplatebindings?clusterId={id}"),
+            "projects": format!("{url}/projects"),
+            "clusterRoleTemplateBindings": format!("{url}/clusterroletemplatebindings"),
         },
         "actions": {
             "generateKubeconfig": format!("{url}?action=generateKubeconfig"),
@@ -775,7 +929,7 @@ fn project_json(base: &str, id: &str, cluster: &str, name: &str) -> Value {
         "state": "active",
         "links": {
             "self": url,
-            "projectRoleTemplateBindings": format!("{base}/v3/projectroletemplatebindings?projectId={id}"),
+            "projectRoleTemplateBindings": format!("{url}/projectroletemplatebindings"),
         },
         "actions": {},
     })
@@ -868,17 +1022,16 @@ fn list(
     query: &BTreeMap<String, String>,
 ) -> Response {
     let db = lock(&state.db);
-    let Some(mut all) = items(&db, base, caller, collection) else {
+    let (Some(spec), Some(mut all)) = (
+        schema::by_collection(collection),
+        items(&db, base, caller, collection),
+    ) else {
         return not_found("collection");
     };
-    if collection == "users" && query.get("me").map(String::as_str) == Some("true") {
-        all.retain(|u| u["id"] == caller.user_id.as_str());
-    }
-    for (key, wanted) in query {
-        if matches!(key.as_str(), "limit" | "marker" | "sort" | "order" | "me") {
-            continue;
-        }
-        all.retain(|item| field_matches(item, key, wanted));
+    let conditions = spec.conditions(query);
+    for (field, modifier, wanted) in &conditions {
+        let negated = matches!(*modifier, "ne" | "notin");
+        all.retain(|item| field_matches(item, field, wanted) != negated);
     }
     let total = all.len();
     let limit = query
@@ -902,30 +1055,54 @@ fn list(
         pagination["next"] = format!("{base}/v3/{collection}?{}", params.join("&")).into();
         pagination["partial"] = true.into();
     }
-    let resource_type = match collection {
-        "users" => "user",
-        "globalrolebindings" => "globalRoleBinding",
-        "clusterroletemplatebindings" => "clusterRoleTemplateBinding",
-        "projectroletemplatebindings" => "projectRoleTemplateBinding",
-        "tokens" => "token",
-        "clusters" => "cluster",
-        "projects" => "project",
-        _ => "roleTemplate",
+    let resource_type = spec.id;
+    let mut value = json!({
+        "type": "collection",
+        "resourceType": resource_type,
+        "links": {"self": format!("{base}/v3/{collection}")},
+        "actions": {},
+        "pagination": pagination,
+        "filters": spec.applied_filters(&conditions),
+        "sortLinks": {},
+        "data": page,
+    });
+    if spec.creatable() {
+        value["createTypes"] = json!({resource_type: format!("{base}/v3/{collection}")});
+    }
+    json_response(StatusCode::OK, &value)
+}
+
+/// `GET /v3/clusters/{id}/{collection}` and `GET /v3/projects/{id}/{collection}`: Norman's
+/// sub-context links, the collection filtered by `clusterId` or `projectId`.
+fn sub_list(
+    state: &RancherState,
+    base: &str,
+    caller: &Caller,
+    parent: &str,
+    id: &str,
+    sub: &str,
+    query: &BTreeMap<String, String>,
+) -> Response {
+    let (field, allowed): (&str, &[&str]) = match parent {
+        "clusters" => ("clusterId", &["projects", "clusterroletemplatebindings"]),
+        _ => ("projectId", &["projectroletemplatebindings"]),
     };
-    json_response(
-        StatusCode::OK,
-        &json!({
-            "type": "collection",
-            "resourceType": resource_type,
-            "links": {"self": format!("{base}/v3/{collection}")},
-            "createTypes": {resource_type: format!("{base}/v3/{collection}")},
-            "actions": {},
-            "pagination": pagination,
-            "filters": {},
-            "sortLinks": {},
-            "data": page,
-        }),
-    )
+    {
+        let db = lock(&state.db);
+        let visible = match parent {
+            "clusters" => db.clusters.contains_key(id) && db.visible_cluster(caller, id),
+            _ => db.projects.contains_key(id) && db.visible_project(caller, id),
+        };
+        if !visible {
+            return not_found(id);
+        }
+    }
+    if !allowed.contains(&sub) {
+        return not_found(sub);
+    }
+    let mut query = query.clone();
+    query.insert(field.to_owned(), id.to_owned());
+    list(state, base, caller, sub, &query)
 }
 
 fn get_one(
@@ -1087,7 +1264,7 @@ fn create(
         }
         _ => error(
             StatusCode::METHOD_NOT_ALLOWED,
-            "MethodNotAllowed",
+            "MethodNotAllow",
             "method not allowed",
         ),
     }
@@ -1162,7 +1339,7 @@ fn remove(
         _ => {
             return error(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "MethodNotAllowed",
+                "MethodNotAllow",
                 "method not allowed",
             );
         }
@@ -1181,7 +1358,7 @@ fn update(
     if collection != "users" {
         return error(
             StatusCode::METHOD_NOT_ALLOWED,
-            "MethodNotAllowed",
+            "MethodNotAllow",
             "method not allowed",
         );
     }
@@ -1261,7 +1438,7 @@ fn act(
             );
             json_response(
                 StatusCode::OK,
-                &json!({"type": "generateKubeconfigOutput", "baseType": "generateKubeconfigOutput", "config": config}),
+                &json!({"type": "generateKubeConfigOutput", "baseType": "generateKubeConfigOutput", "config": config}),
             )
         }
         _ => error(

@@ -9,16 +9,16 @@ fn python() -> PathBuf {
 }
 
 /// Runs `tests/vendor/{script}` with `args` (JSON) as its only argument and `envs` added to its
-/// environment; panics with the script's output unless it exits 0 and prints `ok`.
+/// environment; panics with the script's output unless it exits 0 and prints `ok`. Returns
+/// what it printed.
 ///
 /// Never skips: a missing venv or package is a failure that says what to install.
-pub(crate) fn run(script: &str, args: &serde_json::Value, envs: &[(&str, &str)]) {
+pub(crate) fn run(script: &str, args: &serde_json::Value, envs: &[(&str, &str)]) -> String {
     let python = python();
     assert!(
         python.exists(),
         "{} is missing: create it with `python3 -m venv .venv` at the workspace root and \
-         `.venv/bin/pip install 'kubernetes<37' azure-keyvault-secrets azure-identity \
-         google-cloud-secret-manager` (scripts/test.sh does this)",
+         `.venv/bin/pip install -r scripts/requirements-test.txt` (scripts/test.sh does this)",
         python.display()
     );
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -38,4 +38,5 @@ pub(crate) fn run(script: &str, args: &serde_json::Value, envs: &[(&str, &str)])
         "vendor check {script} failed ({}).\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
         output.status
     );
+    stdout.into_owned()
 }
