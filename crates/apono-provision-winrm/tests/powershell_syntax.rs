@@ -1,11 +1,9 @@
 //! Every PowerShell script the crate can send parses as PowerShell: tree-sitter-powershell
 //! (Python, from the project venv) finds no syntax error, no command we did not mean to call
-//! and no parameter a cmdlet lacks (`tests/vendor/powershell_syntax.py`).
+//! and no parameter a cmdlet lacks (`tests/python/powershell_syntax.py`).
 //!
 //! This is the only check of the script text itself that runs here: the scripts' effects are
 //! modelled by `apono-testkit`'s `fakes::winrm`, and nothing here runs them on Windows.
-
-mod vendor;
 
 use apono_core::secrecy::SecretString;
 use apono_provision_winrm::script::{self, ScriptKind};
@@ -74,7 +72,11 @@ fn every_script() -> Map<String, Value> {
 }
 
 fn check(scripts: Map<String, Value>) -> (bool, String) {
-    let output = vendor::run("powershell_syntax.py", &json!({ "scripts": scripts }));
+    // On stdin: the scripts are too large for one command-line argument.
+    let checker =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/powershell_syntax.py");
+    let input = json!({ "scripts": scripts }).to_string();
+    let output = apono_testkit::python::run_script(&checker, &[], &[], Some(input.as_bytes()));
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

@@ -49,6 +49,7 @@ mod moto;
 mod openbao;
 mod postgres;
 mod process;
+pub mod python;
 mod ssh;
 
 pub use error::{Error, Result, Server};
