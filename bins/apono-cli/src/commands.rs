@@ -260,20 +260,27 @@ async fn inventory(client: &Client, cmd: InventoryCommand) -> anyhow::Result<()>
 
 // ------------------------------------------------------------------ requests
 
+/// The request list; an `APPROVALS` column (the `all_of` progress) only when a request in it
+/// has one.
 fn requests_table(list: &[AccessRequest]) -> comfy_table::Table {
+    let progress = list.iter().any(|r| r.approval_progress().is_some());
+    let mut header = vec![
+        "ID",
+        "STATUS",
+        "REQUESTER",
+        "INTEGRATION",
+        "RESOURCES",
+        "PERMISSION",
+        "SESSIONS",
+        "CREATED",
+    ];
+    if progress {
+        header.insert(2, "APPROVALS");
+    }
     table(
-        &[
-            "ID",
-            "STATUS",
-            "REQUESTER",
-            "INTEGRATION",
-            "RESOURCES",
-            "PERMISSION",
-            "SESSIONS",
-            "CREATED",
-        ],
+        &header,
         list.iter().map(|r| {
-            vec![
+            let mut row = vec![
                 r.id.clone(),
                 r.status.to_string(),
                 r.requester.clone(),
@@ -282,7 +289,11 @@ fn requests_table(list: &[AccessRequest]) -> comfy_table::Table {
                 r.permission.clone(),
                 r.session_ids.join(", "),
                 time(&r.created_at),
-            ]
+            ];
+            if progress {
+                row.insert(2, r.approval_progress().unwrap_or_default());
+            }
+            row
         }),
     )
 }
@@ -300,6 +311,17 @@ fn request_table(r: &AccessRequest) -> comfy_table::Table {
         vec!["justification".into(), r.justification.clone()],
         vec!["duration".into(), format!("{}s", r.duration_seconds)],
     ];
+    if let Some(progress) = r.approval_progress() {
+        rows.push(vec!["approvals".into(), progress]);
+        let by: Vec<String> = r
+            .approvals
+            .iter()
+            .map(|a| format!("{} ({})", a.approver, time(&a.decided_at)))
+            .collect();
+        if !by.is_empty() {
+            rows.push(vec!["approved by".into(), by.join(", ")]);
+        }
+    }
     if let Some(by) = &r.decided_by {
         rows.push(vec!["decided by".into(), by.clone()]);
     }
@@ -347,7 +369,16 @@ async fn requests(ctx: &Context, cmd: RequestsCommand) -> anyhow::Result<()> {
         } => {
             let r = client.approve(&id, reason.as_deref()).await.explained()?;
             if o.output == Format::Table {
-                eprintln!("approved request {} (now {})", r.id, r.status);
+                match r.approval_progress() {
+                    Some(progress) if r.status == RequestStatus::Pending => eprintln!(
+                        "recorded your approval of request {}: still Pending, {progress}",
+                        r.id
+                    ),
+                    Some(progress) => {
+                        eprintln!("approved request {} (now {}): {progress}", r.id, r.status);
+                    }
+                    None => eprintln!("approved request {} (now {})", r.id, r.status),
+                }
                 return Ok(());
             }
             emit(o.output, &r, request_table)
@@ -508,9 +539,10 @@ pub(crate) async fn create(client: &Client, args: CreateArgs) -> anyhow::Result<
             let settled = client
                 .wait_for_request(&id, timeout, POLL, AccessRequest::is_settled, |r| {
                     spinner.status(&match r.status {
-                        RequestStatus::Pending => {
-                            format!("request {}: Pending, waiting for an approver", r.id)
-                        }
+                        RequestStatus::Pending => match r.approval_progress() {
+                            Some(progress) => format!("request {}: Pending, {progress}", r.id),
+                            None => format!("request {}: Pending, waiting for an approver", r.id),
+                        },
                         s => format!("request {}: {s}", r.id),
                     })
                 })

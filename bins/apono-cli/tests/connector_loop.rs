@@ -478,3 +478,133 @@ fn request_errors_from_a_real_connector() -> Result<()> {
         .error(1, "refused the personal token")?;
     Ok(())
 }
+
+const DAVE: &str = "dave@example.com";
+
+/// The `ops` flow with `all_of` approval: bob by name and one member of `sre` (dave).
+fn all_of_config(server: &SshServer) -> String {
+    config(server)
+        .replace(
+            &format!(r#"approvers = {{ users = ["{BOB}"] }}"#),
+            &format!(r#"approvers = {{ mode = "all_of", users = ["{BOB}"], groups = ["sre"] }}"#),
+        )
+        .replace(
+            "[[integrations]]",
+            &format!("[[users]]\nemail = \"{DAVE}\"\ngroups = [\"sre\"]\n\n[[integrations]]"),
+        )
+}
+
+#[test]
+fn all_of_approval_progress() -> Result<()> {
+    let server = SshServer::start()?;
+    let dir = tempfile::tempdir()?;
+    let text = all_of_config(&server);
+    ensure!(text.contains("all_of") && text.contains(DAVE), "{text}");
+    let (mut connector, tokens) = Connector::start(dir.path(), &text, &[ALICE, BOB, DAVE])?;
+    let [alice, bob, dave] = &tokens[..] else {
+        anyhow::bail!("three tokens expected");
+    };
+    let [alice, bob, dave] = [alice, bob, dave].map(|t| User::with_env(&connector.url, t));
+    let (alice, bob, dave) = (alice?, bob?, dave?);
+    connector.wait(Duration::from_secs(60), || {
+        bob.run(&[
+            "inventory",
+            "resources",
+            "-i",
+            "servers",
+            "-t",
+            "ssh-server",
+            "-o",
+            "json",
+        ])
+        .ok()
+        .and_then(|out| out.json().ok())
+        .is_some_and(|v| v.as_array().is_some_and(|a| !a.is_empty()))
+    })?;
+
+    let created = alice
+        .run(
+            &["requests", "create"]
+                .into_iter()
+                .chain(create_args(&["-j", "two keys", "--no-wait", "-o", "json"]))
+                .collect::<Vec<_>>(),
+        )?
+        .json()?;
+    let id = created[0]["id"].as_str().context("id")?.to_owned();
+    ensure!(
+        created[0]["awaiting"] == serde_json::json!([format!("user:{BOB}"), "group:sre"]),
+        "{created}"
+    );
+
+    // Both approvers see it; bob's approval leaves it Pending, awaiting sre.
+    let waiting = dave.run(&["requests", "list", "--scope", "approvals"])?;
+    let table = waiting.ok()?;
+    ensure!(
+        table.starts_with("ID") && table.contains("APPROVALS"),
+        "{waiting:#?}"
+    );
+    ensure!(
+        table.contains(&format!("0 of 2 approvals, awaiting user:{BOB}, group:sre")),
+        "{waiting:#?}"
+    );
+    let approved = bob.run(&["requests", "approve", &id])?;
+    approved.ok()?;
+    ensure!(
+        approved.stderr.trim()
+            == format!(
+                "recorded your approval of request {id}: still Pending, 1 of 2 approvals, awaiting group:sre"
+            ),
+        "{approved:#?}"
+    );
+    bob.run(&["requests", "approve", &id])?
+        .error(1, "already approved")?;
+    ensure!(bob.first_pending().is_none(), "bob already approved");
+
+    let described = alice.run(&["requests", "describe", &id])?;
+    let text = described.ok()?;
+    ensure!(
+        text.contains("1 of 2 approvals, awaiting group:sre") && text.contains(BOB),
+        "{described:#?}"
+    );
+    let json = alice
+        .run(&["requests", "describe", &id, "-o", "json"])?
+        .json()?;
+    ensure!(
+        json["status"] == "Pending"
+            && json["awaiting"] == serde_json::json!(["group:sre"])
+            && json["approvals"][0]["approver"] == BOB,
+        "{json}"
+    );
+    let listed = alice.run(&["requests", "list"])?;
+    ensure!(
+        listed
+            .ok()?
+            .contains("1 of 2 approvals, awaiting group:sre"),
+        "{listed:#?}"
+    );
+
+    // dave (sre) completes it: approved, and granted on the real sshd.
+    let last = dave.run(&["requests", "approve", &id])?;
+    last.ok()?;
+    ensure!(
+        last.stderr
+            .contains(&format!("approved request {id} (now "))
+            && last.stderr.contains("2 of 2 approvals"),
+        "{last:#?}"
+    );
+    connector.wait(Duration::from_secs(30), || {
+        alice
+            .run(&["requests", "describe", &id, "-o", "json"])
+            .ok()
+            .and_then(|o| o.json().ok())
+            .is_some_and(|v| v["status"] == "Active")
+    })?;
+    let json = alice.run(&["requests", "list", "-o", "json"])?.json()?;
+    ensure!(
+        json[0]["awaiting"] == serde_json::json!([])
+            && json[0]["approvals"].as_array().map(Vec::len) == Some(2),
+        "{json}"
+    );
+    alice.run(&["requests", "revoke", &id, "--wait"])?.ok()?;
+    Ok(())
+}

@@ -58,7 +58,7 @@
 //! | `inventory resources` | array of [`Resource`] |
 //! | `inventory permissions` | array of [`PermissionEntry`] |
 //! | `requests create` | array of [`AccessRequest`], one per `-p` permission, as last seen (`Active`, `Rejected`, `Failed`, or `Pending` with `--no-wait`) |
-//! | `requests describe`, `approve`, `reject`, `revoke` | one [`AccessRequest`] (`id`, `status`, `session_ids`, …) |
+//! | `requests describe`, `approve`, `reject`, `revoke` | one [`AccessRequest`] (`id`, `status`, `session_ids`, `approvals`, `awaiting`, …) |
 //! | `requests list` | array of [`AccessRequest`] |
 //! | `access list` | array of [`AccessSession`] (`id`, `request_id`, `status`, …) |
 //! | `access use -o json` | the access details: `instructions` {`plain`, `markdown`}, `cli`, `link`, `json`, `credentials` (an object of one-time values the first time, then a string saying they were shown), `credential_status`, plus `key_file` when a private key was saved |
@@ -87,7 +87,7 @@ pub use error::ClientError;
 pub use files::{KeyCache, Profile, Profiles, write_private};
 pub use model::{
     AccessDetails, AccessRequest, AccessSession, AuditRecord, Credentials, DryRun, Instructions,
-    Integration, Me, NewRequest, PermissionEntry, Problem, RequestScope, Resource,
+    Integration, Me, NewRequest, PermissionEntry, Problem, RequestApproval, RequestScope, Resource,
     ResourceTypeEntry, problem_code,
 };
 pub use vault::{VAULT_INTEGRATION_TYPE, VaultAccess, VaultOptions, VaultSecret, VaultWrite};

@@ -129,6 +129,8 @@ pub mod problem_code {
     pub const JUSTIFICATION_REQUIRED: &str = "justification_required";
     /// The duration is over the flow's maximum, given in [`Problem::max`](super::Problem::max).
     pub const DURATION_OVER_MAX: &str = "duration_over_max";
+    /// The flow needs approvals no one but the requester could give.
+    pub const NO_POSSIBLE_APPROVAL: &str = "no_possible_approval";
 }
 
 /// One reason a dry run refuses a request: a machine-readable `code` (see [`problem_code`])
@@ -249,12 +251,50 @@ pub struct AccessRequest {
     /// The access sessions serving it.
     #[serde(default)]
     pub session_ids: Vec<String>,
+    /// Under an `all_of` access flow: the approvals given so far, oldest first. Empty under
+    /// `any_of` (see [`decided_by`](Self::decided_by)) and from connectors before `all_of`.
+    #[serde(default)]
+    pub approvals: Vec<RequestApproval>,
+    /// Under an `all_of` access flow, while `Pending`: the approver entries still unmet, such
+    /// as `user:bob@example.com` or `group:sre`, each needing a different person. Empty once
+    /// decided, under `any_of`, and from connectors before `all_of`.
+    #[serde(default)]
+    pub awaiting: Vec<String>,
+}
+
+/// One approval of a request under an `all_of` access flow.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub struct RequestApproval {
+    /// Who approved (email).
+    pub approver: String,
+    /// When.
+    pub decided_at: DateTime<Utc>,
 }
 
 impl AccessRequest {
     /// Whether waiting for this request can stop: it is `Active`, or in an end state.
     pub fn is_settled(&self) -> bool {
         self.status == RequestStatus::Active || self.status.is_final()
+    }
+
+    /// The approval progress of an `all_of` request, such as `1 of 2 approvals, awaiting
+    /// group:sre` or `2 of 2 approvals`; `None` when there is none to show (`any_of`, or an
+    /// older connector).
+    pub fn approval_progress(&self) -> Option<String> {
+        if self.approvals.is_empty() && self.awaiting.is_empty() {
+            return None;
+        }
+        let given = self.approvals.len();
+        let total = given + self.awaiting.len();
+        let noun = if total == 1 { "approval" } else { "approvals" };
+        Some(if self.awaiting.is_empty() {
+            format!("{given} of {total} {noun}")
+        } else {
+            format!(
+                "{given} of {total} {noun}, awaiting {}",
+                self.awaiting.join(", ")
+            )
+        })
     }
 }
 
@@ -470,6 +510,33 @@ impl RequestScope {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn approvals_are_optional_and_summarised() {
+        let old = serde_json::json!({
+            "id": "req_1", "status": "Pending", "created_at": "2026-01-01T00:00:00Z",
+            "updated_at": "2026-01-01T00:00:00Z"
+        });
+        let r: AccessRequest = serde_json::from_value(old.clone()).expect("older connector");
+        assert!(r.approvals.is_empty() && r.awaiting.is_empty());
+        assert_eq!(r.approval_progress(), None);
+        let mut new = old;
+        new["approvals"] = serde_json::json!([
+            { "approver": "bob@x", "decided_at": "2026-01-01T00:01:00Z" }
+        ]);
+        new["awaiting"] = serde_json::json!(["user:erin@x", "group:sre"]);
+        let mut r: AccessRequest = serde_json::from_value(new).expect("parses");
+        assert_eq!(r.approvals[0].approver, "bob@x");
+        assert_eq!(
+            r.approval_progress().as_deref(),
+            Some("1 of 3 approvals, awaiting user:erin@x, group:sre")
+        );
+        let json = serde_json::to_value(&r).expect("serialises");
+        assert_eq!(json["awaiting"][1], "group:sre");
+        assert_eq!(json["approvals"][0]["decided_at"], "2026-01-01T00:01:00Z");
+        r.awaiting.clear();
+        assert_eq!(r.approval_progress().as_deref(), Some("1 of 1 approval"));
+    }
 
     #[test]
     fn access_details_shown_then_masked() {

@@ -385,6 +385,21 @@ pub fn openapi() -> serde_json::Value {
         operation["responses"]["200"]["content"] = json!({ "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } });
         operation
     };
+    let approve_op = {
+        let mut operation = with_response(
+            with_body(
+                op(
+                    "approve; the optional reason is recorded in the request and the audit log. Under an all_of flow an approval that leaves entries unmet answers 200 with the request still Pending (see awaiting)",
+                ),
+                "Approval",
+                false,
+            ),
+            "AccessRequest",
+        );
+        operation["responses"]["403"] = json!({ "description": "not an approver, the requester, or (all_of) an approval that would meet no unmet entry" });
+        operation["responses"]["409"] = json!({ "description": "the request is no longer Pending, or (all_of) the caller already approved it" });
+        operation
+    };
     let id_param =
         json!([{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }]);
     json!({
@@ -403,12 +418,16 @@ pub fn openapi() -> serde_json::Value {
                     "requester": { "type": "string" }, "flow": { "type": "string" },
                     "decided_by": { "type": "string", "description": "who approved or rejected it" },
                     "reason": { "type": "string", "description": "the approver's (optional) or rejecter's reason" },
-                    "session_ids": { "type": "array", "items": { "type": "string" }, "description": "the sessions serving it, in lists too" } } },
+                    "session_ids": { "type": "array", "items": { "type": "string" }, "description": "the sessions serving it, in lists too" },
+                    "approvals": { "type": "array", "items": { "$ref": "#/components/schemas/RequestApproval" }, "description": "all_of flows: the approvals given so far, oldest first; empty under any_of (see decided_by)" },
+                    "awaiting": { "type": "array", "items": { "type": "string" }, "examples": [["user:bob@example.com", "group:sre"]], "description": "all_of flows while Pending: the approver entries still unmet, each needing a different person; empty once decided and under any_of" } } },
+                "RequestApproval": { "type": "object", "required": ["approver", "decided_at"], "properties": {
+                    "approver": { "type": "string" }, "decided_at": { "type": "string", "format": "date-time" } } },
                 "Me": { "type": "object", "required": ["email", "groups", "admin"], "properties": {
                     "email": { "type": "string" }, "groups": { "type": "array", "items": { "type": "string" } },
                     "admin": { "type": "boolean" } } },
                 "Problem": { "type": "object", "required": ["code", "message"], "properties": {
-                    "code": { "enum": ["unknown_integration", "no_resource", "unknown_resource", "invalid_duration", "unknown_permission", "no_matching_flow", "justification_required", "duration_over_max"],
+                    "code": { "enum": ["unknown_integration", "no_resource", "unknown_resource", "invalid_duration", "unknown_permission", "no_matching_flow", "justification_required", "duration_over_max", "no_possible_approval"],
                         "description": "machine-readable; clients should treat an unknown code like a plain message" },
                     "message": { "type": "string", "description": "one sentence for people" },
                     "max": { "type": "string", "description": "with duration_over_max: the flow's maximum duration", "examples": ["1h"] } } },
@@ -437,7 +456,7 @@ pub fn openapi() -> serde_json::Value {
             "/api/v1/access-requests": { "get": op("list requests (?scope=mine|awaiting_my_approval|all)"), "post": op("create a request (body: NewRequest)") },
             "/api/v1/access-requests/dry-run": { "post": with_response(with_body(op("check a request without creating it"), "NewRequest", true), "DryRun") },
             "/api/v1/access-requests/{id}": { "parameters": id_param, "get": op("describe a request") },
-            "/api/v1/access-requests/{id}/approve": { "parameters": id_param, "post": with_body(op("approve; the optional reason is recorded in the request and the audit log"), "Approval", false) },
+            "/api/v1/access-requests/{id}/approve": { "parameters": id_param, "post": approve_op },
             "/api/v1/access-requests/{id}/reject": { "parameters": id_param, "post": with_body(op("reject"), "Rejection", true) },
             "/api/v1/access-requests/{id}/revoke": { "parameters": id_param, "post": op("revoke early") },
             "/api/v1/access-sessions": { "get": op("list my sessions (?all=true for admins)") },

@@ -275,9 +275,12 @@ pub enum ApprovalMode {
     /// One approval from any approver suffices.
     #[default]
     AnyOf,
+    /// Every listed user must approve, and one member of every listed group, each a
+    /// different person (separation of duties).
+    AllOf,
 }
 
-/// `approvers = { mode = "any_of", users = […], groups = […] }`.
+/// `approvers = { mode = "any_of", users = […], groups = […] }` (or `mode = "all_of"`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Approvers {
@@ -642,6 +645,15 @@ impl Config {
                         "names no permission".into(),
                     );
                 }
+            }
+            if flow.approvers.mode == ApprovalMode::AllOf
+                && flow.approvers.users.is_empty()
+                && flow.approvers.groups.is_empty()
+            {
+                problem(
+                    format!("{key}.approvers"),
+                    "mode all_of names no user or group to approve".into(),
+                );
             }
             for approver in &flow.approvers.users {
                 if !users.iter().any(|u| u.email.eq_ignore_ascii_case(approver)) {

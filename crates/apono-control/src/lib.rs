@@ -57,6 +57,7 @@
 //! ```
 
 pub mod api;
+mod approval;
 pub mod audit;
 mod commit;
 mod config;
@@ -72,7 +73,9 @@ pub use config::{
     FlowTarget, HumanDuration, Principals, ResourceSelector, Trigger, User, check_config,
 };
 pub use error::ControlError;
-pub use model::{AccessRequest, AccessSession, DryRun, NewRequest, Problem, ProblemCode};
+pub use model::{
+    AccessRequest, AccessSession, DryRun, NewRequest, Problem, ProblemCode, RequestApproval,
+};
 pub use plane::{ControlPlane, RequestScope};
 pub use store::{Backend, Store};
 

@@ -47,6 +47,21 @@ pub struct AccessRequest {
     pub updated_at: DateTime<Utc>,
     /// The access sessions serving it.
     pub session_ids: Vec<String>,
+    /// `all_of` flows: the approvals given so far, oldest first (empty under `any_of`, where
+    /// `decided_by` names the one approver).
+    pub approvals: Vec<RequestApproval>,
+    /// `all_of` flows, while `Pending`: the approver entries still unmet, such as
+    /// `user:bob@example.com` or `group:sre` (empty once decided, and under `any_of`).
+    pub awaiting: Vec<String>,
+}
+
+/// One approval of an `all_of` request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RequestApproval {
+    /// Who approved (email).
+    pub approver: String,
+    /// When.
+    pub decided_at: DateTime<Utc>,
 }
 
 pub(crate) const REQUEST_COLUMNS: &str = "id, status, requester, flow, integration, resource_type, resource_ids, permission, justification, duration_secs, decided_by, reason, created_at, updated_at";
@@ -74,6 +89,8 @@ impl AccessRequest {
             created_at: ts(get(r, "created_at")?),
             updated_at: ts(get(r, "updated_at")?),
             session_ids: Vec::new(),
+            approvals: Vec::new(),
+            awaiting: Vec::new(),
         })
     }
 }
@@ -213,6 +230,10 @@ pub enum ProblemCode {
     JustificationRequired,
     /// The requested duration is over the flow's maximum (given in [`Problem::max`]).
     DurationOverMax,
+    /// The access flow needs `all_of` approvals that no set of configured users other than the
+    /// requester (when the flow bars self-approval) can give, so the request could never be
+    /// approved.
+    NoPossibleApproval,
 }
 
 /// One reason a dry run refuses a request: a code for programs next to the text for people.

@@ -15,14 +15,15 @@ use sha2::{Digest, Sha256};
 use sqlx::AnyConnection;
 use tokio::sync::Notify;
 
+use crate::approval;
 use crate::audit::{self, AuditEntry};
 use crate::commit::Committer;
-use crate::config::{AccessFlow, Config, HumanDuration, User};
+use crate::config::{AccessFlow, ApprovalMode, Config, HumanDuration, User};
 use crate::error::ControlError;
 use crate::metrics::Metrics;
 use crate::model::{
     AccessRequest, AccessSession, DryRun, NewRequest, Problem, ProblemCode, REQUEST_COLUMNS,
-    SESSION_COLUMNS, get,
+    RequestApproval, SESSION_COLUMNS, get,
 };
 use crate::now_ms;
 use crate::store::Store;
@@ -85,6 +86,14 @@ pub(crate) fn db(context: &'static str) -> impl Fn(sqlx::Error) -> ControlError 
     move |e| ControlError::store(context, e)
 }
 
+/// What an approval that completes a request grants.
+struct GrantPlan<'a> {
+    requester: &'a User,
+    new: &'a NewRequest,
+    resources: &'a [Resource],
+    duration: Duration,
+}
+
 /// An approver's decision on a pending request.
 #[derive(Clone, Copy)]
 enum Decision {
@@ -103,13 +112,15 @@ impl Decision {
 }
 
 /// Records `decision` on a request that must still be `Pending` (another approver may have
-/// decided first: that is a conflict), with who decided and why, and audits it.
+/// decided first: that is a conflict), with who decided and why, and audits it. `approvals`:
+/// under `all_of`, everyone whose approval it took (recorded in the audit record).
 async fn decide_pending(
     tx: &mut AnyConnection,
     user: &User,
     request: &AccessRequest,
     decision: Decision,
     reason: Option<&str>,
+    approvals: Option<&[String]>,
 ) -> Result<(), ControlError> {
     let (status, action, context) = decision.parts();
     let changed = sqlx::query("UPDATE requests SET status = $1, decided_by = $2, reason = $3, updated_at = $4 WHERE id = $5 AND status = 'Pending'")
@@ -135,13 +146,33 @@ async fn decide_pending(
             action,
             subject: &request.id,
             outcome: "ok",
-            details: match reason {
-                Some(reason) => json!({ "reason": reason }),
-                None => json!({}),
+            details: {
+                let mut details = match reason {
+                    Some(reason) => json!({ "reason": reason }),
+                    None => json!({}),
+                };
+                if let Some(approvals) = approvals {
+                    details["approvals"] = json!(approvals);
+                }
+                details
             },
         },
     )
     .await
+}
+
+/// The `all_of` approvals of request `id`: `(approver, decided_at)`, oldest first.
+async fn approvals_of(
+    conn: &mut AnyConnection,
+    id: &str,
+) -> Result<Vec<(String, i64)>, ControlError> {
+    sqlx::query_as(
+        "SELECT approver, decided_at FROM request_approvals WHERE request_id = $1 ORDER BY decided_at, approver",
+    )
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db("reading approvals"))
 }
 
 impl ControlPlane {
@@ -365,6 +396,43 @@ impl ControlPlane {
 
     // ------------------------------------------------------------------ requests
 
+    /// Under an `all_of` flow: a problem when even every configured user approving could not
+    /// meet all entries, leaving out `requester` where the flow bars self-approval (a listed
+    /// approver requesting, or a listed group with no other member).
+    fn unapprovable(&self, flow: &AccessFlow, requester: &User) -> Option<Problem> {
+        if flow.approvers.mode != ApprovalMode::AllOf || !flow.needs_approval() {
+            return None;
+        }
+        let entries = approval::entries(&flow.approvers);
+        let everyone: Vec<&User> = self
+            .config
+            .users
+            .iter()
+            .filter(|u| {
+                !(flow.requester_cannot_approve_self
+                    && u.email.eq_ignore_ascii_case(&requester.email))
+            })
+            .collect();
+        let best = approval::progress(&entries, &everyone);
+        if best.complete() {
+            return None;
+        }
+        let whom = best.awaiting().join(", ");
+        let message = if flow.requester_cannot_approve_self {
+            format!(
+                "access flow {:?} needs approval from {whom}, and no configured user other than \
+                 the requester can give it",
+                flow.name
+            )
+        } else {
+            format!(
+                "access flow {:?} needs approval from {whom}, and no configured user can give it",
+                flow.name
+            )
+        };
+        Some(Problem::new(ProblemCode::NoPossibleApproval, message))
+    }
+
     fn matching_resources(
         inventory: &BTreeMap<String, Inventory>,
         req: &NewRequest,
@@ -474,6 +542,9 @@ impl ControlPlane {
                     ),
                     max: Some(flow.grant_duration.to_string()),
                 });
+            }
+            if let Some(problem) = self.unapprovable(flow, user) {
+                mine.push(problem);
             }
             if mine.is_empty() {
                 chosen = Some(*flow);
@@ -806,7 +877,75 @@ impl ControlPlane {
         let mut request = AccessRequest::from_row(&row)?;
         self.live_status(&mut request).await?;
         request.session_ids = self.session_ids(id).await?;
+        self.fill_approvals(&mut request).await?;
         Ok(request)
+    }
+
+    /// The `all_of` flow of `request`, if its flow still exists, waits for approvers and is
+    /// `all_of`.
+    fn all_of_flow(&self, request: &AccessRequest) -> Option<&AccessFlow> {
+        self.config
+            .flow(&request.flow)
+            .filter(|f| f.approvers.mode == ApprovalMode::AllOf && f.needs_approval())
+    }
+
+    /// Fills `approvals` from the store and, for a `Pending` `all_of` request, `awaiting` (the
+    /// entries a maximum matching of the approvals leaves unmet, under the current
+    /// configuration).
+    async fn fill_approvals(&self, request: &mut AccessRequest) -> Result<(), ControlError> {
+        let mut conn = self
+            .store
+            .pool()
+            .acquire()
+            .await
+            .map_err(db("reading approvals"))?;
+        let given = approvals_of(&mut conn, &request.id).await?;
+        request.approvals = given
+            .into_iter()
+            .map(|(approver, at)| RequestApproval {
+                approver,
+                decided_at: crate::model::ts(at),
+            })
+            .collect();
+        request.awaiting = match self.all_of_flow(request) {
+            Some(flow) if request.status == RequestStatus::Pending => {
+                let emails: Vec<String> = request
+                    .approvals
+                    .iter()
+                    .map(|a| a.approver.clone())
+                    .collect();
+                approval::progress(
+                    &approval::entries(&flow.approvers),
+                    &approval::users(&self.config, &emails),
+                )
+                .awaiting()
+            }
+            _ => Vec::new(),
+        };
+        Ok(())
+    }
+
+    /// Whether `user`'s approval would count towards `request` now: for `any_of`, whether they
+    /// may approve; for `all_of`, also that they have not approved yet and that their approval
+    /// meets an entry still unmet (possibly by moving another approver to another entry).
+    fn awaits_approval_of(&self, user: &User, request: &AccessRequest) -> bool {
+        if self.may_approve(user, request).is_err() {
+            return false;
+        }
+        let Some(flow) = self.all_of_flow(request) else {
+            return true;
+        };
+        let emails: Vec<String> = request
+            .approvals
+            .iter()
+            .map(|a| a.approver.clone())
+            .collect();
+        !emails.iter().any(|e| e.eq_ignore_ascii_case(&user.email))
+            && approval::would_count(
+                &approval::entries(&flow.approvers),
+                &approval::users(&self.config, &emails),
+                user,
+            )
     }
 
     /// The ids of the sessions (grants) serving request `id`.
@@ -862,8 +1001,8 @@ impl ControlPlane {
         for row in &rows {
             let mut request = AccessRequest::from_row(row)?;
             self.live_status(&mut request).await?;
-            if scope == RequestScope::AwaitingMyApproval
-                && self.may_approve(user, &request).is_err()
+            self.fill_approvals(&mut request).await?;
+            if scope == RequestScope::AwaitingMyApproval && !self.awaits_approval_of(user, &request)
             {
                 continue;
             }
@@ -941,20 +1080,139 @@ impl ControlPlane {
         if !problems.is_empty() {
             return Err(ControlError::Conflict(problems.join("; ")));
         }
-        let mut tx = self.store.begin().await.map_err(db("approving"))?;
         let reason = reason.map(str::trim).filter(|r| !r.is_empty());
-        decide_pending(&mut tx, user, &request, Decision::Approved, reason).await?;
-        self.start_grants(
-            &mut tx,
-            id,
-            &requester,
-            &new,
-            &resources,
-            Duration::from_secs(request.duration_seconds.max(1) as u64),
-        )
-        .await?;
+        let duration = Duration::from_secs(request.duration_seconds.max(1) as u64);
+        if let Some(flow) = self.all_of_flow(&request) {
+            let plan = GrantPlan {
+                requester: &requester,
+                new: &new,
+                resources: &resources,
+                duration,
+            };
+            return self
+                .approve_all_of(user, &request, flow, reason, plan)
+                .await;
+        }
+        let mut tx = self.store.begin().await.map_err(db("approving"))?;
+        decide_pending(&mut tx, user, &request, Decision::Approved, reason, None).await?;
+        self.start_grants(&mut tx, id, &requester, &new, &resources, duration)
+            .await?;
         tx.commit().await.map_err(db("approving"))?;
         self.wake.notify_one();
+        self.request(user, id).await
+    }
+
+    /// Records `user`'s approval of an `all_of` request. The request row is locked first
+    /// (PostgreSQL: concurrent approvers queue on it, so the last one always sees every other
+    /// approval); the approvals are then matched to the flow's entries. The approval that meets
+    /// the last entry approves the request (`request.approved`) and starts granting; an earlier
+    /// one is audited as `request.approval_recorded` and leaves the request `Pending`.
+    async fn approve_all_of(
+        &self,
+        user: &User,
+        request: &AccessRequest,
+        flow: &AccessFlow,
+        reason: Option<&str>,
+        plan: GrantPlan<'_>,
+    ) -> Result<AccessRequest, ControlError> {
+        let id = request.id.as_str();
+        let now = now_ms();
+        let mut tx = self.store.begin().await.map_err(db("approving"))?;
+        let locked =
+            sqlx::query("UPDATE requests SET updated_at = $1 WHERE id = $2 AND status = 'Pending'")
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("approving"))?
+                .rows_affected();
+        if locked != 1 {
+            let status: Option<(String,)> =
+                sqlx::query_as("SELECT status FROM requests WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db("approving"))?;
+            let status = status.map_or_else(|| request.status.to_string(), |s| s.0);
+            return Err(ControlError::Conflict(format!(
+                "request is {status}, not Pending"
+            )));
+        }
+        let mut emails: Vec<String> = approvals_of(&mut tx, id)
+            .await?
+            .into_iter()
+            .map(|(approver, _)| approver)
+            .collect();
+        let entries = approval::entries(&flow.approvers);
+        let before = approval::progress(&entries, &approval::users(&self.config, &emails));
+        if emails.iter().any(|e| e.eq_ignore_ascii_case(&user.email)) {
+            return Err(ControlError::Conflict(format!(
+                "{} already approved request {id}; it awaits {}",
+                user.email,
+                before.awaiting().join(", ")
+            )));
+        }
+        if !approval::would_count(&entries, &approval::users(&self.config, &emails), user) {
+            return Err(ControlError::Forbidden(format!(
+                "your approval meets none of the approvals request {id} still awaits ({}); each needs a different approver",
+                before.awaiting().join(", ")
+            )));
+        }
+        sqlx::query(
+            "INSERT INTO request_approvals (request_id, approver, decided_at) VALUES ($1, $2, $3)",
+        )
+        .bind(id)
+        .bind(&user.email)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("approving"))?;
+        emails.push(user.email.clone());
+        let after = approval::progress(&entries, &approval::users(&self.config, &emails));
+        if after.complete() {
+            decide_pending(
+                &mut tx,
+                user,
+                request,
+                Decision::Approved,
+                reason,
+                Some(&emails),
+            )
+            .await?;
+            self.start_grants(
+                &mut tx,
+                id,
+                plan.requester,
+                plan.new,
+                plan.resources,
+                plan.duration,
+            )
+            .await?;
+        } else {
+            let mut details = json!({
+                "approvals": after.counted,
+                "required": entries.len(),
+                "awaiting": after.awaiting(),
+            });
+            if let Some(reason) = reason {
+                details["reason"] = json!(reason);
+            }
+            audit::append(
+                &mut tx,
+                AuditEntry {
+                    actor: &user.email,
+                    action: "request.approval_recorded",
+                    subject: id,
+                    outcome: "ok",
+                    details,
+                },
+            )
+            .await?;
+        }
+        tx.commit().await.map_err(db("approving"))?;
+        if after.complete() {
+            self.wake.notify_one();
+        }
         self.request(user, id).await
     }
 
@@ -968,7 +1226,15 @@ impl ControlPlane {
         let request = self.request(user, id).await?;
         self.may_approve(user, &request)?;
         let mut tx = self.store.begin().await.map_err(db("rejecting"))?;
-        decide_pending(&mut tx, user, &request, Decision::Rejected, Some(reason)).await?;
+        decide_pending(
+            &mut tx,
+            user,
+            &request,
+            Decision::Rejected,
+            Some(reason),
+            None,
+        )
+        .await?;
         tx.commit().await.map_err(db("rejecting"))?;
         self.request(user, id).await
     }

@@ -41,9 +41,10 @@ pub enum Backend {
 
 /// The embedded migrations: `(version, statements)`. Portable SQL only (times are Unix
 /// milliseconds in `BIGINT`, JSON is `TEXT`).
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r"
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r"
 CREATE TABLE tokens (
     id TEXT PRIMARY KEY,
     user_email TEXT NOT NULL,
@@ -139,7 +140,21 @@ CREATE TABLE audit (
     hash TEXT NOT NULL
 )
 ",
-)];
+    ),
+    (
+        2,
+        // `all_of` approvals, one row per approver; which entry each is counted for is
+        // recomputed (a matching), never stored.
+        r"
+CREATE TABLE request_approvals (
+    request_id TEXT NOT NULL,
+    approver TEXT NOT NULL,
+    decided_at BIGINT NOT NULL,
+    PRIMARY KEY (request_id, approver)
+)
+",
+    ),
+];
 
 /// A connection pool to the control plane's database.
 #[derive(Clone)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use apono_control::{
-    Config, ControlPlane, NewRequest, ProblemCode, RequestScope, Store, User, audit,
+    Config, ControlError, ControlPlane, NewRequest, ProblemCode, RequestScope, Store, User, audit,
 };
 use apono_core::{
     AccessDetails, ActionContext, Credential, GrantSpec, GrantState, GrantStatus, Granted,
@@ -154,7 +154,11 @@ struct Harness {
 }
 
 async fn open(url: &str, target: Arc<Target>) -> Result<Arc<ControlPlane>> {
-    let config = Config::parse(CONFIG, std::iter::empty(), None)?;
+    open_with(url, target, CONFIG).await
+}
+
+async fn open_with(url: &str, target: Arc<Target>, text: &str) -> Result<Arc<ControlPlane>> {
+    let config = Config::parse(text, std::iter::empty(), None)?;
     let mut registry = ProvisionerRegistry::new();
     let t = target.clone();
     registry.register(
@@ -176,6 +180,10 @@ async fn open(url: &str, target: Arc<Target>) -> Result<Arc<ControlPlane>> {
 }
 
 async fn harness(postgres: bool) -> Result<Harness> {
+    harness_with(postgres, CONFIG).await
+}
+
+async fn harness_with(postgres: bool, config: &str) -> Result<Harness> {
     let dir = tempfile::tempdir()?;
     let target = Arc::new(Target::default());
     let (url, pg) = if postgres {
@@ -190,7 +198,7 @@ async fn harness(postgres: bool) -> Result<Harness> {
             None,
         )
     };
-    let plane = open(&url, target.clone()).await?;
+    let plane = open_with(&url, target.clone(), config).await?;
     Ok(Harness {
         plane,
         target,
@@ -793,4 +801,348 @@ async fn api_requires_a_token_and_scopes_what_users_see() -> Result<()> {
     let (_, metrics) = http(addr, "GET", "/metrics", None).await?;
     assert!(metrics.contains("apono_revokes_due 0"), "{metrics}");
     Ok(())
+}
+
+// ------------------------------------------------------------------ all_of approval
+
+/// `pair`: bob and erin must both approve. `duties`: one sre and one dba, different people;
+/// carol is in both groups.
+const ALL_OF_CONFIG: &str = r#"
+[connector]
+id = "test"
+listen = "127.0.0.1:0"
+
+[[users]]
+email = "alice@example.com"
+groups = ["developers"]
+
+[[users]]
+email = "bob@example.com"
+groups = ["sre"]
+
+[[users]]
+email = "carol@example.com"
+groups = ["sre", "dba"]
+
+[[users]]
+email = "dave@example.com"
+groups = ["dba"]
+
+[[users]]
+email = "erin@example.com"
+groups = ["leads"]
+
+[[users]]
+email = "root@example.com"
+admin = true
+
+[[integrations]]
+name = "boxes"
+type = "fake"
+secret_store = { apono = { parameters = { password = "admin-secret" } } }
+
+[[access_flows]]
+name = "pair"
+trigger = "self_serve"
+requestors = { groups = ["developers", "leads"] }
+targets = [{ integration = "boxes", resource_type = "box", permissions = ["Default"], resources = { tags = { env = "dev" } } }]
+approvers = { mode = "all_of", users = ["bob@example.com", "erin@example.com"] }
+grant_duration = "1h"
+
+[[access_flows]]
+name = "duties"
+trigger = "self_serve"
+requestors = { groups = ["developers"] }
+targets = [{ integration = "boxes", resource_type = "box", permissions = ["Default"], resources = { tags = { env = "prod" } } }]
+approvers = { mode = "all_of", groups = ["sre", "dba"] }
+grant_duration = "1h"
+"#;
+
+fn box_request(id: &str) -> NewRequest {
+    NewRequest {
+        integration: "boxes".into(),
+        resource_type: "box".into(),
+        resource_ids: vec![id.into()],
+        permission: "Default".into(),
+        justification: Some("change 7".into()),
+        duration: None,
+    }
+}
+
+/// The ids of the requests awaiting `user`'s approval.
+async fn awaiting_ids(h: &Harness, user: &User) -> Result<Vec<String>> {
+    Ok(h.plane
+        .requests(user, RequestScope::AwaitingMyApproval)
+        .await?
+        .into_iter()
+        .map(|r| r.id)
+        .collect())
+}
+
+fn approvers_of(request: &apono_control::AccessRequest) -> Vec<&str> {
+    request
+        .approvals
+        .iter()
+        .map(|a| a.approver.as_str())
+        .collect()
+}
+
+async fn all_of_needs_every_approver(postgres: bool) -> Result<()> {
+    let h = harness_with(postgres, ALL_OF_CONFIG).await?;
+    let [alice, bob, carol, dave, erin, root] = ["alice", "bob", "carol", "dave", "erin", "root"]
+        .map(|name| user(&h, &format!("{name}@example.com")));
+
+    // Two named users: the first approval leaves it Pending, awaiting the other.
+    let request = h
+        .plane
+        .create_request(&alice, &box_request("dev-1"))
+        .await?;
+    assert_eq!(request.status, RequestStatus::Pending);
+    assert_eq!(
+        request.awaiting,
+        ["user:bob@example.com", "user:erin@example.com"]
+    );
+    assert!(request.approvals.is_empty());
+    assert_eq!(awaiting_ids(&h, &bob).await?, [request.id.as_str()]);
+    assert_eq!(awaiting_ids(&h, &erin).await?, [request.id.as_str()]);
+    assert!(awaiting_ids(&h, &dave).await?.is_empty(), "not an approver");
+    assert!(
+        awaiting_ids(&h, &root).await?.is_empty(),
+        "an admin meets no entry of an all_of flow"
+    );
+    let partial = h
+        .plane
+        .approve(&bob, &request.id, Some("looks fine"))
+        .await?;
+    assert_eq!(partial.status, RequestStatus::Pending);
+    assert_eq!(partial.awaiting, ["user:erin@example.com"]);
+    assert_eq!(approvers_of(&partial), ["bob@example.com"]);
+    assert!(partial.session_ids.is_empty() && partial.decided_by.is_none());
+    assert!(h.target.granted.lock().unwrap().is_empty());
+    assert!(awaiting_ids(&h, &bob).await?.is_empty(), "bob approved it");
+    assert_eq!(awaiting_ids(&h, &erin).await?, [request.id.as_str()]);
+    // Twice is a conflict; an admin's approval meets nothing.
+    let twice = h.plane.approve(&bob, &request.id, None).await.unwrap_err();
+    assert!(
+        matches!(&twice, ControlError::Conflict(m) if m.contains("already approved") && m.contains("user:erin@example.com")),
+        "{twice}"
+    );
+    let admin = h.plane.approve(&root, &request.id, None).await.unwrap_err();
+    assert!(matches!(admin, ControlError::Forbidden(_)), "{admin}");
+    let approved = h.plane.approve(&erin, &request.id, None).await?;
+    assert_eq!(approved.status, RequestStatus::Granting);
+    assert!(approved.awaiting.is_empty());
+    assert_eq!(
+        approvers_of(&approved),
+        ["bob@example.com", "erin@example.com"]
+    );
+    assert_eq!(approved.decided_by.as_deref(), Some("erin@example.com"));
+    h.plane.run_due_once().await?;
+    let active = h.plane.request(&alice, &request.id).await?;
+    assert_eq!(active.status, RequestStatus::Active);
+    assert_eq!(h.target.granted.lock().unwrap().len(), 1);
+    let listed = h.plane.requests(&alice, RequestScope::Mine).await?;
+    assert_eq!(approvers_of(&listed[0]), approvers_of(&approved));
+    let records = audit::records(h.plane.store(), 0, 1000, Some(&request.id)).await?;
+    let details = |action: &str| -> Vec<serde_json::Value> {
+        records
+            .iter()
+            .filter(|r| r.action == action)
+            .map(|r| serde_json::from_str(&r.details).unwrap())
+            .collect()
+    };
+    let recorded = details("request.approval_recorded");
+    assert_eq!(recorded.len(), 1, "{records:?}");
+    assert_eq!(
+        recorded[0]["awaiting"],
+        serde_json::json!(["user:erin@example.com"])
+    );
+    assert_eq!(recorded[0]["reason"], "looks fine");
+    let final_ = details("request.approved");
+    assert_eq!(final_.len(), 1, "{records:?}");
+    assert_eq!(
+        final_[0]["approvals"],
+        serde_json::json!(["bob@example.com", "erin@example.com"])
+    );
+
+    // One person in both listed groups meets one of them only; order does not matter: bob
+    // (sre only) completes it, carol being counted for dba.
+    let duties = h
+        .plane
+        .create_request(&alice, &box_request("web-1"))
+        .await?;
+    assert_eq!(duties.awaiting, ["group:sre", "group:dba"]);
+    let partial = h.plane.approve(&carol, &duties.id, None).await?;
+    assert_eq!(partial.status, RequestStatus::Pending);
+    assert_eq!(partial.awaiting, ["group:dba"]);
+    let twice = h.plane.approve(&carol, &duties.id, None).await.unwrap_err();
+    assert!(matches!(twice, ControlError::Conflict(_)), "{twice}");
+    assert!(!awaiting_ids(&h, &carol).await?.contains(&duties.id));
+    assert!(awaiting_ids(&h, &dave).await?.contains(&duties.id));
+    assert!(
+        awaiting_ids(&h, &bob).await?.contains(&duties.id),
+        "carol moves to dba when bob takes sre"
+    );
+    let approved = h.plane.approve(&bob, &duties.id, None).await?;
+    assert_eq!(approved.status, RequestStatus::Granting);
+    assert!(approved.awaiting.is_empty());
+
+    // A rejection after one approval rejects at once; approving afterwards is a conflict.
+    let rejected = h
+        .plane
+        .create_request(&alice, &box_request("web-2"))
+        .await?;
+    let partial = h.plane.approve(&dave, &rejected.id, None).await?;
+    assert_eq!(partial.awaiting, ["group:sre"]);
+    let done = h.plane.reject(&bob, &rejected.id, "not today").await?;
+    assert_eq!(done.status, RequestStatus::Rejected);
+    assert!(done.awaiting.is_empty());
+    assert_eq!(approvers_of(&done), ["dave@example.com"]);
+    assert_eq!(done.reason.as_deref(), Some("not today"));
+    let late = h
+        .plane
+        .approve(&carol, &rejected.id, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&late, ControlError::Conflict(m) if m.contains("not Pending")),
+        "{late}"
+    );
+    assert!(!awaiting_ids(&h, &carol).await?.contains(&rejected.id));
+
+    // A listed approver's own request could never be fully approved (she cannot count for
+    // herself): refused up front with a code, not left Pending for ever.
+    let dry = h.plane.dry_run(&erin, &box_request("dev-1")).await?;
+    assert!(!dry.allowed, "{dry:?}");
+    assert!(
+        dry.problems
+            .iter()
+            .any(|p| p.code == ProblemCode::NoPossibleApproval
+                && p.message.contains("user:erin@example.com")),
+        "{dry:?}"
+    );
+    let refused = h
+        .plane
+        .create_request(&erin, &box_request("dev-1"))
+        .await
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("no configured user other than the requester"),
+        "{refused}"
+    );
+
+    // Over HTTP: a partial approval answers 200 with the request still Pending; twice is 409.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let router = apono_control::api::router(h.plane.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let pending = h
+        .plane
+        .create_request(&alice, &box_request("web-2"))
+        .await?;
+    let dave_token = h.plane.create_token("dave@example.com").await?;
+    let path = format!("/api/v1/access-requests/{}/approve", pending.id);
+    let (status, body) = http(addr, "POST", &path, Some(&dave_token)).await?;
+    assert_eq!(status, 200, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body)?;
+    assert_eq!(body["status"], "Pending");
+    assert_eq!(body["awaiting"], serde_json::json!(["group:sre"]));
+    assert_eq!(body["approvals"][0]["approver"], "dave@example.com");
+    assert!(body["approvals"][0]["decided_at"].is_string(), "{body}");
+    let (status, body) = http(addr, "POST", &path, Some(&dave_token)).await?;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("already approved"), "{body}");
+    let (_, openapi) = http(addr, "GET", "/api/v1/openapi.json", None).await?;
+    assert!(
+        openapi.contains("RequestApproval") && openapi.contains("awaiting"),
+        "{openapi}"
+    );
+
+    let report = audit::verify(h.plane.store()).await?;
+    assert!(report.is_intact(), "{report:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_all_of_needs_every_approver() -> Result<()> {
+    all_of_needs_every_approver(false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_all_of_needs_every_approver() -> Result<()> {
+    all_of_needs_every_approver(true).await
+}
+
+/// Concurrent approvers of one `all_of` request: whichever commits last approves it, exactly
+/// once (PostgreSQL row lock; SQLite's write gate).
+async fn all_of_concurrent_approvals_approve_once(postgres: bool) -> Result<()> {
+    let h = harness_with(postgres, ALL_OF_CONFIG).await?;
+    let alice = user(&h, "alice@example.com");
+    let bob = user(&h, "bob@example.com");
+    let dave = user(&h, "dave@example.com");
+    for round in 0..5 {
+        let request = h
+            .plane
+            .create_request(&alice, &box_request("web-1"))
+            .await?;
+        let (a, b) = tokio::join!(
+            h.plane.approve(&bob, &request.id, None),
+            h.plane.approve(&dave, &request.id, None)
+        );
+        let (a, b) = (a?, b?);
+        assert!(
+            [a.status, b.status].contains(&RequestStatus::Granting),
+            "round {round}: {a:?} {b:?}"
+        );
+        let now = h.plane.request(&alice, &request.id).await?;
+        assert_ne!(now.status, RequestStatus::Pending, "round {round}");
+        assert_eq!(now.approvals.len(), 2);
+        let approved = audit::records(h.plane.store(), 0, 1000, Some(&request.id))
+            .await?
+            .into_iter()
+            .filter(|r| r.action == "request.approved")
+            .count();
+        assert_eq!(approved, 1, "round {round}");
+        h.plane.revoke(&alice, &request.id).await?;
+        h.plane.run_due_once().await?;
+    }
+    assert!(audit::verify(h.plane.store()).await?.is_intact());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_all_of_concurrent_approvals_approve_once() -> Result<()> {
+    all_of_concurrent_approvals_approve_once(false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_all_of_concurrent_approvals_approve_once() -> Result<()> {
+    all_of_concurrent_approvals_approve_once(true).await
+}
+
+#[test]
+fn all_of_without_approvers_is_a_config_error() {
+    let text = ALL_OF_CONFIG.replace(
+        r#"approvers = { mode = "all_of", groups = ["sre", "dba"] }"#,
+        r#"approvers = { mode = "all_of" }"#,
+    );
+    let err = Config::parse(&text, std::iter::empty(), None).unwrap_err();
+    assert_eq!(err.problems.len(), 1, "{err}");
+    assert_eq!(err.problems[0].key, "access_flows[1].approvers");
+    assert!(err.problems[0].message.contains("all_of"), "{err}");
+    let text = ALL_OF_CONFIG.replace(
+        r#"users = ["bob@example.com", "erin@example.com"]"#,
+        r#"users = ["bob@example.com", "nobody@example.com"]"#,
+    );
+    let err = Config::parse(&text, std::iter::empty(), None).unwrap_err();
+    assert_eq!(err.problems[0].key, "access_flows[0].approvers.users");
+    assert!(
+        err.problems[0].message.contains("nobody@example.com"),
+        "{err}"
+    );
+    let mode = ALL_OF_CONFIG.replace("all_of", "most_of");
+    let err = Config::parse(&mode, std::iter::empty(), None).unwrap_err();
+    assert!(err.to_string().contains("access_flows[0] (pair)"), "{err}");
 }
