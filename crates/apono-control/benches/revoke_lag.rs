@@ -4,70 +4,19 @@
 //! `cargo bench -p apono-control --bench revoke_lag -- [latency_ms]` (default 5 ms per action,
 //! in-process provisioner, SQLite store).
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use apono_control::{Config, ControlPlane, NewRequest, Store};
-use apono_core::{
-    AccessDetails, ActionContext, CancelSignal, GrantSpec, GrantState, Granted, Inventory,
-    Permission, PermissionInfo, ProvisionError, Provisioner, Resource, StatusReport, async_trait,
-};
-use apono_runtime::{Executor, ExecutorLimits, ProvisionerRegistry};
-use apono_secrets::{AponoStore, SecretResolver};
+use apono_core::CancelSignal;
+use apono_runtime::ExecutorLimits;
 use sqlx::Row;
-
-#[derive(Debug)]
-struct Slow {
-    latency: Duration,
-    resources: usize,
-}
-
-#[async_trait]
-impl Provisioner for Slow {
-    async fn get_status(&self, _: &ActionContext) -> Result<StatusReport, ProvisionError> {
-        Ok(StatusReport::from_checks(vec![]))
-    }
-    async fn list_resources(&self, _: &ActionContext) -> Result<Inventory, ProvisionError> {
-        Ok(Inventory {
-            resources: (0..self.resources)
-                .map(|i| Resource {
-                    integration: String::new(),
-                    resource_type: "box".into(),
-                    id: format!("r{i}"),
-                    name: format!("r{i}"),
-                    tags: Default::default(),
-                })
-                .collect(),
-            permissions: vec![PermissionInfo {
-                resource_type: "box".into(),
-                permission: Permission::from("Default"),
-                description: None,
-            }],
-        })
-    }
-    async fn grant_access(
-        &self,
-        _: &ActionContext,
-        g: &GrantSpec,
-    ) -> Result<Granted, ProvisionError> {
-        tokio::time::sleep(self.latency).await;
-        Ok(Granted {
-            state: GrantState::encode(&g.grant_id)?,
-            access: AccessDetails::default(),
-        })
-    }
-    async fn revoke_access(
-        &self,
-        _: &ActionContext,
-        _: &GrantSpec,
-        _: &GrantState,
-    ) -> Result<(), ProvisionError> {
-        tokio::time::sleep(self.latency).await;
-        Ok(())
-    }
-}
+use support::{Timed, count};
 
 fn config(listen: &str) -> String {
     format!(
@@ -99,25 +48,16 @@ async fn plane(
     listen: &str,
     settle: bool,
 ) -> Result<Arc<ControlPlane>> {
-    let mut registry = ProvisionerRegistry::new();
-    registry.register(
-        "slow",
-        Arc::new(move |_| {
-            Ok(Arc::new(Slow {
-                latency,
-                resources: n,
-            }) as Arc<dyn Provisioner>)
-        }),
-    );
-    let resolver = SecretResolver::builder()
-        .store(Arc::new(AponoStore::new()))
-        .build();
     let limits = ExecutorLimits {
         global: 64,
         per_target: 4,
         action_timeout: Duration::from_secs(30),
     };
-    let executor = Arc::new(Executor::new(registry, Arc::new(resolver), limits));
+    let slow = Timed {
+        latency,
+        resources: n,
+    };
+    let executor = support::executor("slow", slow, limits);
     let plane = ControlPlane::new(
         Store::open(url).await?,
         Config::parse(&config(listen), std::iter::empty(), None)?,
@@ -128,16 +68,6 @@ async fn plane(
         plane.run_due_once().await?;
     }
     Ok(plane)
-}
-
-async fn count(plane: &ControlPlane, status: &str) -> Result<i64> {
-    Ok(
-        sqlx::query("SELECT COUNT(*) AS n FROM grants WHERE status = $1")
-            .bind(status)
-            .fetch_one(plane.store().pool())
-            .await?
-            .try_get("n")?,
-    )
 }
 
 async fn wait_for(plane: &ControlPlane, status: &str, n: usize) -> Result<()> {

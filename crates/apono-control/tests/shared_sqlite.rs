@@ -1,68 +1,18 @@
 //! Two stores on one SQLite file, as `apono-connector tokens create` (or `audit verify`) next
 //! to a running connector: both write at once and neither sees "database is locked".
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
 use apono_control::{Config, ControlPlane, NewRequest, Store, audit};
-use apono_core::{
-    AccessDetails, ActionContext, CancelSignal, GrantSpec, GrantState, Granted, Inventory,
-    Permission, PermissionInfo, ProvisionError, Provisioner, Resource, StatusReport, async_trait,
-};
-use apono_runtime::{Executor, ExecutorLimits, ProvisionerRegistry};
-use apono_secrets::{AponoStore, SecretResolver};
-use sqlx::Row;
+use apono_core::CancelSignal;
+use apono_runtime::ExecutorLimits;
+use support::{Timed, count};
 
 const RESOURCES: usize = 60;
-
-#[derive(Debug)]
-struct Quick;
-
-#[async_trait]
-impl Provisioner for Quick {
-    async fn get_status(&self, _: &ActionContext) -> Result<StatusReport, ProvisionError> {
-        Ok(StatusReport::from_checks(vec![]))
-    }
-    async fn list_resources(&self, _: &ActionContext) -> Result<Inventory, ProvisionError> {
-        Ok(Inventory {
-            resources: (0..RESOURCES)
-                .map(|i| Resource {
-                    integration: String::new(),
-                    resource_type: "box".into(),
-                    id: format!("r{i}"),
-                    name: format!("r{i}"),
-                    tags: Default::default(),
-                })
-                .collect(),
-            permissions: vec![PermissionInfo {
-                resource_type: "box".into(),
-                permission: Permission::from("Default"),
-                description: None,
-            }],
-        })
-    }
-    async fn grant_access(
-        &self,
-        _: &ActionContext,
-        g: &GrantSpec,
-    ) -> Result<Granted, ProvisionError> {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-        Ok(Granted {
-            state: GrantState::encode(&g.grant_id)?,
-            access: AccessDetails::default(),
-        })
-    }
-    async fn revoke_access(
-        &self,
-        _: &ActionContext,
-        _: &GrantSpec,
-        _: &GrantState,
-    ) -> Result<(), ProvisionError> {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-        Ok(())
-    }
-}
 
 const CONFIG: &str = r#"
 [connector]
@@ -85,34 +35,15 @@ grant_duration = "1s"
 "#;
 
 async fn plane(url: &str) -> Result<Arc<ControlPlane>> {
-    let mut registry = ProvisionerRegistry::new();
-    registry.register(
-        "quick",
-        Arc::new(|_| Ok(Arc::new(Quick) as Arc<dyn Provisioner>)),
-    );
-    let resolver = SecretResolver::builder()
-        .store(Arc::new(AponoStore::new()))
-        .build();
-    let executor = Arc::new(Executor::new(
-        registry,
-        Arc::new(resolver),
-        ExecutorLimits::default(),
-    ));
+    let quick = Timed {
+        latency: Duration::from_millis(2),
+        resources: RESOURCES,
+    };
     Ok(ControlPlane::new(
         Store::open(url).await?,
         Config::parse(CONFIG, std::iter::empty(), None)?,
-        executor,
+        support::executor("quick", quick, ExecutorLimits::default()),
     ))
-}
-
-async fn count(plane: &ControlPlane, status: &str) -> Result<i64> {
-    Ok(
-        sqlx::query("SELECT COUNT(*) AS n FROM grants WHERE status = $1")
-            .bind(status)
-            .fetch_one(plane.store().pool())
-            .await?
-            .try_get("n")?,
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

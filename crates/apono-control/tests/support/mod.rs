@@ -1,0 +1,100 @@
+//! What the throughput benchmark and the shared-SQLite test share: an in-process provisioner
+//! with a fixed latency per action, the executor around it, and a count of grants by status.
+//! (`benches/revoke_lag.rs` includes this file by path.)
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use apono_control::ControlPlane;
+use apono_core::{
+    AccessDetails, ActionContext, GrantSpec, GrantState, Granted, Inventory, Permission,
+    PermissionInfo, ProvisionError, Provisioner, Resource, StatusReport, async_trait,
+};
+use apono_runtime::{Executor, ExecutorLimits, ProvisionerRegistry};
+use apono_secrets::{AponoStore, SecretResolver};
+use sqlx::Row;
+
+/// Discovers `resources` boxes `r0`, `r1`, … with the permission `Default`; grants and revokes
+/// after sleeping `latency`.
+#[derive(Clone, Debug)]
+pub struct Timed {
+    pub latency: Duration,
+    pub resources: usize,
+}
+
+#[async_trait]
+impl Provisioner for Timed {
+    async fn get_status(&self, _: &ActionContext) -> Result<StatusReport, ProvisionError> {
+        Ok(StatusReport::from_checks(vec![]))
+    }
+    async fn list_resources(&self, _: &ActionContext) -> Result<Inventory, ProvisionError> {
+        Ok(Inventory {
+            resources: (0..self.resources)
+                .map(|i| Resource {
+                    integration: String::new(),
+                    resource_type: "box".into(),
+                    id: format!("r{i}"),
+                    name: format!("r{i}"),
+                    tags: Default::default(),
+                })
+                .collect(),
+            permissions: vec![PermissionInfo {
+                resource_type: "box".into(),
+                permission: Permission::from("Default"),
+                description: None,
+            }],
+        })
+    }
+    async fn grant_access(
+        &self,
+        _: &ActionContext,
+        g: &GrantSpec,
+    ) -> Result<Granted, ProvisionError> {
+        tokio::time::sleep(self.latency).await;
+        Ok(Granted {
+            state: GrantState::encode(&g.grant_id)?,
+            access: AccessDetails::default(),
+        })
+    }
+    async fn revoke_access(
+        &self,
+        _: &ActionContext,
+        _: &GrantSpec,
+        _: &GrantState,
+    ) -> Result<(), ProvisionError> {
+        tokio::time::sleep(self.latency).await;
+        Ok(())
+    }
+}
+
+/// An executor running `provisioner` for integrations of type `integration_type`, with secrets
+/// from the `apono` store.
+pub fn executor(
+    integration_type: &str,
+    provisioner: Timed,
+    limits: ExecutorLimits,
+) -> Arc<Executor> {
+    let mut registry = ProvisionerRegistry::new();
+    registry.register(
+        integration_type,
+        Arc::new(move |_| Ok(Arc::new(provisioner.clone()) as Arc<dyn Provisioner>)),
+    );
+    let resolver = SecretResolver::builder()
+        .store(Arc::new(AponoStore::new()))
+        .build();
+    Arc::new(Executor::new(registry, Arc::new(resolver), limits))
+}
+
+/// How many grants have `status`.
+pub async fn count(plane: &ControlPlane, status: &str) -> Result<i64> {
+    Ok(
+        sqlx::query("SELECT COUNT(*) AS n FROM grants WHERE status = $1")
+            .bind(status)
+            .fetch_one(plane.store().pool())
+            .await?
+            .try_get("n")?,
+    )
+}
