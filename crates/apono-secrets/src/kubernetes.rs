@@ -124,7 +124,11 @@ impl KubernetesStoreBuilder {
     }
 
     /// Builds the store (no request is made yet).
-    pub fn build(self) -> Result<KubernetesStore, SecretError> {
+    pub fn build(mut self) -> Result<KubernetesStore, SecretError> {
+        // kube 5 retries 429/503/504 by default (up to 15 times, honouring `Retry-After`), which
+        // would turn an overloaded API server into our `Timeout`. One read per call: the
+        // caller's scheduler retries `Unavailable`.
+        self.config.default_retry = false;
         let cluster_url = self.config.cluster_url.to_string();
         let client = kube::Client::try_from(self.config).map_err(|e| SecretError::Config {
             store: STORE.into(),

@@ -211,6 +211,20 @@ async fn every_failure_path_keeps_the_canary_out_of_errors_logs_and_panics() {
     );
     assert_eq!(error.kind(), ErrorKind::NotFound, "{error}");
 
+    // An overloaded API server (429 + Retry-After): one request, answered `Unavailable`
+    // (not a `Timeout` after kube's own retries); retrying is the scheduler's job, not kube's.
+    fake.put_secret("apono", "busy", READ, [("password", canary.as_str())]);
+    fake.set_access("apono", "busy", KubernetesAccess::Throttled);
+    let before = fake.requests().len();
+    let error = common::check_failure(
+        &canary,
+        good.get(&reference("apono", "busy")).await,
+        "throttled",
+    );
+    assert_eq!(error.kind(), ErrorKind::Unavailable, "{error}");
+    assert!(error.kind().is_retryable(), "{error}");
+    assert_eq!(fake.requests().len(), before + 1, "the read was retried");
+
     // A token the API server rejects (the canary: it must not be echoed either).
     let wrong = builder(&fake, &canary).build().unwrap();
     let error = common::check_failure(

@@ -17,6 +17,8 @@ fn the_python_kubernetes_client_agrees_with_the_fake() {
     );
     fake.put_secret("apono", "locked", &[], [("k", "v")]);
     fake.set_access("apono", "locked", KubernetesAccess::Denied);
+    fake.put_secret("apono", "busy", &[], [("k", "v")]);
+    fake.set_access("apono", "busy", KubernetesAccess::Throttled);
 
     vendor::run(
         "kubernetes_api.py",
@@ -28,6 +30,7 @@ fn the_python_kubernetes_client_agrees_with_the_fake() {
             "labels": {"apono-connector-read": "true"},
             "data": {"username": "admin", "password": "hunter2"},
             "denied": "locked",
+            "throttled": "busy",
         }),
         &[],
     );

@@ -106,6 +106,15 @@ impl Write for LogBuffer {
 /// TRACE level into the returned buffer. Use it with a current-thread runtime
 /// (`#[tokio::test]`), so that every task logs on this thread.
 pub fn capture_logs() -> (LogBuffer, tracing::subscriber::DefaultGuard) {
+    // `tracing` caches each callsite's interest for the whole process. While at most one
+    // dispatcher exists it asks the *registering* thread's default, so a sibling test whose
+    // thread has no subscriber could reach a callsite first, cache `never`, and silence it in
+    // this capture (which would then pass the no-leak checks vacuously or miss expected lines).
+    // A do-nothing global default that wants every callsite keeps them all live.
+    static ANCHOR: std::sync::Once = std::sync::Once::new();
+    ANCHOR.call_once(|| {
+        let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry());
+    });
     let buffer = LogBuffer::default();
     let writer = buffer.clone();
     let subscriber = tracing_subscriber::fmt()

@@ -23,6 +23,9 @@ pub enum KubernetesAccess {
     Allowed,
     /// `403 Forbidden`, as when the service account has no `get` on `secrets`.
     Denied,
+    /// `429 TooManyRequests` with `Retry-After: 1`, as API Priority and Fairness answers an
+    /// overloaded flow.
+    Throttled,
 }
 
 #[derive(Debug)]
@@ -37,7 +40,7 @@ struct KubeState {
     common: Common,
     tokens: Mutex<BTreeSet<String>>,
     secrets: Mutex<BTreeMap<(String, String), StoredSecret>>,
-    denied: Mutex<BTreeSet<(String, String)>>,
+    access: Mutex<BTreeMap<(String, String), KubernetesAccess>>,
     counter: Mutex<u64>,
 }
 
@@ -49,7 +52,8 @@ const USER: &str = "system:serviceaccount:apono-connector:apono-connector";
 ///
 /// * discovery: `GET /version` (public), `/api`, `/api/v1`, `/apis`;
 /// * `GET /api/v1/namespaces/{namespace}/secrets/{name}`: the `Secret` object (`data` values
-///   base64), or a `Status` object: `404 NotFound`, `403 Forbidden`, `401 Unauthorized`.
+///   base64), or a `Status` object: `404 NotFound`, `403 Forbidden`, `401 Unauthorized`,
+///   `429 TooManyRequests`.
 #[derive(Debug)]
 pub struct FakeKubernetes {
     state: Arc<KubeState>,
@@ -126,13 +130,13 @@ impl FakeKubernetes {
     /// Sets whether RBAC lets the caller read `namespace/name`.
     pub fn set_access(&self, namespace: &str, name: &str, access: KubernetesAccess) {
         let key = (namespace.to_owned(), name.to_owned());
-        let mut denied = lock(&self.state.denied);
+        let mut accesses = lock(&self.state.access);
         match access {
-            KubernetesAccess::Denied => {
-                denied.insert(key);
-            }
             KubernetesAccess::Allowed => {
-                denied.remove(&key);
+                accesses.remove(&key);
+            }
+            other => {
+                accesses.insert(key, other);
             }
         }
     }
@@ -333,7 +337,20 @@ async fn get_secret(
         return r;
     }
     let key = (namespace.clone(), name.clone());
-    if lock(&state.denied).contains(&key) {
+    let access = lock(&state.access).get(&key).copied();
+    if access == Some(KubernetesAccess::Throttled) {
+        let mut response = status(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequests",
+            "Too many requests, please try again later.",
+            Some(json!({"retryAfterSeconds": 1})),
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return response;
+    }
+    if access == Some(KubernetesAccess::Denied) {
         return status(
             StatusCode::FORBIDDEN,
             "Forbidden",

@@ -1,5 +1,5 @@
 """Checks FakeKubernetes with the official Python client (kubernetes): discovery, reading a
-secret, and the Status objects of 404, 403 and 401."""
+secret, and the Status objects of 404, 403, 429 and 401."""
 import base64
 import json
 
@@ -53,6 +53,10 @@ assert e.status == 404 and status_of(e)["reason"] == "NotFound", e.body
 assert status_of(e)["details"] == {"name": "nope", "kind": "secrets"}, e.body
 e = expect_raises(ApiException, lambda: core.read_namespaced_secret(a["denied"], a["namespace"]), "denied")
 assert e.status == 403 and status_of(e)["reason"] == "Forbidden", e.body
+e = expect_raises(ApiException, lambda: core.read_namespaced_secret(a["throttled"], a["namespace"]), "throttled")
+assert e.status == 429 and status_of(e)["reason"] == "TooManyRequests", e.body
+assert status_of(e)["details"] == {"retryAfterSeconds": 1}, e.body
+assert e.headers["Retry-After"] == "1", e.headers
 e = expect_raises(
     ApiException,
     lambda: client.CoreV1Api(api_client("wrong")).read_namespaced_secret(a["name"], a["namespace"]),
