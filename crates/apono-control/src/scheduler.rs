@@ -581,7 +581,16 @@ impl ControlPlane {
                     },
                 })
             }
-            Err(e) if e.kind().is_retryable() || from == GrantStatus::Active => {
+            // Refused as invalid only because the expiry passed while the action waited for
+            // a slot or ran (the grant was not `recovering` when it started): the next attempt
+            // is a recovering one, with a target-side expiry in the future.
+            Err(e)
+                if e.kind().is_retryable()
+                    || from == GrantStatus::Active
+                    || (!recovering
+                        && e.kind() == apono_core::ErrorKind::InvalidInput
+                        && expires_at <= now_ms()) =>
+            {
                 // Partial state may exist on the target; only a completed grant yields the state
                 // revoke needs, so a grant is retried (idempotently) until it completes, then
                 // revoked at once if it expired meanwhile.

@@ -2,7 +2,7 @@
 //! provisioner whose target state the tests observe.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,6 +24,9 @@ struct Target {
     granted: Mutex<BTreeSet<String>>,
     grant_calls: AtomicUsize,
     down: AtomicBool,
+    /// The next grant does part of its work, then waits this long (as in a full executor
+    /// queue) and, like the real provisioners, refuses a grant whose expiry has passed.
+    stall_next_grant_ms: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -67,6 +70,20 @@ impl Provisioner for FakeProvisioner {
                 target: "fake".into(),
                 source: None,
             });
+        }
+        let stall = self.0.stall_next_grant_ms.swap(0, Ordering::SeqCst);
+        if stall > 0 {
+            self.0
+                .granted
+                .lock()
+                .unwrap()
+                .insert(grant.grant_id.to_string());
+            tokio::time::sleep(Duration::from_millis(stall)).await;
+        }
+        if grant.expires_at <= chrono::Utc::now() {
+            return Err(ProvisionError::InvalidGrant(
+                "the grant has already expired".into(),
+            ));
         }
         self.0.grant_calls.fetch_add(1, Ordering::SeqCst);
         self.0
@@ -470,6 +487,46 @@ async fn unreachable_target_turns_revoke_failed_then_recovers(postgres: bool) ->
     );
     assert!(h.target.granted.lock().unwrap().is_empty());
     Ok(())
+}
+
+/// A grant whose expiry passes while its action waits (here: after partial work) is refused
+/// by the provisioner as expired. It is not abandoned as `Failed` with the partial work left on
+/// the target: the retry completes it with a short target-side expiry, and it is revoked at
+/// once, credentials never shown.
+async fn grant_expiring_in_flight_is_completed_then_revoked(postgres: bool) -> Result<()> {
+    let h = harness(postgres).await?;
+    let alice = user(&h, "alice@example.com");
+    h.target.stall_next_grant_ms.store(2500, Ordering::SeqCst);
+    let request = h.plane.create_request(&alice, &dev_request()).await?;
+    h.plane.run_due_once().await?;
+    let id = h.plane.request(&alice, &request.id).await?.session_ids[0].clone();
+    let session = h.plane.session(&alice, &id).await?;
+    assert_eq!(session.status, GrantStatus::Granting, "{session:?}");
+    assert!(
+        session
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("already expired")),
+        "{session:?}"
+    );
+    assert_eq!(h.target.granted.lock().unwrap().len(), 1, "partial work");
+    wait_for_expiry(&h, 1).await?; // the retry completes the grant; its revoke is due at once
+    h.plane.run_due_once().await?;
+    let session = h.plane.session(&alice, &id).await?;
+    assert_eq!(session.status, GrantStatus::Revoked, "{session:?}");
+    assert!(session.credential_status.is_none(), "{session:?}");
+    assert!(h.target.granted.lock().unwrap().is_empty());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_grant_expiring_in_flight_is_completed_then_revoked() -> Result<()> {
+    grant_expiring_in_flight_is_completed_then_revoked(false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_grant_expiring_in_flight_is_completed_then_revoked() -> Result<()> {
+    grant_expiring_in_flight_is_completed_then_revoked(true).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
