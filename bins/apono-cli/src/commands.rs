@@ -694,7 +694,13 @@ async fn access(ctx: &Context, cmd: AccessCommand) -> anyhow::Result<()> {
             output: format,
             run,
             args,
-        } => use_session(&client, &cache, &session_id, format, run, &args).await,
+        } => {
+            let caches = Caches {
+                keys: cache,
+                vault: ctx.vault_cache()?,
+            };
+            use_session(&client, &caches, &session_id, format, run, &args).await
+        }
         AccessCommand::ResetCredentials { session_id } => {
             let session = client.reset_credentials(&session_id).await.explained()?;
             let _ = cache.remove(&session.id);
@@ -733,17 +739,26 @@ fn ssh_command_line(key: &std::path::Path, (host, port, user): &(String, u16, St
     format!("ssh -i {} -p {port} {user}@{host}", key.display())
 }
 
+/// Where `use_session` keeps what it is shown once: private keys, and vault tokens (which
+/// `apono vault` then finds).
+pub(crate) struct Caches {
+    pub(crate) keys: apono_client::KeyCache,
+    pub(crate) vault: apono_client::KeyCache,
+}
+
 pub(crate) async fn use_session(
     client: &Client,
-    cache: &apono_client::KeyCache,
+    caches: &Caches,
     session_id: &str,
     format: UseFormat,
     run: bool,
     args: &[String],
 ) -> anyhow::Result<()> {
+    let cache = &caches.keys;
     let session = client.session(session_id).await.explained()?;
     if session.status != GrantStatus::Active {
         let _ = cache.remove(session_id);
+        let _ = caches.vault.remove(session_id);
         return Err(fail(match session.status {
             GrantStatus::Pending | GrantStatus::Granting => format!(
                 "session {session_id} is {}: access is not ready yet, try again in a moment",
@@ -755,6 +770,11 @@ pub(crate) async fn use_session(
         }));
     }
     let details = client.access_details(session_id).await.explained()?;
+    if let Some(token) = details.credential(apono_client::VAULT_TOKEN)
+        && details.json.contains_key("vault_address")
+    {
+        apono_client::remember_vault_token(&caches.vault, &session, token).explained()?;
+    }
     let mut key_file: Option<PathBuf> = None;
     if let Some(key) = details.credential("private_key") {
         key_file = Some(

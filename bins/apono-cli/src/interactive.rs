@@ -52,15 +52,12 @@ pub(crate) async fn run(ctx: &Context) -> anyhow::Result<()> {
             })
             .collect();
         let s = &sessions[pick("Session", &labels)?];
-        return commands::use_session(
-            &client,
-            &ctx.key_cache()?,
-            &s.id,
-            UseFormat::Instructions,
-            true,
-            &[],
-        )
-        .await;
+        let caches = commands::Caches {
+            keys: ctx.key_cache()?,
+            vault: ctx.vault_cache()?,
+        };
+        return commands::use_session(&client, &caches, &s.id, UseFormat::Instructions, true, &[])
+            .await;
     }
     let integrations = client.integrations().await.explained()?;
     let names: Vec<String> = integrations

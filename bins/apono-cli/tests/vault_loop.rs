@@ -365,7 +365,15 @@ fn vault_commands_on_real_openbao() -> Result<()> {
     )?;
 
     // Admin deletes (metadata and all versions); the broadest session is picked by default.
-    let (admin_request, _) = w.grant("Admin")?;
+    let (admin_request, admin_session) = w.grant("Admin")?;
+    // Looking at the access details first shows the token once, and keeps it for apono vault.
+    let shown = alice.run(&["access", "use", &admin_session])?;
+    ensure!(
+        shown.ok()?.contains("bao login") && shown.stdout.contains("token: "),
+        "{shown:#?}"
+    );
+    let masked = alice.run(&["access", "use", &admin_session])?;
+    ensure!(!masked.ok()?.contains("token: "), "{masked:#?}");
     let deleted = w.vault("delete", &["team/db", "-o", "json"])?.json()?;
     ensure!(
         deleted == serde_json::json!({"path": "team/db", "deleted": true}),

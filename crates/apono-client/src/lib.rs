@@ -90,7 +90,10 @@ pub use model::{
     Integration, Me, NewRequest, PermissionEntry, Problem, RequestApproval, RequestScope, Resource,
     ResourceTypeEntry, problem_code,
 };
-pub use vault::{VAULT_INTEGRATION_TYPE, VaultAccess, VaultOptions, VaultSecret, VaultWrite};
+pub use vault::{
+    VAULT_INTEGRATION_TYPE, VAULT_TOKEN, VaultAccess, VaultOptions, VaultSecret, VaultWrite,
+    remember_vault_token,
+};
 
 /// Statuses, re-exported from `apono-core` so callers need no second dependency.
 pub use apono_core::{ErrorKind, GrantStatus, RequestStatus, SecretValue};

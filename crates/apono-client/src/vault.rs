@@ -17,6 +17,8 @@ use crate::model::{AccessSession, Credentials};
 
 /// The integration type this module speaks to.
 pub const VAULT_INTEGRATION_TYPE: &str = "apono-vault";
+/// The name of a vault session's one-time credential, its OpenBao token.
+pub const VAULT_TOKEN: &str = TOKEN;
 
 /// Where and how to reach an Apono Vault, besides what the access session says.
 #[derive(Clone, Debug, Default)]
@@ -178,7 +180,7 @@ impl VaultAccess {
         };
         let token = match shown {
             Some(token) => {
-                store(cache, &session, &token)?;
+                remember_vault_token(cache, &session, &token)?;
                 Some(token)
             }
             None => read_cached(cache, &id),
@@ -357,7 +359,11 @@ fn read_cached(cache: &KeyCache, session_id: &str) -> Option<SecretString> {
         .map(|t| SecretString::from(t.to_owned()))
 }
 
-fn store(
+/// Keeps `token`, the one-time OpenBao token of the vault `session`, in `cache` (`0600`, until
+/// the session's expiry), where [`VaultAccess::open`] finds it. For callers that show the
+/// session's access details themselves (`apono access use`): a token shown once there still
+/// serves `apono vault` on this machine.
+pub fn remember_vault_token(
     cache: &KeyCache,
     session: &AccessSession,
     token: &SecretString,
@@ -393,9 +399,9 @@ mod tests {
             credential_status: None,
             last_error: None,
         };
-        store(&cache, &session, &SecretString::from("s.tok")).expect("store");
+        remember_vault_token(&cache, &session, &SecretString::from("s.tok")).expect("store");
         assert!(read_cached(&cache, "g-1").is_some_and(|t| t.expose_secret() == "s.tok"));
-        store(&cache, &session, &SecretString::from("s.newer")).expect("store");
+        remember_vault_token(&cache, &session, &SecretString::from("s.newer")).expect("store");
         assert!(read_cached(&cache, "g-1").is_some_and(|t| t.expose_secret() == "s.newer"));
         assert!(read_cached(&cache, "g-2").is_none());
     }
