@@ -267,8 +267,13 @@ impl ControlPlane {
             if batch.is_empty() {
                 return Ok(ran);
             }
+            let claimed = self.claim(round_robin(batch), now_ms()).await?;
+            if claimed.is_empty() {
+                // Due, but held by another replica's leases: nothing to run here now.
+                return Ok(ran);
+            }
             let mut set = JoinSet::new();
-            for job in self.claim(round_robin(batch), now_ms()).await? {
+            for job in claimed {
                 ran += 1;
                 let plane = self.clone();
                 set.spawn(async move { plane.execute(job, &CancelSignal::new()).await });
