@@ -84,21 +84,7 @@ impl World {
         let bob = User::with_env(&connector.url, bob_token)?;
         let carol = User::with_env(&connector.url, carol_token)?;
         // Ready once discovery found web-1.
-        connector.wait(Duration::from_secs(60), || {
-            bob.run(&[
-                "inventory",
-                "resources",
-                "-i",
-                "servers",
-                "-t",
-                "ssh-server",
-                "-o",
-                "json",
-            ])
-            .ok()
-            .and_then(|out| out.json().ok())
-            .is_some_and(|v| v.as_array().is_some_and(|a| !a.is_empty()))
-        })?;
+        bob.wait_for_discovery(&mut connector, "servers", "ssh-server")?;
         let alice = User::new()?;
         alice
             .run(&[
@@ -506,21 +492,7 @@ fn all_of_approval_progress() -> Result<()> {
     };
     let [alice, bob, dave] = [alice, bob, dave].map(|t| User::with_env(&connector.url, t));
     let (alice, bob, dave) = (alice?, bob?, dave?);
-    connector.wait(Duration::from_secs(60), || {
-        bob.run(&[
-            "inventory",
-            "resources",
-            "-i",
-            "servers",
-            "-t",
-            "ssh-server",
-            "-o",
-            "json",
-        ])
-        .ok()
-        .and_then(|out| out.json().ok())
-        .is_some_and(|v| v.as_array().is_some_and(|a| !a.is_empty()))
-    })?;
+    bob.wait_for_discovery(&mut connector, "servers", "ssh-server")?;
 
     let created = alice
         .run(

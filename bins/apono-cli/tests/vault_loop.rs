@@ -144,21 +144,7 @@ impl World {
         let alice = User::with_env(&connector.url, alice_token)?;
         let bob = User::with_env(&connector.url, bob_token)?;
         // Ready once discovery found the mount.
-        connector.wait(Duration::from_secs(60), || {
-            bob.run(&[
-                "inventory",
-                "resources",
-                "-i",
-                VAULT,
-                "-t",
-                "management",
-                "-o",
-                "json",
-            ])
-            .ok()
-            .and_then(|out| out.json().ok())
-            .is_some_and(|v| v.as_array().is_some_and(|a| !a.is_empty()))
-        })?;
+        bob.wait_for_discovery(&mut connector, VAULT, "management")?;
         Ok(Self {
             server,
             connector,

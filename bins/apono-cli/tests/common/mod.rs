@@ -70,6 +70,32 @@ impl User {
     }
 
     /// Runs `apono ARGS` to completion.
+    /// Waits (up to a minute) until this user sees resources of `resource_type` in
+    /// `integration`: the connector's first discovery has run.
+    pub fn wait_for_discovery(
+        &self,
+        connector: &mut apono_e2e::Connector,
+        integration: &str,
+        resource_type: &str,
+    ) -> Result<()> {
+        let args = [
+            "inventory",
+            "resources",
+            "-i",
+            integration,
+            "-t",
+            resource_type,
+            "-o",
+            "json",
+        ];
+        connector.wait(std::time::Duration::from_secs(60), || {
+            self.run(&args)
+                .ok()
+                .and_then(|out| out.json().ok())
+                .is_some_and(|v| v.as_array().is_some_and(|a| !a.is_empty()))
+        })
+    }
+
     pub fn run(&self, args: &[&str]) -> Result<Out> {
         let output = self
             .apono(args)
