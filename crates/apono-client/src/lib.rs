@@ -10,8 +10,9 @@
 //! * [`Profiles`] and [`KeyCache`] — the CLI's private files, always created with mode `0600`.
 //!   Paths are passed in: the library reads no environment variables.
 //! * [`VaultAccess`] — secrets of an `apono-vault` integration through the caller's own active
-//!   access session: it logs in to OpenBao with the session's one-time userpass password,
-//!   caches the token in a [`KeyCache`] (`0600`) until the session ends, and runs kv-v2 list,
+//!   access session: it takes the session's one-time OpenBao token (which OpenBao itself ends
+//!   at the session's expiry), caches it in a [`KeyCache`] (`0600`) until the session ends
+//!   ([`remember_vault_token`] for callers that show it themselves), and runs kv-v2 list,
 //!   fetch, create (check-and-set 0), update (checked against the current version) and delete
 //!   (metadata and every version).
 //! * [`ClientError`] — what went wrong, with [`ClientError::kind`]; messages are single lines
