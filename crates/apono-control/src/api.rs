@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use apono_core::Inventory;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -38,6 +39,35 @@ impl IntoResponse for ControlError {
             Json(json!({ "error": self.to_string(), "kind": self.kind().as_str(), "problems": problems })),
         )
             .into_response()
+    }
+}
+
+/// axum's `Query`, rejecting a query string that does not parse with the JSON error shape
+/// (400, `invalid_input`) instead of axum's plain-text answer.
+struct QueryOf<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for QueryOf<T> {
+    type Rejection = ControlError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ControlError> {
+        Query::try_from_uri(&parts.uri)
+            .map(|Query(value)| Self(value))
+            .map_err(|e| ControlError::Invalid(vec![e.body_text()]))
+    }
+}
+
+/// axum's `Path` for one id, rejecting a segment that does not decode (not UTF-8) with the JSON
+/// error shape (400, `invalid_input`) instead of axum's plain-text answer.
+struct Id(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Id {
+    type Rejection = ControlError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ControlError> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(id)| Self(id))
+            .map_err(|e| ControlError::Invalid(vec![e.body_text()]))
     }
 }
 
@@ -160,7 +190,7 @@ async fn inventories(
 async fn resources(
     State(plane): Plane,
     headers: HeaderMap,
-    Query(filter): Query<IntegrationFilter>,
+    QueryOf(filter): QueryOf<IntegrationFilter>,
 ) -> Result<Response, ControlError> {
     caller(&plane, &headers).await?;
     let list: Vec<_> = inventories(&plane, &filter)
@@ -173,7 +203,7 @@ async fn resources(
 async fn permissions(
     State(plane): Plane,
     headers: HeaderMap,
-    Query(filter): Query<IntegrationFilter>,
+    QueryOf(filter): QueryOf<IntegrationFilter>,
 ) -> Result<Response, ControlError> {
     caller(&plane, &headers).await?;
     let list: Vec<_> = inventories(&plane, &filter)
@@ -196,7 +226,7 @@ struct ScopeQuery {
 async fn list_requests(
     State(plane): Plane,
     headers: HeaderMap,
-    Query(q): Query<ScopeQuery>,
+    QueryOf(q): QueryOf<ScopeQuery>,
 ) -> Result<Response, ControlError> {
     let user = caller(&plane, &headers).await?;
     Ok(Json(plane.requests(&user, q.scope).await?).into_response())
@@ -230,7 +260,7 @@ async fn dry_run(
 async fn describe_request(
     State(plane): Plane,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Id(id): Id,
 ) -> Result<Response, ControlError> {
     let user = caller(&plane, &headers).await?;
     Ok(Json(plane.request(&user, &id).await?).into_response())
@@ -246,7 +276,7 @@ struct Approval {
 async fn approve(
     State(plane): Plane,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Id(id): Id,
     raw: axum::body::Bytes,
 ) -> Result<Response, ControlError> {
     let user = caller(&plane, &headers).await?;
@@ -273,7 +303,7 @@ struct Rejection {
 async fn reject(
     State(plane): Plane,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Id(id): Id,
     raw: axum::body::Bytes,
 ) -> Result<Response, ControlError> {
     let user = caller(&plane, &headers).await?;
@@ -284,7 +314,7 @@ async fn reject(
 async fn revoke(
     State(plane): Plane,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Id(id): Id,
 ) -> Result<Response, ControlError> {
     let user = caller(&plane, &headers).await?;
     Ok(Json(plane.revoke(&user, &id).await?).into_response())
@@ -299,7 +329,7 @@ struct AllQuery {
 async fn list_sessions(
     State(plane): Plane,
     headers: HeaderMap,
-    Query(q): Query<AllQuery>,
+    QueryOf(q): QueryOf<AllQuery>,
 ) -> Result<Response, ControlError> {
     let user = caller(&plane, &headers).await?;
     Ok(Json(plane.sessions(&user, q.all).await?).into_response())
@@ -308,7 +338,7 @@ async fn list_sessions(
 async fn describe_session(
     State(plane): Plane,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Id(id): Id,
 ) -> Result<Response, ControlError> {
     let user = caller(&plane, &headers).await?;
     Ok(Json(plane.session(&user, &id).await?).into_response())
@@ -317,7 +347,7 @@ async fn describe_session(
 async fn access_details(
     State(plane): Plane,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Id(id): Id,
 ) -> Result<Response, ControlError> {
     let user = caller(&plane, &headers).await?;
     Ok(Json(plane.access_details(&user, &id).await?).into_response())
@@ -326,7 +356,7 @@ async fn access_details(
 async fn reset_credentials(
     State(plane): Plane,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Id(id): Id,
 ) -> Result<Response, ControlError> {
     let user = caller(&plane, &headers).await?;
     Ok((
@@ -348,7 +378,7 @@ struct AuditQuery {
 async fn audit_log(
     State(plane): Plane,
     headers: HeaderMap,
-    Query(q): Query<AuditQuery>,
+    QueryOf(q): QueryOf<AuditQuery>,
 ) -> Result<Response, ControlError> {
     let user = caller(&plane, &headers).await?;
     if !user.admin {
@@ -374,96 +404,274 @@ async fn audit_log(
     Ok(Json(records).into_response())
 }
 
-/// The OpenAPI 3.1 description of the API.
+/// A JSON response body of the named component schema.
+fn json_content(schema: serde_json::Value) -> serde_json::Value {
+    json!({ "application/json": { "schema": schema } })
+}
+
+fn schema_ref(name: &str) -> serde_json::Value {
+    json!({ "$ref": format!("#/components/schemas/{name}") })
+}
+
+/// An error answer: the JSON error shape.
+fn error_response(description: &str) -> serde_json::Value {
+    json!({ "description": description, "content": json_content(schema_ref("Error")) })
+}
+
+/// One authenticated operation: `summary`, the success `status` with its `body` schema, the
+/// answers every authenticated operation can give (401, 503), and the `errors` it adds.
+fn operation(
+    summary: &str,
+    status: &str,
+    body: serde_json::Value,
+    errors: &[(&str, &str)],
+) -> serde_json::Value {
+    let mut responses = serde_json::Map::new();
+    responses.insert(
+        status.to_owned(),
+        json!({ "description": "success", "content": json_content(body) }),
+    );
+    responses.insert("401".into(), error_response("no token, or an unknown one"));
+    for (code, description) in errors {
+        responses.insert((*code).to_owned(), error_response(description));
+    }
+    responses.insert(
+        "503".into(),
+        error_response("the database is unavailable, or stored data does not parse"),
+    );
+    json!({ "summary": summary, "security": [{ "bearer": [] }], "responses": responses })
+}
+
+/// `operation` with a JSON request body of the named schema.
+fn with_body(mut operation: serde_json::Value, schema: &str, required: bool) -> serde_json::Value {
+    operation["requestBody"] =
+        json!({ "required": required, "content": json_content(schema_ref(schema)) });
+    operation
+}
+
+fn array_of(schema: &str) -> serde_json::Value {
+    json!({ "type": "array", "items": schema_ref(schema) })
+}
+
+fn query_param(name: &str, schema: serde_json::Value, description: &str) -> serde_json::Value {
+    json!({ "name": name, "in": "query", "required": false, "schema": schema, "description": description })
+}
+
+const BAD_BODY: (&str, &str) = (
+    "400",
+    "the body is not the JSON the operation takes (problems lists why)",
+);
+const BAD_QUERY: (&str, &str) = ("400", "a query parameter does not parse");
+const NO_REQUEST: (&str, &str) = ("404", "no such request, or not visible to the caller");
+const NO_SESSION: (&str, &str) = ("404", "no such session, or not visible to the caller");
+
+/// The component schemas of [`openapi`].
+fn schemas() -> serde_json::Value {
+    let string = json!({ "type": "string" });
+    let strings = json!({ "type": "array", "items": { "type": "string" } });
+    let time = json!({ "type": "string", "format": "date-time" });
+    json!({
+        "Error": { "type": "object", "required": ["error", "kind", "problems"], "properties": {
+            "error": { "type": "string", "description": "one sentence for people; never secrets" },
+            "kind": { "enum": ["not_found", "permission_denied", "unavailable", "timeout", "cancelled", "malformed", "invalid_input", "conflict", "unsupported", "internal"] },
+            "problems": { "type": "array", "items": { "type": "string" }, "description": "with invalid_input: every problem, as messages" } } },
+        "NewRequest": { "type": "object", "additionalProperties": false, "required": ["integration", "resource_type", "resource_ids", "permission"], "properties": {
+            "integration": string, "resource_type": string,
+            "resource_ids": strings,
+            "permission": string, "justification": { "type": ["string", "null"] },
+            "duration": { "type": ["string", "null"], "examples": ["1h", "30m"], "description": "the flow's maximum when absent" } } },
+        "AccessRequest": { "type": "object", "required": ["id", "status", "requester", "flow", "integration", "resource_type", "resource_ids", "permission", "justification", "duration_seconds", "created_at", "updated_at", "session_ids", "approvals", "awaiting"], "properties": {
+            "id": string, "status": { "enum": ["Pending", "Granting", "Active", "Rejected", "Revoking", "Revoked", "Failed"] },
+            "requester": string, "flow": string,
+            "integration": string, "resource_type": string, "resource_ids": strings,
+            "permission": string, "justification": string,
+            "duration_seconds": { "type": "integer", "description": "requested duration, counted from activation" },
+            "decided_by": { "type": "string", "description": "who approved or rejected it" },
+            "reason": { "type": "string", "description": "the approver's (optional) or rejecter's reason" },
+            "created_at": time, "updated_at": time,
+            "session_ids": { "type": "array", "items": { "type": "string" }, "description": "the sessions serving it, in lists too" },
+            "approvals": { "type": "array", "items": schema_ref("RequestApproval"), "description": "all_of flows: the approvals given so far, oldest first; empty under any_of (see decided_by)" },
+            "awaiting": { "type": "array", "items": { "type": "string" }, "examples": [["user:bob@example.com", "group:sre"]], "description": "all_of flows while Pending: the approver entries still unmet, each needing a different person; empty once decided and under any_of" } } },
+        "RequestApproval": { "type": "object", "required": ["approver", "decided_at"], "properties": {
+            "approver": string, "decided_at": time } },
+        "Me": { "type": "object", "required": ["email", "groups", "admin"], "properties": {
+            "email": string, "groups": strings, "admin": { "type": "boolean" } } },
+        "Integration": { "type": "object", "required": ["name", "type", "connected_resource_types", "secret_store"], "properties": {
+            "name": string, "type": string, "connected_resource_types": strings,
+            "secret_store": { "type": "string", "description": "the kind of secret store holding its admin secret, never the secret", "examples": ["kubernetes"] },
+            "custom_access_details": { "type": ["string", "null"] },
+            "credentials_rotation_period_in_days": { "type": ["integer", "null"], "minimum": 0 },
+            "credentials_cleanup_period_in_days": { "type": ["integer", "null"], "minimum": 0 } } },
+        "IntegrationResourceType": { "type": "object", "required": ["integration", "resource_type"], "properties": {
+            "integration": string, "resource_type": string } },
+        "Resource": { "type": "object", "required": ["integration", "resource_type", "id", "name", "tags"], "properties": {
+            "integration": string, "resource_type": string, "id": string, "name": string,
+            "tags": { "type": "object", "additionalProperties": { "type": "string" } } } },
+        "IntegrationPermission": { "type": "object", "required": ["integration", "resource_type", "permission", "description"], "properties": {
+            "integration": string, "resource_type": string, "permission": string,
+            "description": { "type": ["string", "null"] } } },
+        "Problem": { "type": "object", "required": ["code", "message"], "properties": {
+            "code": { "enum": ["unknown_integration", "no_resource", "unknown_resource", "invalid_duration", "unknown_permission", "no_matching_flow", "justification_required", "duration_over_max", "no_possible_approval"],
+                "description": "machine-readable; clients should treat an unknown code like a plain message" },
+            "message": { "type": "string", "description": "one sentence for people" },
+            "max": { "type": "string", "description": "with duration_over_max: the flow's maximum duration", "examples": ["1h"] } } },
+        "DryRun": { "type": "object", "required": ["allowed", "approval_required", "problems", "extends_sessions"], "properties": {
+            "allowed": { "type": "boolean" }, "flow": string,
+            "approval_required": { "type": "boolean" }, "max_duration": string,
+            "problems": array_of("Problem"),
+            "extends_sessions": strings } },
+        "Approval": { "type": "object", "additionalProperties": false, "properties": { "reason": { "type": ["string", "null"] } } },
+        "Rejection": { "type": "object", "required": ["reason"], "additionalProperties": false, "properties": { "reason": string } },
+        "AccessSession": { "type": "object", "required": ["id", "request_id", "status", "integration", "resource_type", "resource_id", "permission", "grantee", "account_name", "duration_seconds"], "properties": {
+            "id": string, "request_id": string,
+            "status": { "enum": ["Pending", "Granting", "Active", "Revoking", "Revoked", "Failed", "RevokeFailed"] },
+            "integration": string, "resource_type": string, "resource_id": string, "permission": string,
+            "grantee": { "type": "string", "description": "the grantee's email" },
+            "account_name": { "type": "string", "description": "the account name on the target" },
+            "duration_seconds": { "type": "integer" },
+            "expires_at": time, "activated_at": time, "revoked_at": time,
+            "credential_status": { "enum": ["new", "viewed"] },
+            "last_error": { "type": "string", "description": "the last action error, free of secrets" } } },
+        "AccessDetails": { "type": "object", "required": ["credentials", "credential_status"], "properties": {
+            "instructions": { "description": "how to connect, as plain text and Markdown" }, "cli": string, "link": string,
+            "credentials": { "oneOf": [{ "type": "object", "additionalProperties": { "type": "string" }, "description": "name → value, shown once" }, { "type": "string", "description": "a note saying they were shown already" }] },
+            "credential_status": { "enum": ["new", "viewed"] } } },
+        "AuditRecord": { "type": "object", "required": ["seq", "at", "actor", "action", "subject", "outcome", "details", "prev_hash", "hash"], "properties": {
+            "seq": { "type": "integer", "minimum": 1 }, "at": { "type": "integer", "description": "Unix milliseconds" },
+            "actor": string, "action": string, "subject": string, "outcome": string,
+            "details": { "type": "string", "description": "JSON text" },
+            "prev_hash": string, "hash": string } }
+    })
+}
+
+/// The OpenAPI 3.1 description of the API. `tests/openapi.rs` checks it with
+/// `openapi-spec-validator` and `schemathesis` against the real router.
 pub fn openapi() -> serde_json::Value {
-    let op = |summary: &str| json!({ "summary": summary, "security": [{ "bearer": [] }], "responses": { "200": { "description": "OK" }, "401": { "description": "no or unknown token" } } });
-    let with_body = |mut operation: serde_json::Value, schema: &str, required: bool| {
-        operation["requestBody"] = json!({ "required": required, "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } } });
-        operation
-    };
-    let with_response = |mut operation: serde_json::Value, schema: &str| {
-        operation["responses"]["200"]["content"] = json!({ "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } });
-        operation
-    };
-    let approve_op = {
-        let mut operation = with_response(
-            with_body(
-                op(
-                    "approve; the optional reason is recorded in the request and the audit log. Under an all_of flow an approval that leaves entries unmet answers 200 with the request still Pending (see awaiting)",
-                ),
-                "Approval",
-                false,
-            ),
-            "AccessRequest",
-        );
-        operation["responses"]["403"] = json!({ "description": "not an approver, the requester, or (all_of) an approval that would meet no unmet entry" });
-        operation["responses"]["409"] = json!({ "description": "the request is no longer Pending, or (all_of) the caller already approved it" });
-        operation
-    };
+    let text = |description: &str| json!({ "description": description, "content": { "text/plain": { "schema": { "type": "string" } } } });
     let id_param =
         json!([{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }]);
+    let integration_param = json!([query_param(
+        "integration",
+        json!({ "type": "string" }),
+        "only this integration's"
+    )]);
+    let decided = |summary: &str, schema: &str, required: bool, forbidden: &str, conflict: &str| {
+        with_body(
+            operation(
+                summary,
+                "200",
+                schema_ref("AccessRequest"),
+                &[BAD_BODY, ("403", forbidden), NO_REQUEST, ("409", conflict)],
+            ),
+            schema,
+            required,
+        )
+    };
+    let mut list_requests = operation(
+        "list requests",
+        "200",
+        array_of("AccessRequest"),
+        &[BAD_QUERY, ("403", "scope=all by someone not an admin")],
+    );
+    list_requests["parameters"] = json!([query_param(
+        "scope",
+        json!({ "enum": ["mine", "awaiting_my_approval", "all"], "default": "mine" }),
+        "all: admins only"
+    )]);
+    let mut list_sessions = operation(
+        "list my sessions",
+        "200",
+        array_of("AccessSession"),
+        &[BAD_QUERY, ("403", "all=true by someone not an admin")],
+    );
+    list_sessions["parameters"] = json!([query_param(
+        "all",
+        json!({ "type": "boolean", "default": false }),
+        "every session (admins only)"
+    )]);
+    let mut audit = operation(
+        "audit records, oldest first; admins only",
+        "200",
+        array_of("AuditRecord"),
+        &[BAD_QUERY, ("403", "not an admin")],
+    );
+    audit["responses"]["200"]["content"]["application/x-ndjson"] = json!({ "schema": { "type": "string", "description": "with format=jsonl: one AuditRecord per line" } });
+    audit["parameters"] = json!([
+        query_param(
+            "after",
+            json!({ "type": "integer", "format": "int64", "default": 0 }),
+            "records after this seq"
+        ),
+        query_param(
+            "limit",
+            json!({ "type": "integer", "format": "int64", "default": 1000 }),
+            "at most this many (clamped to 1..=100000)"
+        ),
+        query_param(
+            "subject",
+            json!({ "type": "string" }),
+            "only records about this request, grant, integration or token id"
+        ),
+        query_param(
+            "format",
+            json!({ "enum": ["json", "jsonl"], "default": "json" }),
+            "jsonl: newline-delimited JSON"
+        ),
+    ]);
+    let mut resources = operation(
+        "list discovered resources",
+        "200",
+        array_of("Resource"),
+        &[BAD_QUERY],
+    );
+    resources["parameters"] = integration_param.clone();
+    let mut permissions = operation(
+        "list permissions",
+        "200",
+        array_of("IntegrationPermission"),
+        &[BAD_QUERY],
+    );
+    permissions["parameters"] = integration_param;
+    let metrics = json!({ "summary": "Prometheus metrics", "responses": {
+        "200": text("the Prometheus text format"),
+        "503": error_response("the database is unavailable") } });
     json!({
         "openapi": "3.1.0",
         "info": { "title": "Apono connector API", "version": env!("CARGO_PKG_VERSION") },
         "components": {
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
-            "schemas": {
-                "NewRequest": { "type": "object", "required": ["integration", "resource_type", "resource_ids", "permission"], "properties": {
-                    "integration": { "type": "string" }, "resource_type": { "type": "string" },
-                    "resource_ids": { "type": "array", "items": { "type": "string" } },
-                    "permission": { "type": "string" }, "justification": { "type": "string" },
-                    "duration": { "type": "string", "examples": ["1h", "30m"] } } },
-                "AccessRequest": { "type": "object", "required": ["id", "status", "session_ids"], "properties": {
-                    "id": { "type": "string" }, "status": { "enum": ["Pending", "Granting", "Active", "Rejected", "Revoking", "Revoked", "Failed"] },
-                    "requester": { "type": "string" }, "flow": { "type": "string" },
-                    "decided_by": { "type": "string", "description": "who approved or rejected it" },
-                    "reason": { "type": "string", "description": "the approver's (optional) or rejecter's reason" },
-                    "session_ids": { "type": "array", "items": { "type": "string" }, "description": "the sessions serving it, in lists too" },
-                    "approvals": { "type": "array", "items": { "$ref": "#/components/schemas/RequestApproval" }, "description": "all_of flows: the approvals given so far, oldest first; empty under any_of (see decided_by)" },
-                    "awaiting": { "type": "array", "items": { "type": "string" }, "examples": [["user:bob@example.com", "group:sre"]], "description": "all_of flows while Pending: the approver entries still unmet, each needing a different person; empty once decided and under any_of" } } },
-                "RequestApproval": { "type": "object", "required": ["approver", "decided_at"], "properties": {
-                    "approver": { "type": "string" }, "decided_at": { "type": "string", "format": "date-time" } } },
-                "Me": { "type": "object", "required": ["email", "groups", "admin"], "properties": {
-                    "email": { "type": "string" }, "groups": { "type": "array", "items": { "type": "string" } },
-                    "admin": { "type": "boolean" } } },
-                "Problem": { "type": "object", "required": ["code", "message"], "properties": {
-                    "code": { "enum": ["unknown_integration", "no_resource", "unknown_resource", "invalid_duration", "unknown_permission", "no_matching_flow", "justification_required", "duration_over_max", "no_possible_approval"],
-                        "description": "machine-readable; clients should treat an unknown code like a plain message" },
-                    "message": { "type": "string", "description": "one sentence for people" },
-                    "max": { "type": "string", "description": "with duration_over_max: the flow's maximum duration", "examples": ["1h"] } } },
-                "DryRun": { "type": "object", "required": ["allowed", "approval_required", "problems", "extends_sessions"], "properties": {
-                    "allowed": { "type": "boolean" }, "flow": { "type": "string" },
-                    "approval_required": { "type": "boolean" }, "max_duration": { "type": "string" },
-                    "problems": { "type": "array", "items": { "$ref": "#/components/schemas/Problem" } },
-                    "extends_sessions": { "type": "array", "items": { "type": "string" } } } },
-                "Approval": { "type": "object", "additionalProperties": false, "properties": { "reason": { "type": "string" } } },
-                "Rejection": { "type": "object", "required": ["reason"], "additionalProperties": false, "properties": { "reason": { "type": "string" } } },
-                "AccessSession": { "type": "object", "required": ["id", "request_id", "status"], "properties": {
-                    "id": { "type": "string" }, "request_id": { "type": "string" },
-                    "status": { "enum": ["Pending", "Granting", "Active", "Revoking", "Revoked", "Failed", "RevokeFailed"] },
-                    "expires_at": { "type": "string", "format": "date-time" }, "credential_status": { "enum": ["new", "viewed"] } } }
-            }
+            "schemas": schemas(),
         },
         "paths": {
-            "/healthz": { "get": { "summary": "liveness", "responses": { "200": { "description": "alive" } } } },
-            "/readyz": { "get": { "summary": "readiness (database reachable)", "responses": { "200": { "description": "ready" } } } },
-            "/metrics": { "get": { "summary": "Prometheus metrics", "responses": { "200": { "description": "text format" } } } },
-            "/api/v1/me": { "get": with_response(op("who the token belongs to"), "Me") },
-            "/api/v1/integrations": { "get": op("list integrations") },
-            "/api/v1/resource-types": { "get": op("list resource types") },
-            "/api/v1/resources": { "get": op("list discovered resources (?integration=)") },
-            "/api/v1/permissions": { "get": op("list permissions (?integration=)") },
-            "/api/v1/access-requests": { "get": op("list requests (?scope=mine|awaiting_my_approval|all)"), "post": op("create a request (body: NewRequest)") },
-            "/api/v1/access-requests/dry-run": { "post": with_response(with_body(op("check a request without creating it"), "NewRequest", true), "DryRun") },
-            "/api/v1/access-requests/{id}": { "parameters": id_param, "get": op("describe a request") },
-            "/api/v1/access-requests/{id}/approve": { "parameters": id_param, "post": approve_op },
-            "/api/v1/access-requests/{id}/reject": { "parameters": id_param, "post": with_body(op("reject"), "Rejection", true) },
-            "/api/v1/access-requests/{id}/revoke": { "parameters": id_param, "post": op("revoke early") },
-            "/api/v1/access-sessions": { "get": op("list my sessions (?all=true for admins)") },
-            "/api/v1/access-sessions/{id}": { "parameters": id_param, "get": op("describe a session") },
-            "/api/v1/access-sessions/{id}/access-details": { "parameters": id_param, "get": op("access details; one-time credentials shown once") },
-            "/api/v1/access-sessions/{id}/reset-credentials": { "parameters": id_param, "post": op("issue fresh credentials") },
-            "/api/v1/audit": { "get": op("audit records (?after=&limit=&subject=&format=jsonl); admins") }
+            "/healthz": { "get": { "summary": "liveness", "responses": { "200": text("alive") } } },
+            "/readyz": { "get": { "summary": "readiness (database reachable)", "responses": { "200": text("ready"), "503": text("database unavailable") } } },
+            "/metrics": { "get": metrics },
+            "/api/v1/me": { "get": operation("who the token belongs to", "200", schema_ref("Me"), &[]) },
+            "/api/v1/integrations": { "get": operation("list integrations", "200", array_of("Integration"), &[]) },
+            "/api/v1/resource-types": { "get": operation("list resource types", "200", array_of("IntegrationResourceType"), &[]) },
+            "/api/v1/resources": { "get": resources },
+            "/api/v1/permissions": { "get": permissions },
+            "/api/v1/access-requests": {
+                "get": list_requests,
+                "post": with_body(operation("create a request; refused (400, with the dry run's messages as problems) when a dry run would not allow it", "201", schema_ref("AccessRequest"), &[("400", "the body does not parse, or the request is not allowed (problems lists why)")]), "NewRequest", true),
+            },
+            "/api/v1/access-requests/dry-run": { "post": with_body(operation("check a request without creating it", "200", schema_ref("DryRun"), &[BAD_BODY]), "NewRequest", true) },
+            "/api/v1/access-requests/{id}": { "parameters": id_param, "get": operation("describe a request", "200", schema_ref("AccessRequest"), &[NO_REQUEST]) },
+            "/api/v1/access-requests/{id}/approve": { "parameters": id_param, "post": decided(
+                "approve; the body is optional, its reason is recorded in the request and the audit log. Under an all_of flow an approval that leaves entries unmet answers 200 with the request still Pending (see awaiting)",
+                "Approval", false,
+                "not an approver, the requester, or (all_of) an approval that would meet no unmet entry",
+                "the request is no longer Pending, its flow is gone, or (all_of) the caller already approved it") },
+            "/api/v1/access-requests/{id}/reject": { "parameters": id_param, "post": decided(
+                "reject, with a reason", "Rejection", true,
+                "not an approver, or the requester",
+                "the request is no longer Pending, or its flow is gone") },
+            "/api/v1/access-requests/{id}/revoke": { "parameters": id_param, "post": operation("revoke early (the requester or an admin); a Pending request is withdrawn", "200", schema_ref("AccessRequest"), &[("403", "neither the requester nor an admin"), NO_REQUEST]) },
+            "/api/v1/access-sessions": { "get": list_sessions },
+            "/api/v1/access-sessions/{id}": { "parameters": id_param, "get": operation("describe a session", "200", schema_ref("AccessSession"), &[NO_SESSION]) },
+            "/api/v1/access-sessions/{id}/access-details": { "parameters": id_param, "get": operation("access details (the grantee only); one-time credentials shown once", "200", schema_ref("AccessDetails"), &[("403", "not the grantee"), NO_SESSION, ("409", "the session is not Active")]) },
+            "/api/v1/access-sessions/{id}/reset-credentials": { "parameters": id_param, "post": operation("issue fresh credentials (run by the scheduler at once)", "202", schema_ref("AccessSession"), &[NO_SESSION, ("409", "the session is not Active")]) },
+            "/api/v1/audit": { "get": audit },
         }
     })
 }
