@@ -270,7 +270,8 @@ pub(crate) enum AccessCommand {
         /// Run the session's command (such as ssh) instead of printing it.
         #[arg(long)]
         run: bool,
-        /// Extra arguments for the command, after `--` (with --run).
+        /// With --run, after `--`: ssh options and/or a remote command, as after
+        /// `ssh user@host` (such as `-- -o BatchMode=yes uptime`).
         #[arg(last = true, value_name = "ARGS")]
         args: Vec<String>,
     },

@@ -809,8 +809,10 @@ pub(crate) async fn use_session(
             .arg("-i")
             .arg(key)
             .args(["-o", "IdentitiesOnly=yes", "-p", &port.to_string()])
-            .args(args)
+            // After the destination: OpenSSH still reads options there (`-o …`), and the first
+            // other word starts the remote command, as with `ssh user@host COMMAND`.
             .arg(format!("{user}@{host}"))
+            .args(args)
             .status()
             .await
             .map_err(|e| fail(format!("cannot run ssh: {e}")))?;

@@ -265,8 +265,8 @@ fn full_loop_on_real_sshd() -> Result<()> {
             "-oUserKnownHostsFile={}",
             w.server.known_hosts_path().display()
         ),
-        "-o",
-        "RemoteCommand=id -un",
+        "id",
+        "-un",
     ])?;
     ensure!(run.ok()?.trim() == username, "{run:#?}");
     let cli = alice.run(&["access", "use", &session_id, "-o", "cli"])?;
