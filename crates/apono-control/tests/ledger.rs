@@ -18,6 +18,24 @@ use apono_core::{
 use apono_runtime::{Executor, ExecutorLimits, ProvisionerRegistry};
 use apono_secrets::{AponoStore, SecretResolver};
 
+/// The tests `NAME::sqlite` and `NAME::postgres`, which run `async fn NAME(postgres: bool)` on
+/// each database.
+macro_rules! on_both_databases {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() -> anyhow::Result<()> {
+                super::$name(false).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() -> anyhow::Result<()> {
+                super::$name(true).await
+            }
+        }
+    };
+}
+
 /// What exists on the fake target: grant ids with access.
 #[derive(Debug, Default)]
 struct Target {
@@ -307,15 +325,7 @@ async fn grant_expires_and_is_revoked(postgres: bool) -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_grant_expires_and_is_revoked() -> Result<()> {
-    grant_expires_and_is_revoked(false).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_grant_expires_and_is_revoked() -> Result<()> {
-    grant_expires_and_is_revoked(true).await
-}
+on_both_databases!(grant_expires_and_is_revoked);
 
 async fn approvals_follow_the_flow(postgres: bool) -> Result<()> {
     let h = harness(postgres).await?;
@@ -443,15 +453,7 @@ async fn approvals_follow_the_flow(postgres: bool) -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_approvals_follow_the_flow() -> Result<()> {
-    approvals_follow_the_flow(false).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_approvals_follow_the_flow() -> Result<()> {
-    approvals_follow_the_flow(true).await
-}
+on_both_databases!(approvals_follow_the_flow);
 
 async fn unreachable_target_turns_revoke_failed_then_recovers(postgres: bool) -> Result<()> {
     let h = harness(postgres).await?;
@@ -519,25 +521,9 @@ async fn grant_expiring_in_flight_is_completed_then_revoked(postgres: bool) -> R
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_grant_expiring_in_flight_is_completed_then_revoked() -> Result<()> {
-    grant_expiring_in_flight_is_completed_then_revoked(false).await
-}
+on_both_databases!(grant_expiring_in_flight_is_completed_then_revoked);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_grant_expiring_in_flight_is_completed_then_revoked() -> Result<()> {
-    grant_expiring_in_flight_is_completed_then_revoked(true).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_unreachable_target_turns_revoke_failed_then_recovers() -> Result<()> {
-    unreachable_target_turns_revoke_failed_then_recovers(false).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_unreachable_target_turns_revoke_failed_then_recovers() -> Result<()> {
-    unreachable_target_turns_revoke_failed_then_recovers(true).await
-}
+on_both_databases!(unreachable_target_turns_revoke_failed_then_recovers);
 
 /// Work written before a "crash" (a plane dropped without running its jobs) runs when a new
 /// plane opens the same store.
@@ -1122,15 +1108,7 @@ async fn all_of_needs_every_approver(postgres: bool) -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_all_of_needs_every_approver() -> Result<()> {
-    all_of_needs_every_approver(false).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_all_of_needs_every_approver() -> Result<()> {
-    all_of_needs_every_approver(true).await
-}
+on_both_databases!(all_of_needs_every_approver);
 
 /// Concurrent approvers of one `all_of` request: whichever commits last approves it, exactly
 /// once (PostgreSQL row lock; SQLite's write gate).
@@ -1169,15 +1147,7 @@ async fn all_of_concurrent_approvals_approve_once(postgres: bool) -> Result<()> 
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_all_of_concurrent_approvals_approve_once() -> Result<()> {
-    all_of_concurrent_approvals_approve_once(false).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_all_of_concurrent_approvals_approve_once() -> Result<()> {
-    all_of_concurrent_approvals_approve_once(true).await
-}
+on_both_databases!(all_of_concurrent_approvals_approve_once);
 
 #[test]
 fn all_of_without_approvers_is_a_config_error() {
