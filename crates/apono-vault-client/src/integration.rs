@@ -588,6 +588,7 @@ impl Provisioner for AponoVaultProvisioner {
         let username = self.account_name(grant)?;
         let hcl = policy_hcl(&self.config.mount, &scope)
             .map_err(|e| ProvisionError::InvalidGrant(e.to_string()))?;
+        // An expired grant is refused before OpenBao is touched.
         self.ttl_left(grant)?;
         let state = VaultGrantState {
             username: username.clone(),
@@ -654,6 +655,7 @@ impl Provisioner for AponoVaultProvisioner {
     ) -> Result<Granted, ProvisionError> {
         ctx.checkpoint()?;
         let decoded: VaultGrantState = state.decode()?;
+        // An expired grant is refused before OpenBao is touched.
         self.ttl_left(grant)?;
         let token = Self::bounded(ctx, async {
             let owned = self.admin(ctx).await?;
