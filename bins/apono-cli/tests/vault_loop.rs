@@ -424,6 +424,21 @@ fn openbao_ends_the_session_with_the_connector_stopped() -> Result<()> {
         String::from_utf8_lossy(&before.stderr)
     );
 
+    // OpenBao itself holds the end: the token's hard cap is the session's 15 s, not a
+    // duration that a later login would restart.
+    let lookup = w
+        .server
+        .cli()
+        .env("BAO_TOKEN", &token)
+        .args(["token", "lookup", "-format=json"])
+        .output()?;
+    ensure!(lookup.status.success(), "{lookup:?}");
+    let info: serde_json::Value = serde_json::from_slice(&lookup.stdout)?;
+    let cap = info["data"]["explicit_max_ttl"]
+        .as_u64()
+        .context("explicit_max_ttl")?;
+    ensure!((1..=15).contains(&cap), "explicit_max_ttl {cap}: {info}");
+
     w.connector.kill()?;
     // Wait out the 15 s and a margin.
     let left = Duration::from_secs(17).saturating_sub(active.elapsed());
