@@ -81,7 +81,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for i in 0..RUNS {
             let grant_id = format!("{}-{i}", if mux { "m" } else { "s" });
             let line = format!(
-                "expiry-time=\"20991231000000Z\" {} apono-grant:{grant_id}:2100-01-01:devs\n",
+                "expiry-time=\"20991231000000Z\" {} apono-grant:{grant_id}\n",
                 server
                     .admin_public_key()
                     .split_whitespace()
@@ -91,7 +91,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
             let grant = script::command_line(
                 script::GRANT,
-                &[script::EDIT_KEYS, "bench", "/bin/bash", &grant_id, "devs"],
+                &[
+                    script::EDIT_KEYS,
+                    "bench",
+                    "/bin/bash",
+                    &grant_id,
+                    "4102444800",
+                    "2100-01-01",
+                    "devs",
+                ],
             )
             .ok_or("bad argument")?;
             let revoke = script::command_line(

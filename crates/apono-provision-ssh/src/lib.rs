@@ -8,14 +8,19 @@
 //!   **marked as the connector's** (member of `apono-managed`, GECOS `apono-managed account`);
 //!   an existing unmarked account is never touched ([`ProvisionError::Conflict`]);
 //! * adds the requested group (the permission; `Default` adds none);
+//! * records the grant in a **root-owned record** on the server (see [`script::STATE_DIR`]);
 //! * installs a fresh ed25519 public key in the account's `authorized_keys` with
 //!   `expiry-time=` set to the grant's end, so **the server itself** stops honouring it, and
 //!   sets the account's expiry (`chage -E`) past the end as a backstop;
 //! * returns the private key once, with `ssh` instructions.
 //!
-//! Revoke removes the grant's key, the groups no other grant of the user needs, locks and
-//! expires the account when no grant remains and kills the user's processes. Cleanup deletes
-//! marked accounts only.
+//! The grantee is treated as an adversary with a shell on the server: revoke and cleanup
+//! decide only from the root-owned records and the connector's own [`SshGrantState`], never
+//! from anything in the grantee's home directory. When the last grant of an account ends,
+//! revoke first ends the account itself (expiry in the past, password locked, supplementary
+//! groups removed, cron and `at` jobs removed, every process killed until none is left), and
+//! only then, best effort and bounded in time, rewrites the key file. A partial revoke leaves
+//! exactly the union of the remaining grants. Cleanup deletes marked accounts only.
 //!
 //! Host keys are verified fail-closed ([`SshConfig::known_hosts_file`], per-server
 //! `host_key`, `@cert-authority` lines, or explicit trust on first use). Every action is one
@@ -232,12 +237,8 @@ impl SshProvisioner {
             .map(LinuxGroupName::as_str)
             .collect::<Vec<_>>()
             .join(",");
-        let marker = format!(
-            "apono-grant:{}:{}:{}",
-            grant.grant_id,
-            account_expiry(grant.expires_at),
-            group_list
-        );
+        // A label for people reading the key file; nothing ever parses it.
+        let marker = format!("apono-grant:{}", grant.grant_id);
         key.set_comment(marker.clone());
         let public = key.public_key().clone();
         let fingerprint = public.fingerprint(HashAlg::Sha256).to_string();
@@ -282,11 +283,15 @@ impl SshProvisioner {
             }
         };
 
+        let end = grant.expires_at.timestamp().to_string();
+        let expiry = account_expiry(grant.expires_at);
         let mut args = vec![
             script::EDIT_KEYS,
             user.as_str(),
             self.config.shell.as_str(),
             grant.grant_id.as_str(),
+            end.as_str(),
+            expiry.as_str(),
         ];
         args.extend(groups.iter().map(LinuxGroupName::as_str));
         let out = self
@@ -307,6 +312,17 @@ impl SshProvisioner {
                     "group {:?} does not exist on server {}",
                     group_list, server.name
                 )));
+            }
+            Some(5) => {
+                return Err(ProvisionError::Target {
+                    target: server.name.clone(),
+                    reason: format!(
+                        "the key could not be written to the home directory of {user} \
+                         within {}s; the grant was taken back",
+                        script::EDIT_TIMEOUT_SECS
+                    ),
+                    source: None,
+                });
             }
             _ => return Err(script_failed(server, "grant", &out)),
         }
@@ -522,11 +538,18 @@ impl Provisioner for SshProvisioner {
         let out = self
             .run(ctx, server, &admin, script::REVOKE, &args, &[])
             .await?;
-        if out.status != Some(0) {
-            return Err(script_failed(server, "revoke", &out));
+        match out.status {
+            Some(0) => {}
+            Some(6) => return Err(processes_remain(server, &user)),
+            _ => return Err(script_failed(server, "revoke", &out)),
         }
         if out.stdout.lines().any(|l| l == "apono:not-ours") {
             tracing::warn!(user = %user, "account is no longer marked as ours; left untouched");
+        }
+        if out.stdout.lines().any(|l| l == "apono:keys-unchanged") {
+            // The account-level revoke is complete; only the key file could not be rewritten
+            // (the user interfered with the edit, which runs as the user).
+            tracing::warn!(user = %user, "the key file could not be rewritten within its time limit");
         }
         Ok(())
     }
@@ -582,6 +605,7 @@ impl Provisioner for SshProvisioner {
                 target: server.name.clone(),
                 reason: format!("account {user} was not created by this integration"),
             }),
+            Some(6) => Err(processes_remain(server, &user)),
             _ => Err(script_failed(server, "cleanup", &out)),
         }
     }
@@ -744,6 +768,15 @@ fn transport_error(server: &ServerConfig, e: TransportError) -> ProvisionError {
             target: server.name.clone(),
             source: Some(Box::new(other)),
         },
+    }
+}
+
+/// A process of the user survived every attempt to kill it; the account is locked and
+/// expired all the same, and a retry kills again.
+fn processes_remain(server: &ServerConfig, user: &LinuxUsername) -> ProvisionError {
+    ProvisionError::Unavailable {
+        target: server.name.clone(),
+        source: Some(format!("a process of {user} survived every attempt to kill it").into()),
     }
 }
 

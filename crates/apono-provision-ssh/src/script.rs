@@ -6,89 +6,253 @@
 //! were validated (by the core name grammar, or because this crate formatted them) and are
 //! then single-quoted; key material travels on the channel's standard input.
 //!
-//! Files in a user's home directory are only ever touched *as that user* (`setpriv`), so a
-//! user who replaces `~/.ssh` with a symbolic link cannot make root write elsewhere.
+//! **Architecture invariant**: nothing the grantee can write decides anything. What revoke and
+//! cleanup decide (which grants remain, which groups they need, the account's expiry date,
+//! whether the account is in use) comes only from the root-owned records under
+//! [`STATE_DIR`] (one file per grant, written by [`GRANT`] from validated arguments) and from
+//! the connector's own grant state. The grantee's home directory is never read by root.
+//!
+//! Each script works in two phases:
+//!
+//! 1. **Under the server-wide lock, as root, never touching the home directory**: records,
+//!    account creation, groups, password lock, account expiry, and (when the last grant ends)
+//!    killing every process of the user. No step of this phase runs as the grantee, so the
+//!    grantee cannot stop it, and it cannot hold the lock hostage.
+//! 2. **After the lock is released, bounded in time**: `~/.ssh/authorized_keys` is rewritten
+//!    *as the user* (`setpriv`, so a symbolic link planted by the user cannot make root write
+//!    elsewhere) from lines root composed from the records, under a per-user lock and a
+//!    `timeout -s KILL`. A grantee who stops or sabotages this step delays only their own
+//!    account's key file, by at most [`EDIT_TIMEOUT_SECS`] seconds.
 
-/// Shared start of every root script: strict mode, a fixed `PATH`, a server-wide lock (two
-/// actions on one server never interleave), and the ownership test.
+/// Where the root-owned grant records live on a server (mode 0700, owned by root):
+/// `grants/<user>/<grant id>.grant` (`<end, seconds since the epoch> <account expiry date>
+/// <groups, comma-separated, or ->`) and `grants/<user>/<grant id>.key` (the grant's
+/// `authorized_keys` line); `accounts/<user>` marks an account the connector created;
+/// `locks/<user>` serialises the rewriting of one account's key file.
+pub const STATE_DIR: &str = "/var/lib/apono-provision-ssh";
+
+/// How long the key-file edit that runs as the user may take before it is killed.
+pub const EDIT_TIMEOUT_SECS: u32 = 5;
+
+/// Shared start of every root script: strict mode, a fixed `PATH`, and the functions the
+/// scripts share. The paths in it must match [`STATE_DIR`] and [`EDIT_TIMEOUT_SECS`].
 macro_rules! prelude {
     () => {
         r#"set -eu
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 LC_ALL=C
 export PATH LC_ALL
-exec 9>>/run/apono-provision-ssh.lock
-flock -w 60 9
+umask 077
+state=/var/lib/apono-provision-ssh
 marker=apono-managed
 gecos='apono-managed account'
+# A uid that must own no process: the killer's real uid (see reap).
+spare=2147483646
+killfail=0
+# The server-wide lock: two root phases on one server never interleave. Nothing that runs as a
+# grantee ever runs while it is held.
+lock() { exec 9>>/run/apono-provision-ssh.lock; flock -w 60 9; }
+unlock() { exec 9>&-; }
+check_grant() {
+  case $1 in ''|*[!A-Za-z0-9_-]*) echo "apono:bad-argument"; exit 2 ;; esac
+}
+prepare_state() {
+  if [ -L "$state" ] || { [ -e "$state" ] && [ ! -d "$state" ]; }; then
+    echo "apono:bad-state-dir"; exit 2
+  fi
+  install -d -o root -g root -m 0700 "$state" "$state/grants" "$state/locks" "$state/accounts"
+}
+# Ours: a member of the marker group (only root changes memberships) and either created by
+# us (a root-owned record) or carrying our GECOS.
 is_ours() {
   case " $(id -Gn -- "$1" 2>/dev/null) " in
-    *" $marker "*) [ "$(getent passwd "$1" | cut -d: -f5)" = "$gecos" ] ;;
-    *) false ;;
+    *" $marker "*) ;;
+    *) return 1 ;;
   esac
+  [ -e "$state/accounts/$1" ] && return 0
+  [ "$(getent passwd "$1" | cut -d: -f5)" = "$gecos" ]
 }
-as_user() {
-  u=$1; shift
-  setpriv --reuid="$(id -u -- "$u")" --regid="$(id -g -- "$u")" --init-groups \
-    /bin/sh -c "$edit" apono-edit "$@" 9>&-
-}
-kill_user() {
-  uid=$(id -u -- "$1")
-  i=0
-  while pkill -KILL -U "$uid"; do
-    i=$((i + 1))
-    [ "$i" -lt 100 ] || break
-    sleep 0.05
+# The live grants of a user, from the root-owned records: `<grant> <end> <expiry> <groups>`.
+live() {
+  d=$state/grants/$1
+  [ -d "$d" ] || return 0
+  now=$(date +%s)
+  for f in "$d"/*.grant; do
+    [ -f "$f" ] || continue
+    g=${f##*/}
+    read -r end exp groups < "$f" || continue
+    if [ "$end" -gt "$now" ]; then printf '%s %s %s %s\n' "${g%.grant}" "$end" "$exp" "$groups"; fi
   done
 }
-account_expiry() {
-  last=$(printf '%s\n' "$1" | awk '$1 == "apono:grant" { print $3 }' | sort | tail -n 1)
-  if [ -n "$last" ]; then chage -E "$last" "$2"; fi
+# Deletes the records of grants that have ended (only under the server-wide lock).
+prune() {
+  d=$state/grants/$1
+  [ -d "$d" ] || return 0
+  now=$(date +%s)
+  for f in "$d"/*.grant; do
+    [ -f "$f" ] || continue
+    end=
+    read -r end exp groups < "$f" || true
+    case $end in ''|*[!0-9]*) end=0 ;; esac
+    if [ "$end" -le "$now" ]; then
+      g=${f##*/}
+      rm -f -- "$f" "$d/${g%.grant}.key"
+    fi
+  done
+}
+# The authorized_keys lines of the live grants, composed by root from the records.
+keys_of() {
+  live "$1" | while read -r g _; do
+    if [ -f "$state/grants/$1/$g.key" ]; then cat -- "$state/grants/$1/$g.key"; fi
+  done
+}
+# One atomic kill(-1, SIGKILL) with the user's rights, which reaches every process of the
+# user at once (a process that keeps forking cannot slip between passes). With perl the
+# killer's real uid is $spare and its saved uid root, so the user cannot stop or trace it;
+# otherwise setpriv runs it as the user.
+reap() {
+  if command -v perl >/dev/null 2>&1 && ! getent passwd "$spare" >/dev/null 2>&1; then
+    timeout -s KILL 5 perl -e '
+      my ($u, $k) = @ARGV;
+      $< = $k; $> = $u;
+      exit 1 unless $< == $k && $> == $u && $u > 0 && $k > 0;
+      kill "KILL", -1; exit 0' "$1" "$spare" 9>&- || true
+  else
+    timeout -s KILL 5 setpriv --reuid="$1" --clear-groups -- kill -s KILL -- -1 9>&- || true
+  fi
+}
+# Kills every process of the user until none is left (zombies aside), bounded in time.
+kill_all() {
+  uid=$(id -u -- "$1" 2>/dev/null) || return 0
+  [ "$uid" -gt 0 ] || return 1
+  n=0
+  while :; do
+    pkill -STOP -U "$uid" 2>/dev/null || true
+    reap "$uid"
+    pkill -KILL -U "$uid" 2>/dev/null || true
+    [ "$(ps -o stat= -U "$uid" 2>/dev/null | grep -cv '^Z' || true)" -gt 0 ] || return 0
+    n=$((n + 1))
+    [ "$n" -lt 100 ] || return 1
+    sleep 0.1
+  done
+}
+# Scheduled work and lingering services of the user.
+forget_jobs() {
+  if command -v crontab >/dev/null 2>&1; then crontab -r -u "$1" >/dev/null 2>&1 || true; fi
+  if command -v atq >/dev/null 2>&1; then
+    for j in $(atq 2>/dev/null | awk -v u="$1" '$NF == u { print $1 }'); do
+      atrm "$j" 2>/dev/null || true
+    done
+  fi
+  rm -f -- "/var/lib/systemd/linger/$1"
+  rm -rf -- "/run/sudo/ts/$1"
+}
+# The last grant is gone: end the account first, without touching its home directory.
+end_account() {
+  chage -E 1 "$1"
+  usermod -L "$1"
+  usermod -G "$marker" "$1"
+  echo "apono:locked"
+  forget_jobs "$1"
+  kill_all "$1" || killfail=1
+}
+# Makes the account hold exactly the union of its live grants. Arguments: user, then the
+# groups that may have to go (the revoked grant's).
+settle() {
+  u=$1
+  shift
+  remaining=$(live "$u")
+  if [ -z "$remaining" ]; then
+    end_account "$u"
+    return 0
+  fi
+  needed=$(printf '%s\n' "$remaining" | awk '{ print $4 }' | tr ',' '\n')
+  kill=0
+  for g in "$@"; do
+    [ "$g" != - ] || continue
+    if printf '%s\n' "$needed" | grep -qxF -- "$g"; then continue; fi
+    case " $(id -Gn -- "$u") " in
+      *" $g "*) gpasswd -d "$u" "$g" >/dev/null; echo "apono:removed $g"; kill=1 ;;
+    esac
+  done
+  chage -E "$(printf '%s\n' "$remaining" | awk '{ print $3 }' | sort | tail -n 1)" "$u"
+  if [ "$kill" = 1 ]; then kill_all "$u" || killfail=1; fi
+}
+# Rewrites the user's authorized_keys from the records, as the user, outside the server-wide
+# lock, under the per-user lock and a hard timeout. Fails when the edit could not be done.
+write_keys() {
+  uid=$(id -u -- "$1" 2>/dev/null) || return 0
+  gid=$(id -g -- "$1")
+  home=$(getent passwd "$1" | cut -d: -f6)
+  [ "$uid" -gt 0 ] || return 1
+  exec 8>>"$state/locks/$1"
+  if ! flock -w 10 8; then exec 8>&-; return 1; fi
+  rc=0
+  keys_of "$1" | timeout -s KILL 5 setpriv --reuid="$uid" --regid="$gid" --clear-groups \
+    -- /bin/sh -c "$edit" apono-edit "$home" 8>&- || rc=$?
+  exec 8>&-
+  return "$rc"
 }
 "#
     };
 }
 
-/// Runs as the account (argument 0 of the root script, passed to `setpriv`): rewrites
-/// `~/.ssh/authorized_keys` keeping only the marked lines of other grants, plus (for `put`) the
-/// line read from standard input; then lists the marked lines that remain as
-/// `apono:grant <grant id> <account expiry date> <groups>`. `list` changes nothing.
+/// Runs as the account (through `setpriv`, under a timeout): replaces
+/// `~/.ssh/authorized_keys` with standard input, which root composed from the records. Whatever
+/// the user put in the way (`~/.ssh` as a file or a symbolic link, modes 000) is moved aside
+/// or repaired with the user's own rights. Reads nothing; its output is not used.
 pub const EDIT_KEYS: &str = r#"set -eu
 umask 077
-op=$1 home=$2 grant=$3
-cd "$home"
+home=$1
+chmod u+rwx,go-w -- "$home" 2>/dev/null || true
+cd -- "$home"
+stamp=$(date +%s)-$$
+if [ -L .ssh ] || { [ -e .ssh ] && [ ! -d .ssh ]; }; then mv -f -- .ssh ".ssh.displaced-$stamp"; fi
+[ -d .ssh ] || mkdir .ssh
+chmod 700 .ssh
 file=.ssh/authorized_keys
-if [ "$op" != list ]; then
-  [ -d .ssh ] || mkdir .ssh
-  tmp=$(mktemp .ssh/.apono.XXXXXX)
-  if [ -f "$file" ]; then
-    awk -v g="$grant" '{ n = split($NF, a, ":"); if (a[1] == "apono-grant" && a[2] != g) print }' "$file" > "$tmp"
-  fi
-  if [ "$op" = put ]; then cat >> "$tmp"; fi
-  mv -f "$tmp" "$file"
+if [ -L "$file" ] || { [ -e "$file" ] && [ ! -f "$file" ]; }; then
+  mv -f -- "$file" "$file.displaced-$stamp"
 fi
-if [ -f "$file" ]; then
-  awk '{ n = split($NF, a, ":"); if (a[1] == "apono-grant") print "apono:grant", a[2], a[3], a[4] }' "$file"
-fi
+tmp=$(mktemp .ssh/.apono.XXXXXX)
+cat > "$tmp"
+mv -f -- "$tmp" "$file"
 "#;
 
-/// Grant (and rotation). Arguments: edit script, user, shell, grant id, groups…; standard
-/// input: the `authorized_keys` line. Exit 3: the account exists and is not ours; exit 4: a
-/// group does not exist.
+/// Grant (and rotation). Arguments: edit script, user, shell, grant id, end of the grant
+/// (seconds since the epoch), account expiry date (`YYYY-MM-DD`), groups…; standard input:
+/// the `authorized_keys` line. Exit 3: the account exists and is not ours; exit 4: a group
+/// does not exist; exit 5: the key could not be written to the account's home directory (the
+/// grant's record is taken back).
 pub const GRANT: &str = concat!(
     prelude!(),
-    r#"edit=$1 user=$2 shell=$3 grant=$4
-shift 4
+    r#"edit=$1 user=$2 shell=$3 grant=$4 end=$5 expiry=$6
+shift 6
+check_grant "$grant"
+case $end in ''|*[!0-9]*) echo "apono:bad-argument"; exit 2 ;; esac
+case $expiry in [0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]) ;; *) echo "apono:bad-argument"; exit 2 ;; esac
+key=$(cat)
+groups=$(IFS=,; printf '%s' "$*")
+lock
 for g in "$@"; do
   getent group "$g" >/dev/null || { echo "apono:missing-group $g"; exit 4; }
 done
+prepare_state
+d=$state/grants/$user
 getent group "$marker" >/dev/null || groupadd --system "$marker"
 if getent passwd "$user" >/dev/null; then
   is_ours "$user" || { echo "apono:conflict"; exit 3; }
 else
+  rm -rf -- "$d"
   useradd --create-home --user-group --shell "$shell" --comment "$gecos" --groups "$marker" "$user"
+  : > "$state/accounts/$user"
   echo "apono:created"
 fi
+install -d -o root -g root -m 0700 "$d"
+printf '%s\n' "$key" > "$d/.$grant.key"
+mv -f -- "$d/.$grant.key" "$d/$grant.key"
+printf '%s %s %s\n' "$end" "$expiry" "${groups:--}" > "$d/.$grant.grant"
+mv -f -- "$d/.$grant.grant" "$d/$grant.grant"
 usermod --password '*' --shell "$shell" "$user"
 for g in "$@"; do
   case " $(id -Gn -- "$user") " in
@@ -96,60 +260,71 @@ for g in "$@"; do
     *) usermod -a -G "$g" "$user"; echo "apono:added $g" ;;
   esac
 done
-home=$(getent passwd "$user" | cut -d: -f6)
-remaining=$(as_user "$user" put "$home" "$grant")
-printf '%s\n' "$remaining"
-account_expiry "$remaining" "$user"
+prune "$user"
+chage -E "$(live "$user" | awk '{ print $3 }' | sort | tail -n 1)" "$user"
+unlock
+if ! write_keys "$user"; then
+  lock
+  rm -f -- "$d/$grant.grant" "$d/$grant.key"
+  settle "$user" "$@"
+  unlock
+  write_keys "$user" || true
+  echo "apono:keys-failed"
+  exit 5
+fi
 "#
 );
 
 /// Revoke. Arguments: edit script, user, grant id, candidate groups… (the groups the grant
-/// asked for); removes the candidates no remaining grant needs; locks the account when no
-/// grant remains; kills the user's processes when it locked or removed a group.
+/// asked for, from the connector's own state). Deletes the grant's record; when no grant
+/// remains, ends the account (expired, password locked, supplementary groups, scheduled jobs
+/// and every process gone); otherwise removes the groups no remaining grant needs (killing
+/// the user's processes if one went) and sets the expiry the remaining records say. Then,
+/// best effort, rewrites the key file. Exit 6: a process of the user survived every attempt
+/// to kill it (the account is locked all the same).
 pub const REVOKE: &str = concat!(
     prelude!(),
     r#"edit=$1 user=$2 grant=$3
 shift 3
-getent passwd "$user" >/dev/null || { echo "apono:gone"; exit 0; }
-is_ours "$user" || { echo "apono:not-ours"; exit 0; }
-home=$(getent passwd "$user" | cut -d: -f6)
-remaining=$(as_user "$user" remove "$home" "$grant")
-printf '%s\n' "$remaining"
-needed=$(printf '%s\n' "$remaining" | awk '$1 == "apono:grant" { print $4 }' | tr ',' '\n')
-kill=0
-for g in "$@"; do
-  if printf '%s\n' "$needed" | grep -qxF -- "$g"; then continue; fi
-  case " $(id -Gn -- "$user") " in
-    *" $g "*) gpasswd -d "$user" "$g" >/dev/null; echo "apono:removed $g"; kill=1 ;;
-  esac
-done
-if printf '%s\n' "$remaining" | grep -q '^apono:grant '; then
-  account_expiry "$remaining" "$user"
-else
-  usermod -L "$user"
-  chage -E 0 "$user"
-  echo "apono:locked"
-  kill=1
+check_grant "$grant"
+lock
+prepare_state
+d=$state/grants/$user
+if ! getent passwd "$user" >/dev/null; then
+  rm -rf -- "$d" "$state/locks/$user" "$state/accounts/$user"
+  echo "apono:gone"
+  exit 0
 fi
-if [ "$kill" = 1 ]; then kill_user "$user"; fi
+is_ours "$user" || { echo "apono:not-ours"; exit 0; }
+had=-
+if [ -f "$d/$grant.grant" ]; then read -r _ _ had < "$d/$grant.grant" || true; fi
+rm -f -- "$d/$grant.grant" "$d/$grant.key"
+prune "$user"
+settle "$user" "$@" $(printf '%s' "$had" | tr ',' ' ')
+unlock
+write_keys "$user" || echo "apono:keys-unchanged"
+if [ "$killfail" != 0 ]; then echo "apono:processes-remain"; exit 6; fi
 "#
 );
 
-/// Cleanup. Arguments: edit script, user. Deletes the account if it is ours and no marked key
-/// remains; removes the marker group once it has no member. Exit 3: not ours.
+/// Cleanup. Arguments: edit script, user. Deletes the account if it is ours and no live
+/// record remains (ending it first, as the last revoke does); removes the marker group once it
+/// has no member. Exit 3: not ours; exit 6: a process of the user survived.
 pub const DELETE: &str = concat!(
     prelude!(),
     r#"edit=$1 user=$2
+lock
+prepare_state
+d=$state/grants/$user
 if getent passwd "$user" >/dev/null; then
   is_ours "$user" || { echo "apono:conflict"; exit 3; }
-  home=$(getent passwd "$user" | cut -d: -f6)
-  if [ -d "$home" ] && as_user "$user" list "$home" - | grep -q '^apono:grant '; then
+  prune "$user"
+  if [ -n "$(live "$user")" ]; then
     echo "apono:in-use"
     exit 0
   fi
-  usermod -L "$user"
-  chage -E 0 "$user"
-  kill_user "$user"
+  end_account "$user"
+  if [ "$killfail" != 0 ]; then echo "apono:processes-remain"; exit 6; fi
   if ! userdel -r "$user" 2>/dev/null; then
     if getent passwd "$user" >/dev/null; then userdel -f -r "$user"; fi
   fi
@@ -157,6 +332,7 @@ if getent passwd "$user" >/dev/null; then
 else
   echo "apono:gone"
 fi
+rm -rf -- "$d" "$state/locks/$user" "$state/accounts/$user"
 getent group "$marker" >/dev/null || exit 0
 members=$(getent group "$marker" | cut -d: -f4)
 [ -n "$members" ] || groupdel "$marker"

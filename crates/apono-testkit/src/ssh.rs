@@ -21,7 +21,7 @@ const ADMIN_USER: &str = "apono";
 /// Where [`SshServerBuilder::trusted_user_ca_key`] lines go inside the namespace.
 const TRUSTED_USER_CA_KEYS: &str = "/etc/ssh/apono_trusted_user_ca_keys";
 /// The directories that are private to the namespace; files may only be installed there.
-const PRIVATE_DIRS: [&str; 5] = ["/etc", "/home", "/root", "/run", "/var/log"];
+const PRIVATE_DIRS: [&str; 6] = ["/etc", "/home", "/root", "/run", "/var/lib", "/var/log"];
 
 /// Options for an [`SshServer`] that must be in place before `sshd` starts.
 #[derive(Debug, Clone, Default)]
@@ -55,7 +55,7 @@ impl SshServerBuilder {
 
     /// Installs a root-owned file with permission bits `mode` inside the namespace before
     /// `sshd` starts. `path` must be absolute and lie under one of the namespace's private
-    /// directories (`/etc`, `/home`, `/root`, `/run`, `/var/log`); [`Self::start`] fails
+    /// directories (`/etc`, `/home`, `/root`, `/run`, `/var/lib`, `/var/log`); [`Self::start`] fails
     /// otherwise, so that nothing is ever written to the host.
     pub fn file(
         mut self,
@@ -274,7 +274,7 @@ impl Programs {
 }
 
 /// The script `unshare` runs as the namespace's first process: it makes `/etc`, `/home`,
-/// `/root`, `/run` and `/var/log` private, creates the administrator and becomes `sshd`.
+/// `/root`, `/run`, `/var/lib` and `/var/log` private, creates the administrator and becomes `sshd`.
 fn setup_script(root: &Path, sshd: &Path, config: &Path, installs: &[String]) -> String {
     let root = shell_quote(root);
     format!(
@@ -291,6 +291,8 @@ mount --bind "$root/etc" /etc
 mount -t tmpfs -o mode=0755 apono-testkit-home /home
 mount -t tmpfs -o mode=0700 apono-testkit-root /root
 mount -t tmpfs -o mode=0755 apono-testkit-log /var/log
+# State that provisioners keep on the server (e.g. /var/lib/apono-provision-ssh) stays private.
+mount -t tmpfs -o mode=0755 apono-testkit-lib /var/lib
 mount -t tmpfs -o mode=0755 apono-testkit-run /run
 install -d -m 0755 /run/sshd
 
@@ -350,8 +352,8 @@ fn shell_quote(path: &Path) -> String {
 /// A private OpenSSH server on `127.0.0.1`, stopped when dropped.
 ///
 /// `sshd` runs as root in its own mount and PID namespace with private copies of `/etc`,
-/// `/home`, `/root`, `/run` and `/var/log`, so accounts created through it never touch the
-/// host; everything else (`/tmp`, `/usr`, `/var/lib`, the network) is the host's. It accepts
+/// `/home`, `/root`, `/run`, `/var/lib` (empty) and `/var/log`, so accounts created through it
+/// never touch the host; everything else (`/tmp`, `/usr`, the network) is the host's. It accepts
 /// public-key logins only (`UsePAM no`, so accounts must have the password
 /// field `*`, not the locked `!`), and its administrator [`Self::admin_user`] has
 /// passwordless sudo.
