@@ -77,6 +77,42 @@ impl fmt::Display for ErrorKind {
     }
 }
 
+/// An error and its `source` chain on one line, each cause after `": "`:
+/// `"secret store vault is unavailable: error sending request: connection refused"`.
+///
+/// This is the one place the workspace turns a chain into text (for a `tracing` field, a
+/// problem shown to a user, a retry reason); binaries print `anyhow`'s `{:#}` instead. A
+/// cause whose text is the same as the one before it (a wrapper that repeats its source) is
+/// written once.
+///
+/// ```
+/// use apono_core::error_chain;
+/// let error = Wrapped(std::io::Error::other("connection refused"));
+/// # #[derive(Debug)] struct Wrapped(std::io::Error);
+/// # impl std::fmt::Display for Wrapped {
+/// #     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str("could not connect") }
+/// # }
+/// # impl std::error::Error for Wrapped {
+/// #     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> { Some(&self.0) }
+/// # }
+/// assert_eq!(error_chain(&error), "could not connect: connection refused");
+/// ```
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut last = text.clone();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        let shown = cause.to_string();
+        if shown != last {
+            text.push_str(": ");
+            text.push_str(&shown);
+            last = shown;
+        }
+        next = cause.source();
+    }
+    text
+}
+
 /// Shortens and escapes untrusted text before it goes into an error message, so that a hostile
 /// name cannot forge log lines (newlines, control characters) or flood them (length).
 pub(crate) fn quote_untrusted(input: &str) -> String {
@@ -117,6 +153,46 @@ mod tests {
                 ErrorKind::Cancelled
             ]
         );
+    }
+
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<Layer>>);
+
+    impl fmt::Display for Layer {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|l| l as _)
+        }
+    }
+
+    fn chain(layers: &[&'static str]) -> Layer {
+        layers
+            .iter()
+            .rev()
+            .fold(None, |inner, text| Some(Layer(text, inner.map(Box::new))))
+            .expect("at least one layer")
+    }
+
+    #[test]
+    fn error_chains_are_one_line() {
+        for (layers, text) in [
+            (&["alone"][..], "alone"),
+            (&["a", "b", "c"][..], "a: b: c"),
+            // A wrapper that repeats its source is written once.
+            (&["a", "b", "b", "c"][..], "a: b: c"),
+            (&["a", "a"][..], "a"),
+            // Only neighbours are compared.
+            (&["a", "b", "a"][..], "a: b: a"),
+        ] {
+            assert_eq!(error_chain(&chain(layers)), text, "{layers:?}");
+        }
+        let boxed: BoxError = Box::new(chain(&["outer", "inner"]));
+        assert_eq!(error_chain(boxed.as_ref()), "outer: inner");
     }
 
     #[test]

@@ -16,6 +16,11 @@
 //! * **Errors** classified by [`ErrorKind`], which says whether a retry can help.
 //! * **Names**: validated account and group names per target system, and the deterministic,
 //!   injective [`AccountNaming`] derivation ([`names`]).
+//! * **Shared helpers**, one home each: [`duration`] (`90s`, `1h30m` — one grammar for the
+//!   configuration, requests and the CLI), [`error_chain`] (an error and its sources on one
+//!   line), [`ActionContext::bounded`] (work under an action's deadline and cancellation),
+//!   [`password`] (random passwords for created accounts), [`json`] (describing JSON without
+//!   quoting it).
 //! * **Conformance suites** (feature `test-util`) that any implementation, ours or a third
 //!   party's, runs against itself ([`conformance`]).
 //!
@@ -67,10 +72,13 @@
 //! ```
 
 mod cancel;
+pub mod duration;
 mod error;
 mod grant;
 mod integration;
+pub mod json;
 pub mod names;
+pub mod password;
 mod provision;
 mod secret;
 mod status;
@@ -81,7 +89,8 @@ pub mod conformance;
 pub use async_trait::async_trait;
 
 pub use cancel::{CancelSignal, Cancelled};
-pub use error::{BoxError, ErrorKind};
+pub use duration::{DurationError, format_duration, parse_duration};
+pub use error::{BoxError, ErrorKind, error_chain};
 pub use grant::{
     AccessDetails, Credential, GrantId, GrantSpec, GrantState, GrantStateError, Granted, Grantee,
     Instructions,
@@ -91,6 +100,7 @@ pub use integration::{
     PermissionInfo, Resource, ResourceType,
 };
 pub use names::{AccountName, AccountNaming, GroupName, LinuxGroupName, LinuxUsername, NameError};
+pub use password::generate_password;
 pub use provision::{
     Action, ActionContext, ProvisionError, Provisioner, StatusCheck, StatusReport,
 };

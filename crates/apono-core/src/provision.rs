@@ -2,6 +2,9 @@
 //! they return.
 
 use std::fmt;
+use std::future::{Future, poll_fn};
+use std::pin::pin;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -141,6 +144,56 @@ impl ActionContext {
             return Err(ProvisionError::Timeout);
         }
         Ok(())
+    }
+
+    /// Runs `work` until it finishes, the context is cancelled ([`ProvisionError::Cancelled`])
+    /// or its deadline passes ([`ProvisionError::Timeout`]), whichever comes first; `work` is
+    /// not started at all if the context is already cancelled or late ([`Self::checkpoint`]).
+    ///
+    /// This crate has no async runtime, so the caller hands in its runtime's timer: `sleep`
+    /// is called once, with the time left, when the context has a deadline
+    /// (`tokio::time::sleep` with Tokio). The error type of `work` only needs to hold a
+    /// [`ProvisionError`], so `work` can return a crate's own error.
+    ///
+    /// Cancel safety: when the deadline or the cancellation wins, `work` is dropped where it
+    /// was waiting, so it should only wait at points where stopping leaves a consistent state
+    /// (a request sent or not, not half of a multi-step change). When `work` finishes in the
+    /// same poll as the cancellation, its result is returned.
+    ///
+    /// ```no_run
+    /// # async fn example(ctx: &apono_core::ActionContext) -> Result<(), apono_core::ProvisionError> {
+    /// # async fn call_target() -> Result<String, apono_core::ProvisionError> { Ok(String::new()) }
+    /// let answer = ctx.bounded(tokio::time::sleep, call_target()).await?;
+    /// # let _ = answer; Ok(()) }
+    /// ```
+    pub async fn bounded<T, E, S>(
+        &self,
+        sleep: impl FnOnce(Duration) -> S,
+        work: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, E>
+    where
+        E: From<ProvisionError>,
+        S: Future<Output = ()>,
+    {
+        self.checkpoint()?;
+        let mut work = pin!(work);
+        let mut cancelled = pin!(self.cancel.cancelled());
+        let mut deadline = pin!(self.remaining().map(sleep));
+        poll_fn(|cx| {
+            if let Poll::Ready(result) = work.as_mut().poll(cx) {
+                return Poll::Ready(result);
+            }
+            if cancelled.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(ProvisionError::Cancelled.into()));
+            }
+            if let Some(timer) = deadline.as_mut().as_pin_mut()
+                && timer.poll(cx).is_ready()
+            {
+                return Poll::Ready(Err(ProvisionError::Timeout.into()));
+            }
+            Poll::Pending
+        })
+        .await
     }
 }
 
@@ -388,6 +441,95 @@ mod tests {
         assert_eq!(late.checkpoint().unwrap_err().kind(), ErrorKind::Timeout);
         ctx.cancel_signal().cancel();
         assert_eq!(ctx.checkpoint().unwrap_err().kind(), ErrorKind::Cancelled);
+    }
+
+    fn ctx() -> ActionContext {
+        ActionContext::new(SecretValue::new())
+    }
+
+    #[tokio::test]
+    async fn bounded_returns_what_the_work_returns() {
+        let ok: Result<u8, ProvisionError> =
+            ctx().bounded(tokio::time::sleep, async { Ok(7) }).await;
+        assert_eq!(ok.unwrap(), 7);
+        let within = ctx()
+            .with_timeout(Duration::from_secs(60))
+            .bounded(tokio::time::sleep, async {
+                Err::<(), _>(ProvisionError::InvalidGrant("no".into()))
+            })
+            .await;
+        assert_eq!(within.unwrap_err().kind(), ErrorKind::InvalidInput);
+    }
+
+    #[tokio::test]
+    async fn bounded_stops_at_the_deadline() {
+        let ctx = ctx().with_timeout(Duration::from_millis(20));
+        let result: Result<(), ProvisionError> = ctx
+            .bounded(tokio::time::sleep, std::future::pending())
+            .await;
+        assert_eq!(result.unwrap_err().kind(), ErrorKind::Timeout);
+    }
+
+    #[tokio::test]
+    async fn bounded_stops_when_cancelled() {
+        // No deadline: only the cancellation can end the wait.
+        let ctx = ctx();
+        let signal = ctx.cancel_signal().clone();
+        let result: Result<(), ProvisionError> = ctx
+            .bounded(tokio::time::sleep, async {
+                signal.cancel();
+                std::future::pending().await
+            })
+            .await;
+        assert_eq!(result.unwrap_err().kind(), ErrorKind::Cancelled);
+        // With a far deadline, cancellation still wins.
+        let ctx = self::ctx().with_timeout(Duration::from_secs(3600));
+        let signal = ctx.cancel_signal().clone();
+        let waiting = ctx.bounded(
+            tokio::time::sleep,
+            std::future::pending::<Result<(), ProvisionError>>(),
+        );
+        let (result, ()) = tokio::join!(waiting, async move { signal.cancel() });
+        assert_eq!(result.unwrap_err().kind(), ErrorKind::Cancelled);
+    }
+
+    #[tokio::test]
+    async fn bounded_does_not_start_late_or_cancelled_work() {
+        let started = std::sync::atomic::AtomicBool::new(false);
+        let work = || async {
+            started.store(true, std::sync::atomic::Ordering::SeqCst);
+            Ok::<(), ProvisionError>(())
+        };
+        let late = ctx().with_deadline(Instant::now() - Duration::from_millis(1));
+        let result = late.bounded(tokio::time::sleep, work()).await;
+        assert_eq!(result.unwrap_err().kind(), ErrorKind::Timeout);
+        let cancelled = ctx();
+        cancelled.cancel_signal().cancel();
+        let result = cancelled.bounded(tokio::time::sleep, work()).await;
+        assert_eq!(result.unwrap_err().kind(), ErrorKind::Cancelled);
+        assert!(!started.load(std::sync::atomic::Ordering::SeqCst));
+    }
+
+    /// A crate's own error type works as long as it can hold a `ProvisionError`.
+    #[tokio::test]
+    async fn bounded_keeps_the_callers_error_type() {
+        #[derive(Debug)]
+        enum Mine {
+            Provision(ProvisionError),
+        }
+        impl From<ProvisionError> for Mine {
+            fn from(e: ProvisionError) -> Self {
+                Self::Provision(e)
+            }
+        }
+        let ctx = ctx().with_timeout(Duration::from_millis(10));
+        let result: Result<(), Mine> = ctx
+            .bounded(tokio::time::sleep, std::future::pending())
+            .await;
+        let Err(Mine::Provision(e)) = result else {
+            panic!("expected a timeout, got {result:?}");
+        };
+        assert_eq!(e.kind(), ErrorKind::Timeout);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::error::{BoxError, ErrorKind};
+use crate::json::{describe_json_error, json_type};
 
 /// Where an integration's secret is kept: exactly one of the stores Apono supports.
 ///
@@ -182,7 +183,7 @@ impl SecretValue {
     pub fn from_json(bytes: &[u8]) -> Result<Self, SecretError> {
         let parsed: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|e| SecretError::Malformed {
-                reason: describe_json_error(&e),
+                reason: format!("value {}", describe_json_error(&e)),
             })?;
         let serde_json::Value::Object(map) = parsed else {
             return Err(SecretError::Malformed {
@@ -364,29 +365,6 @@ impl<'de> Deserialize<'de> for ScalarField {
 
         deserializer.deserialize_any(ScalarVisitor)
     }
-}
-
-fn json_type(value: &serde_json::Value) -> &'static str {
-    match value {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "an array",
-        serde_json::Value::Object(_) => "an object",
-    }
-}
-
-/// Describes a JSON syntax error by category and position only: `serde_json`'s own message can
-/// quote the input, and the input is a secret.
-fn describe_json_error(e: &serde_json::Error) -> String {
-    let what = match e.classify() {
-        serde_json::error::Category::Io => "could not be read",
-        serde_json::error::Category::Syntax => "is not valid JSON",
-        serde_json::error::Category::Data => "has an unexpected JSON type",
-        serde_json::error::Category::Eof => "is truncated JSON",
-    };
-    format!("value {what} (line {}, column {})", e.line(), e.column())
 }
 
 /// Why a secret could not be read or used.
