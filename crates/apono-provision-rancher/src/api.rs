@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use apono_core::{ActionContext, BoxError, ProvisionError};
+use apono_core::{ActionContext, ProvisionError, error_chain};
 use reqwest::Method;
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
@@ -141,20 +141,21 @@ impl Api {
             }
             Ok::<_, reqwest::Error>((status, Some(bytes)))
         };
-        let outcome = tokio::select! {
-            outcome = exchange => outcome,
-            () = ctx.cancel_signal().cancelled() => return Err(ProvisionError::Cancelled),
-        };
-        let (status, bytes) = outcome.map_err(|e| {
-            if e.is_timeout() {
-                ProvisionError::Timeout
-            } else {
-                ProvisionError::Unavailable {
-                    target: self.target.clone(),
-                    source: Some(transport_error(&e)),
-                }
-            }
-        })?;
+        let (status, bytes) = ctx
+            .bounded(tokio::time::sleep, async {
+                exchange.await.map_err(|e| {
+                    if e.is_timeout() {
+                        ProvisionError::Timeout
+                    } else {
+                        ProvisionError::Unavailable {
+                            target: self.target.clone(),
+                            // reqwest's errors say what failed (connect, TLS) in their sources.
+                            source: Some(error_chain(&e).into()),
+                        }
+                    }
+                })
+            })
+            .await?;
         let Some(bytes) = bytes else {
             return Err(self.target_error(format!(
                 "HTTP {status}: the response exceeds {MAX_BODY} bytes"
@@ -363,19 +364,6 @@ impl Api {
         )
         .await
     }
-}
-
-/// The transport error's chain as text: reqwest's errors say what failed (connect, TLS) in
-/// their sources.
-fn transport_error(e: &reqwest::Error) -> BoxError {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text.into()
 }
 
 /// A server-written message, shortened and on one line.

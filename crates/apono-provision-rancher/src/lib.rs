@@ -83,9 +83,9 @@ use apono_core::{
     AccessDetails, AccountNaming, ActionContext, Credential, GrantSpec, GrantState, Granted,
     Instructions, Integration, Inventory, LinuxUsername, Permission, PermissionInfo,
     ProvisionError, Provisioner, Resource, ResourceType, StatusCheck, StatusReport, async_trait,
+    generate_password,
 };
 use chrono::{DateTime, Utc};
-use rand::RngExt;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -114,7 +114,6 @@ pub const LOGIN_GLOBAL_ROLE: &str = "user-base";
 
 const USER_DESCRIPTION: &str =
     "Created by the Apono connector for just-in-time access; deleted by its cleanup";
-const PASSWORD_LEN: usize = 24;
 
 /// What a grant recorded: the ids of exactly what it created. No secrets (a token's name is
 /// not its secret).
@@ -242,15 +241,6 @@ fn admin_key(ctx: &ActionContext) -> Result<AdminKey, ProvisionError> {
         bearer: SecretString::from(format!("{access_key}:{}", secret.expose_secret().trim())),
         access_key,
     })
-}
-
-fn generate_password() -> SecretString {
-    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789-_.!";
-    let mut rng = rand::rng();
-    let password: String = (0..PASSWORD_LEN)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect();
-    SecretString::from(password)
 }
 
 fn str_of<'a>(value: &'a Value, key: &str) -> &'a str {

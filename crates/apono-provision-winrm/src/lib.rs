@@ -13,7 +13,7 @@
 //!
 //! A grant creates — or re-enables, if it carries the connector's marker in its description —
 //! the account named by [`AccountNaming`](apono_core::AccountNaming) (a `sAMAccountName` of at
-//! most 20 characters), sets a fresh 24-character random password generated here, sets the
+//! most 20 characters), sets a fresh 32-character random password ([`apono_core::password`]), sets the
 //! account expiry to the grant's end (a backstop if the connector is down), records a *lease*
 //! for the grant (registry key `HKLM:\SOFTWARE\Apono\Connector\Leases\<account>`), and adds the
 //! membership. The requester receives the host, RDP port, `DOMAIN\user`, the one-time password,
@@ -80,7 +80,6 @@ pub mod script;
 mod transport;
 
 use std::collections::BTreeMap;
-use std::future::Future;
 
 use apono_core::names::{GroupName, Windows};
 use apono_core::secrecy::{ExposeSecret, SecretString};
@@ -88,6 +87,7 @@ use apono_core::{
     AccessDetails, ActionContext, Credential, GrantSpec, GrantState, Granted, Instructions,
     Integration, InvalidIntegration, Inventory, NameError, Permission, PermissionInfo,
     ProvisionError, Provisioner, Resource, StatusCheck, StatusReport, async_trait,
+    generate_password,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -103,8 +103,8 @@ use transport::{AdminCredentials, Transport, transport_for};
 pub const CONNECT: &str = "Connect";
 /// The local group `Connect` means on an RDP server (found by its SID, `S-1-5-32-555`).
 pub const REMOTE_DESKTOP_USERS: &str = "Remote Desktop Users";
-/// Length of generated passwords.
-pub const PASSWORD_LEN: usize = 24;
+/// Length of generated passwords ([`apono_core::password`]'s policy).
+pub use apono_core::password::PASSWORD_LEN;
 
 /// The provisioner for one `rdp` or `windows-domain-controller` integration.
 #[derive(Debug, Clone)]
@@ -350,9 +350,14 @@ impl WinrmProvisioner {
         ctx.checkpoint()?;
         let transport = self.transport(ctx)?;
         tracing::debug!(host = %self.host(), script = command.kind.name(), "running WinRM script");
-        let output = bounded(ctx, transport.run(&command))
-            .await?
-            .map_err(|e| self.transport_error(e))?;
+        let output = ctx
+            .bounded(tokio::time::sleep, async {
+                transport
+                    .run(&command)
+                    .await
+                    .map_err(|e| self.transport_error(e))
+            })
+            .await?;
         let stderr = String::from_utf8_lossy(&output.stderr);
         let reason = || {
             let text: String = stderr.trim().chars().take(300).collect();
@@ -468,50 +473,6 @@ impl WinrmProvisioner {
             details.append_custom(custom);
         }
         details
-    }
-}
-
-/// Runs `work` until it finishes, the context is cancelled, or its deadline passes.
-async fn bounded<T>(
-    ctx: &ActionContext,
-    work: impl Future<Output = T>,
-) -> Result<T, ProvisionError> {
-    let cancelled = ctx.cancel_signal().cancelled();
-    match ctx.remaining() {
-        Some(remaining) => tokio::select! {
-            r = tokio::time::timeout(remaining, work) => r.map_err(|_| ProvisionError::Timeout),
-            () = cancelled => Err(ProvisionError::Cancelled),
-        },
-        None => tokio::select! {
-            r = work => Ok(r),
-            () = cancelled => Err(ProvisionError::Cancelled),
-        },
-    }
-}
-
-/// A strong random password: [`PASSWORD_LEN`] characters from upper and lower case letters,
-/// digits and symbols, with at least one of each (Windows complexity rules), from the operating
-/// system's CSPRNG via `rand`'s thread generator.
-pub fn generate_password() -> SecretString {
-    const UPPER: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ";
-    const LOWER: &[u8] = b"abcdefghijkmnopqrstuvwxyz";
-    const DIGIT: &[u8] = b"23456789";
-    const SYMBOL: &[u8] = b"!#%+-.=?@^_~";
-    let all: Vec<u8> = [UPPER, LOWER, DIGIT, SYMBOL].concat();
-    loop {
-        let mut out = zeroize::Zeroizing::new(String::with_capacity(PASSWORD_LEN));
-        while out.len() < PASSWORD_LEN {
-            let byte: u8 = rand::random();
-            // Rejection sampling keeps the choice uniform.
-            let limit = 256 - 256 % all.len();
-            if usize::from(byte) < limit {
-                out.push(char::from(all[usize::from(byte) % all.len()]));
-            }
-        }
-        let has = |set: &[u8]| out.bytes().any(|b| set.contains(&b));
-        if has(UPPER) && has(LOWER) && has(DIGIT) && has(SYMBOL) {
-            return SecretString::from(out.to_string());
-        }
     }
 }
 
