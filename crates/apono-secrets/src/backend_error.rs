@@ -26,17 +26,3 @@ impl std::error::Error for BackendError {}
 pub(crate) fn source(description: impl Into<String>) -> Option<BoxError> {
     Some(Box::new(BackendError(description.into())))
 }
-
-/// The `Display` chain of a transport error (connection refused, TLS failure, DNS…), which
-/// names hosts and causes but no bodies.
-#[cfg_attr(not(feature = "hashicorp"), allow(dead_code))]
-pub(crate) fn transport_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut next = error.source();
-    while let Some(cause) = next {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        next = cause.source();
-    }
-    text
-}

@@ -7,7 +7,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use apono_core::{SecretError, SecretStore, SecretStoreKind, SecretStoreRef, SecretValue};
+use apono_core::{
+    SecretError, SecretStore, SecretStoreKind, SecretStoreRef, SecretValue, error_chain,
+};
 use async_trait::async_trait;
 use secrecy::ExposeSecret;
 use tracing::{debug, instrument, warn};
@@ -289,7 +291,7 @@ fn build_client(connection: &Connection) -> Result<VaultClient, SecretError> {
         let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
             config_error(
                 "`ca_cert_base64` is not a valid PEM certificate bundle".into(),
-                backend_error::source(backend_error::transport_chain(&e)),
+                backend_error::source(error_chain(&e)),
             )
         })?;
         if certs.is_empty() {
@@ -307,7 +309,7 @@ fn build_client(connection: &Connection) -> Result<VaultClient, SecretError> {
     let http = http.build().map_err(|e| {
         config_error(
             "the HTTP client could not be built".into(),
-            backend_error::source(backend_error::transport_chain(&e)),
+            backend_error::source(error_chain(&e)),
         )
     })?;
     let mut settings = VaultClientSettingsBuilder::default();
@@ -350,7 +352,7 @@ fn classify(error: ClientError, reference: &str, address: &str) -> SecretError {
                 let cause: &(dyn std::error::Error + 'static) = source.as_ref();
                 SecretError::Unavailable {
                     store,
-                    source: backend_error::source(backend_error::transport_chain(cause)),
+                    source: backend_error::source(error_chain(cause)),
                 }
             }
             rustify::errors::ClientError::ResponseError { .. } => SecretError::Unavailable {

@@ -7,13 +7,15 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
-use apono_core::{SecretError, SecretStore, SecretStoreKind, SecretStoreRef, SecretValue};
+use apono_core::{
+    SecretError, SecretStore, SecretStoreKind, SecretStoreRef, SecretValue, error_chain,
+};
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::Secret;
 use secrecy::SecretString;
 use zeroize::Zeroize;
 
-use crate::backend_error::{source, transport_chain};
+use crate::backend_error::source;
 
 /// The label a secret must carry for the connector to read it: `apono-connector-read`.
 pub const KUBERNETES_READ_LABEL: &str = "apono-connector-read";
@@ -133,7 +135,7 @@ impl KubernetesStoreBuilder {
         let client = kube::Client::try_from(self.config).map_err(|e| SecretError::Config {
             store: STORE.into(),
             reason: format!("cannot build a client for {cluster_url}"),
-            source: source(transport_chain(&e)),
+            source: source(error_chain(&e)),
         })?;
         Ok(KubernetesStore {
             client,
@@ -310,7 +312,7 @@ impl KubernetesStore {
             }),
             Ok(Err(e)) => Err(SecretError::Unavailable {
                 store: format!("{STORE} {}", self.cluster_url),
-                source: source(transport_chain(&e)),
+                source: source(error_chain(&e)),
             }),
         }
     }

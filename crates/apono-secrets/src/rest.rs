@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
-use apono_core::SecretError;
+use apono_core::{SecretError, error_chain};
 use secrecy::SecretString;
 use zeroize::Zeroizing;
 
-use crate::backend_error::{source, transport_chain};
+use crate::backend_error::source;
 
 /// The largest response body read; a secret store answer is a few kilobytes.
 const MAX_BODY: usize = 1 << 20;
@@ -38,7 +38,7 @@ pub(crate) fn client(
     builder.build().map_err(|e| SecretError::Config {
         store: store.to_owned(),
         reason: "the HTTP client could not be built".into(),
-        source: source(transport_chain(&e)),
+        source: source(error_chain(&e)),
     })
 }
 
@@ -66,7 +66,7 @@ pub(crate) async fn send(
         } else {
             SecretError::Unavailable {
                 store: store.to_owned(),
-                source: source(transport_chain(&e.without_url())),
+                source: source(error_chain(&e.without_url())),
             }
         }
     };

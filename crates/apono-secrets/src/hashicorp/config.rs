@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
+use apono_core::json::{describe_json_error, json_type};
 use apono_core::{SecretStoreRef, SecretValue};
 use secrecy::{ExposeSecret, SecretString};
 use tracing::warn;
@@ -474,28 +475,6 @@ fn strip_trailing_commas(text: &[u8]) -> Vec<u8> {
         out.push(byte);
     }
     out
-}
-
-fn json_type(value: &serde_json::Value) -> &'static str {
-    match value {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "an array",
-        serde_json::Value::Object(_) => "an object",
-    }
-}
-
-/// Category and position of a JSON error; serde_json's own message can quote the input.
-fn describe_json_error(e: &serde_json::Error) -> String {
-    let what = match e.classify() {
-        serde_json::error::Category::Io => "could not be read",
-        serde_json::error::Category::Syntax => "is not valid JSON",
-        serde_json::error::Category::Data => "has an unexpected JSON type",
-        serde_json::error::Category::Eof => "is truncated JSON",
-    };
-    format!("{what} (line {}, column {})", e.line(), e.column())
 }
 
 #[cfg(test)]
