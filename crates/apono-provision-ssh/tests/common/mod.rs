@@ -169,6 +169,9 @@ pub fn background_session(
     let key_path = dir.path().join("id");
     let key = &granted.access.credentials[0];
     write_private(&key_path, key.value.expose_secret().as_bytes());
+    if let Some(cert) = granted.access.json.get("certificate") {
+        std::fs::write(dir.path().join("id-cert.pub"), cert.as_str().unwrap()).unwrap();
+    }
     let user = granted.access.json["username"].as_str().unwrap();
     let child = Command::new("ssh")
         .args([
