@@ -7,6 +7,7 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use apono_core::json::describe_json_error;
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -89,16 +90,7 @@ impl Profiles {
         // serde's messages may quote values (the token); report only where it broke.
         serde_json::from_slice(&text).map_err(|e| ClientError::ProfileFile {
             path: path.display().to_string(),
-            reason: format!(
-                "{} at line {} column {}",
-                match e.classify() {
-                    serde_json::error::Category::Syntax | serde_json::error::Category::Eof =>
-                        "not JSON",
-                    _ => "unexpected content",
-                },
-                e.line(),
-                e.column()
-            ),
+            reason: format!("the file {}", describe_json_error(&e)),
         })
     }
 

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use apono_core::json::describe_json_error;
 use apono_core::{ActionContext, ProvisionError, error_chain};
 use reqwest::Method;
 use reqwest::header::{AUTHORIZATION, HeaderValue};
@@ -166,9 +167,8 @@ impl Api {
         } else {
             serde_json::from_slice(&bytes).map_err(|e| {
                 self.target_error(format!(
-                    "HTTP {status}: the response is not JSON (line {}, column {})",
-                    e.line(),
-                    e.column()
+                    "HTTP {status}: the response {}",
+                    describe_json_error(&e)
                 ))
             })?
         };

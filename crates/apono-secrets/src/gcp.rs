@@ -6,6 +6,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use apono_core::json::describe_json_error;
 use apono_core::{SecretError, SecretStore, SecretStoreKind, SecretStoreRef, SecretValue};
 use async_trait::async_trait;
 use data_encoding::BASE64;
@@ -100,12 +101,8 @@ impl GcpCredentials {
     /// (`"type": "service_account"`) or gcloud's authorised-user credentials
     /// (`"type": "authorized_user"`). Errors name missing fields, never values.
     pub fn from_json(json: &SecretString) -> Result<Self, SecretError> {
-        let value: serde_json::Value = serde_json::from_str(json.expose_secret()).map_err(|e| {
-            config(format!(
-                "credentials are not valid JSON (line {})",
-                e.line()
-            ))
-        })?;
+        let value: serde_json::Value = serde_json::from_str(json.expose_secret())
+            .map_err(|e| config(format!("credentials {}", describe_json_error(&e))))?;
         let field = |key: &str| -> Result<String, SecretError> {
             rest::str_field(&value, key)
                 .map(str::to_owned)

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use apono_core::json::describe_json_error;
 use apono_core::{SecretError, error_chain};
 use secrecy::SecretString;
 use zeroize::Zeroizing;
@@ -94,13 +95,7 @@ pub(crate) async fn send(
 
 /// Parses a JSON body; the error describes the problem by position only, never by content.
 pub(crate) fn json(body: &[u8]) -> Result<serde_json::Value, String> {
-    serde_json::from_slice(body).map_err(|e| {
-        format!(
-            "the response is not valid JSON (line {}, column {})",
-            e.line(),
-            e.column()
-        )
-    })
+    serde_json::from_slice(body).map_err(|e| format!("the response {}", describe_json_error(&e)))
 }
 
 /// A string field of a JSON object, if present.
