@@ -182,6 +182,28 @@ pub struct ConnectorSettings {
     /// is a comma-separated list.
     #[serde(default)]
     pub allowed_secrets_to_read: Option<Vec<String>>,
+    /// The most resources one access request may name.
+    #[serde(default = "default_max_resources")]
+    pub max_resources_per_request: usize,
+    /// The longest justification, in characters.
+    #[serde(default = "default_max_text")]
+    pub max_justification_length: usize,
+    /// The longest approval or rejection reason, in characters.
+    #[serde(default = "default_max_text")]
+    pub max_reason_length: usize,
+    /// The largest API request body, in bytes.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+}
+
+fn default_max_resources() -> usize {
+    100
+}
+fn default_max_text() -> usize {
+    2000
+}
+fn default_max_body() -> usize {
+    64 * 1024
 }
 
 impl Default for ConnectorSettings {
@@ -200,6 +222,10 @@ impl Default for ConnectorSettings {
             discovery_interval: default_discovery_interval(),
             shutdown_grace: default_shutdown_grace(),
             allowed_secrets_to_read: None,
+            max_resources_per_request: default_max_resources(),
+            max_justification_length: default_max_text(),
+            max_reason_length: default_max_text(),
+            max_body_bytes: default_max_body(),
         }
     }
 }

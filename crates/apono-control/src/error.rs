@@ -27,6 +27,9 @@ pub enum ControlError {
     /// The request is invalid; every problem is listed.
     #[error("invalid request: {}", .0.join("; "))]
     Invalid(Vec<String>),
+    /// The request body is over the configured limit.
+    #[error("too large: {0}")]
+    TooLarge(String),
     /// The operation does not fit the current state (approving a revoked request…).
     #[error("conflict: {0}")]
     Conflict(String),
@@ -58,7 +61,7 @@ impl ControlError {
             Self::Store { .. } | Self::Io { .. } => ErrorKind::Unavailable,
             Self::Unauthenticated | Self::Forbidden(_) => ErrorKind::PermissionDenied,
             Self::NotFound(_) => ErrorKind::NotFound,
-            Self::Invalid(_) | Self::Config(_) => ErrorKind::InvalidInput,
+            Self::Invalid(_) | Self::Config(_) | Self::TooLarge(_) => ErrorKind::InvalidInput,
             Self::Conflict(_) => ErrorKind::Conflict,
             Self::Corrupt(_) => ErrorKind::Malformed,
         }

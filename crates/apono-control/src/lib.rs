@@ -57,27 +57,27 @@
 //! ```
 
 pub mod api;
-mod approval;
-pub mod audit;
-mod commit;
 mod config;
+mod credentials;
 mod error;
+mod ledger;
 mod metrics;
 mod model;
 mod plane;
+mod policy;
 mod scheduler;
-mod store;
 
 pub use config::{
     AccessFlow, ApprovalMode, Approvers, Config, ConfigError, ConfigProblem, ConnectorSettings,
     FlowTarget, HumanDuration, Principals, ResourceSelector, Trigger, User, check_config,
 };
 pub use error::ControlError;
+pub use ledger::audit;
+pub use ledger::store::{Backend, Store};
 pub use model::{
     AccessRequest, AccessSession, DryRun, NewRequest, Problem, ProblemCode, RequestApproval,
 };
 pub use plane::{ControlPlane, RequestScope};
-pub use store::{Backend, Store};
 
 /// Now, in Unix milliseconds (the store's time unit).
 pub(crate) fn now_ms() -> i64 {

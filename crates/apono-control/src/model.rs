@@ -234,6 +234,12 @@ pub enum ProblemCode {
     /// requester (when the flow bars self-approval) can give, so the request could never be
     /// approved.
     NoPossibleApproval,
+    /// More resources than `connector.max_resources_per_request`.
+    TooManyResources,
+    /// A resource named twice.
+    DuplicateResource,
+    /// A justification over `connector.max_justification_length`.
+    JustificationTooLong,
 }
 
 /// One reason a dry run refuses a request: a code for programs next to the text for people.

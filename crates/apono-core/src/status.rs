@@ -71,6 +71,28 @@ impl RequestStatus {
     pub const fn is_final(self) -> bool {
         matches!(self, Self::Rejected | Self::Revoked | Self::Failed)
     }
+
+    /// The status of an approved request, derived from its grants' (`None`: it has none).
+    /// Work in progress wins (`Granting`, then `Active`, then `Revoking`); a request all of
+    /// whose grants failed is `Failed`; otherwise it is `Revoked`.
+    pub fn from_grants(grants: &[GrantStatus]) -> Option<Self> {
+        use GrantStatus as G;
+        if grants.is_empty() {
+            return None;
+        }
+        let any = |wanted: &[G]| grants.iter().any(|g| wanted.contains(g));
+        Some(if any(&[G::Pending, G::Granting]) {
+            Self::Granting
+        } else if any(&[G::Active]) {
+            Self::Active
+        } else if any(&[G::Revoking, G::RevokeFailed]) {
+            Self::Revoking
+        } else if grants.iter().all(|g| *g == G::Failed) {
+            Self::Failed
+        } else {
+            Self::Revoked
+        })
+    }
 }
 
 status_enum!(
@@ -195,5 +217,24 @@ mod tests {
         assert!(!GrantStatus::Active.can_become(GrantStatus::Revoked));
         assert!(GrantStatus::RevokeFailed.can_become(GrantStatus::Revoking));
         assert!(!GrantStatus::Revoked.can_become(GrantStatus::Active));
+    }
+
+    #[test]
+    fn a_request_shows_the_work_in_progress_of_its_grants() {
+        use GrantStatus as G;
+        let cases: &[(&[G], Option<RequestStatus>)] = &[
+            (&[], None),
+            (&[G::Active, G::Pending], Some(RequestStatus::Granting)),
+            (&[G::Active, G::Revoked], Some(RequestStatus::Active)),
+            (
+                &[G::RevokeFailed, G::Revoked],
+                Some(RequestStatus::Revoking),
+            ),
+            (&[G::Failed, G::Failed], Some(RequestStatus::Failed)),
+            (&[G::Failed, G::Revoked], Some(RequestStatus::Revoked)),
+        ];
+        for (grants, want) in cases {
+            assert_eq!(RequestStatus::from_grants(grants), *want, "{grants:?}");
+        }
     }
 }

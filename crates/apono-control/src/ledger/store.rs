@@ -154,6 +154,16 @@ CREATE TABLE request_approvals (
 )
 ",
     ),
+    (
+        3,
+        r"
+CREATE TABLE grant_counts (
+    status TEXT PRIMARY KEY,
+    n BIGINT NOT NULL
+);
+CREATE INDEX jobs_by_kind_due ON jobs (kind, due_at)
+",
+    ),
 ];
 
 /// A connection pool to the control plane's database.
@@ -329,6 +339,10 @@ impl Store {
                     .execute(&mut *tx)
                     .await
                     .map_err(err)?;
+            }
+            if *version == 3 {
+                // The status counters start from the grants that exist.
+                super::gauges::seed(&mut tx).await.map_err(err)?;
             }
             sqlx::query("INSERT INTO apono_migrations (version, applied_at) VALUES ($1, $2)")
                 .bind(version)

@@ -8,8 +8,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::{AnyConnection, Row};
 
+use super::store::Store;
 use crate::error::ControlError;
-use crate::store::Store;
 
 /// One audit record, as stored and exported.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -1,0 +1,49 @@
+//! The HTTP API (axum) under `/api/v1`, plus `/healthz`, `/readyz` and `/metrics`.
+//!
+//! * [`extract`]: the authenticated caller, ids, query strings and bodies, each refused with
+//!   the JSON error shape.
+//! * `routes`: one handler per operation, each a call of one [`ControlPlane`] method.
+//! * [`openapi`]: the OpenAPI document.
+
+mod extract;
+mod openapi;
+mod routes;
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::error::ControlError;
+use crate::plane::ControlPlane;
+pub use openapi::openapi;
+
+impl IntoResponse for ControlError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            Self::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Invalid(_) | Self::Config(_) => StatusCode::BAD_REQUEST,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        let problems = match &self {
+            Self::Invalid(p) => p.clone(),
+            _ => Vec::new(),
+        };
+        (
+            status,
+            Json(json!({ "error": self.to_string(), "kind": self.kind().as_str(), "problems": problems })),
+        )
+            .into_response()
+    }
+}
+
+/// The router of the whole HTTP surface.
+pub fn router(plane: Arc<ControlPlane>) -> Router {
+    routes::router(plane)
+}

@@ -1,0 +1,480 @@
+//! The job queue: every piece of future work is a row of `jobs` with a due time. Claiming a job
+//! leases it and its grant in one transaction and, in the same transaction, makes the status
+//! change that announces the work (`Pending → Granting` with the expiry, `Active → Revoking`),
+//! so the ledger says what is about to happen before the executor touches a target.
+//!
+//! Each claim has a lease token of its own (`owner#n`); an outcome is written only while its
+//! job still carries that token (see [`super::commit`]), so the work of a lease that ended
+//! (another worker or replica took the job over) can never be recorded over the newer work.
+
+use std::fmt;
+
+use apono_core::{GrantSpec, GrantState, GrantStatus};
+use serde_json::json;
+use sqlx::AnyConnection;
+use sqlx::any::AnyRow;
+
+use super::audit::{AuditEntry, Chain};
+use super::gauges::Deltas;
+use super::{Ledger, db, get, transition};
+use crate::error::ControlError;
+use crate::model::ts;
+use crate::now_ms;
+
+/// Kinds of scheduled work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum JobKind {
+    /// Provision a grant (or extend it).
+    Grant,
+    /// Revoke a grant at its expiry (or at once).
+    Revoke,
+    /// Rotate a grant's credentials.
+    Rotate,
+    /// Delete what a revoked grant left (accounts) after the cleanup period.
+    Cleanup,
+    /// Discover an integration's resources.
+    Discover,
+}
+
+impl JobKind {
+    const ALL: [Self; 5] = [
+        Self::Grant,
+        Self::Revoke,
+        Self::Rotate,
+        Self::Cleanup,
+        Self::Discover,
+    ];
+
+    /// The stored name.
+    pub(crate) const fn as_str(self) -> &'static str {
+        match self {
+            Self::Grant => "grant",
+            Self::Revoke => "revoke",
+            Self::Rotate => "rotate",
+            Self::Cleanup => "cleanup",
+            Self::Discover => "discover",
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self, ControlError> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == text)
+            .ok_or_else(|| ControlError::Corrupt(format!("unknown job kind {text:?}")))
+    }
+}
+
+impl fmt::Display for JobKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A due job.
+#[derive(Clone, Debug)]
+pub(crate) struct Job {
+    pub(crate) kind: JobKind,
+    /// A grant id, or an integration name for discovery.
+    pub(crate) subject: String,
+    /// `integration/resource`: what the per-target limit counts.
+    pub(crate) target: String,
+    pub(crate) attempts: i64,
+    pub(crate) due_at: i64,
+}
+
+/// The columns of a [`GrantRow`].
+pub(crate) const GRANT_COLUMNS: &str = "id, status, integration, resource_type, resource_id, resource, permission, grantee, duration_secs, expires_at, revoke_requested_at, state";
+
+/// A grant as the scheduler works on it.
+#[derive(Clone, Debug)]
+pub(crate) struct GrantRow {
+    pub(crate) id: String,
+    pub(crate) status: GrantStatus,
+    pub(crate) integration: String,
+    pub(crate) resource_id: String,
+    pub(crate) duration_secs: i64,
+    pub(crate) expires_at: Option<i64>,
+    pub(crate) revoke_requested_at: Option<i64>,
+    resource: String,
+    permission: String,
+    grantee: String,
+    state: Option<String>,
+}
+
+impl GrantRow {
+    pub(crate) fn from_row(row: &AnyRow) -> Result<Self, ControlError> {
+        let status: String = get(row, "status")?;
+        Ok(Self {
+            id: get(row, "id")?,
+            status: status
+                .parse()
+                .map_err(|e: apono_core::UnknownStatus| ControlError::Corrupt(e.to_string()))?,
+            integration: get(row, "integration")?,
+            resource_id: get(row, "resource_id")?,
+            duration_secs: get(row, "duration_secs")?,
+            expires_at: get(row, "expires_at")?,
+            revoke_requested_at: get(row, "revoke_requested_at")?,
+            resource: get(row, "resource")?,
+            permission: get(row, "permission")?,
+            grantee: get(row, "grantee")?,
+            state: get(row, "state")?,
+        })
+    }
+
+    /// The spec the provisioner sees (the expiry as stored, or now).
+    pub(crate) fn spec(&self) -> Result<GrantSpec, ControlError> {
+        let corrupt = |e: String| ControlError::Corrupt(e);
+        Ok(GrantSpec {
+            grant_id: apono_core::GrantId::new(self.id.clone())
+                .map_err(|e| corrupt(e.to_string()))?,
+            grantee: serde_json::from_str(&self.grantee).map_err(|e| corrupt(e.to_string()))?,
+            resource: serde_json::from_str(&self.resource).map_err(|e| corrupt(e.to_string()))?,
+            permission: apono_core::Permission::new(self.permission.clone()),
+            expires_at: ts(self.expires_at.unwrap_or_else(now_ms)),
+            custom_parameters: Default::default(),
+        })
+    }
+
+    /// What the grant's provisioning recorded, if it completed once.
+    pub(crate) fn state(&self) -> Result<Option<GrantState>, ControlError> {
+        self.state
+            .as_deref()
+            .map(|s| serde_json::from_str(s).map(GrantState::from_json))
+            .transpose()
+            .map_err(|e| ControlError::Corrupt(e.to_string()))
+    }
+}
+
+/// `integration/resource`: the key of the per-target limit.
+pub(crate) fn target_of(integration: &str, resource_id: &str) -> String {
+    format!("{integration}/{resource_id}")
+}
+
+/// A job this worker now holds.
+#[derive(Debug)]
+pub(crate) struct Claimed {
+    pub(crate) job: Job,
+    /// The lease token every write of the job's outcome is fenced by.
+    pub(crate) lease: String,
+    /// The grant, as the claim left it (`None` for discovery).
+    pub(crate) grant: Option<GrantRow>,
+}
+
+/// Creates a job, or moves an existing one to `due_at` (resetting its attempts).
+pub(crate) async fn enqueue(
+    conn: &mut AnyConnection,
+    kind: JobKind,
+    subject: &str,
+    target: &str,
+    due_at: i64,
+) -> Result<(), ControlError> {
+    sqlx::query(
+        "INSERT INTO jobs (kind, subject, target, due_at, attempts, created_at) VALUES ($1, $2, $3, $4, 0, $5) ON CONFLICT (kind, subject) DO UPDATE SET due_at = excluded.due_at, attempts = 0, last_error = NULL",
+    )
+    .bind(kind.as_str())
+    .bind(subject)
+    .bind(target)
+    .bind(due_at)
+    .bind(now_ms())
+    .execute(&mut *conn)
+    .await
+    .map_err(db("scheduling"))?;
+    Ok(())
+}
+
+/// Deletes a job (nothing if there is none).
+pub(crate) async fn delete(
+    conn: &mut AnyConnection,
+    kind: JobKind,
+    subject: &str,
+) -> Result<(), ControlError> {
+    sqlx::query("DELETE FROM jobs WHERE kind = $1 AND subject = $2")
+        .bind(kind.as_str())
+        .bind(subject)
+        .execute(&mut *conn)
+        .await
+        .map_err(db("scheduling"))?;
+    Ok(())
+}
+
+/// What a claim decided for one job.
+enum Admission {
+    /// Run it.
+    Run,
+    /// Nothing to do: the job row was deleted.
+    Dropped,
+}
+
+impl Ledger {
+    /// Up to `limit` jobs due at `now` and not leased, oldest first.
+    pub(crate) async fn due_jobs(&self, now: i64, limit: i64) -> Result<Vec<Job>, ControlError> {
+        let rows = sqlx::query("SELECT kind, subject, target, attempts, due_at FROM jobs WHERE due_at <= $1 AND (leased_until IS NULL OR leased_until < $1) ORDER BY due_at LIMIT $2")
+            .bind(now)
+            .bind(limit)
+            .fetch_all(self.store.pool())
+            .await
+            .map_err(db("reading due jobs"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(Job {
+                    kind: JobKind::parse(&get::<String>(r, "kind")?)?,
+                    subject: get(r, "subject")?,
+                    target: get(r, "target")?,
+                    attempts: get(r, "attempts")?,
+                    due_at: get(r, "due_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The earliest due time of a job that is not leased.
+    pub(crate) async fn next_due(&self) -> Result<Option<i64>, ControlError> {
+        let row: (Option<i64>,) = sqlx::query_as(
+            "SELECT MIN(due_at) FROM jobs WHERE leased_until IS NULL OR leased_until < $1",
+        )
+        .bind(now_ms())
+        .fetch_one(self.store.pool())
+        .await
+        .map_err(db("reading the next due time"))?;
+        Ok(row.0)
+    }
+
+    /// Voids every lease (SQLite at start-up: one process, so leases left by a killed
+    /// predecessor are void and their jobs due at once).
+    pub(crate) async fn void_leases(&self) -> Result<(), ControlError> {
+        let mut tx = self.store.begin().await.map_err(db("releasing leases"))?;
+        sqlx::query("UPDATE jobs SET lease_owner = NULL, leased_until = NULL, due_at = $1 WHERE lease_owner IS NOT NULL")
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await
+            .map_err(db("releasing leases"))?;
+        sqlx::query(
+            "UPDATE grants SET lease_owner = NULL, leased_until = NULL WHERE lease_owner IS NOT NULL",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db("releasing leases"))?;
+        tx.commit().await.map_err(db("releasing leases"))
+    }
+
+    /// Leases `jobs` (and the grants they work on, so no two actions on one grant ever run at
+    /// once, here or on another replica) until `until`, and makes each job's opening status
+    /// change, all in one transaction. Returns what was claimed, in the order given; a job
+    /// another worker holds, or whose grant it holds, is skipped.
+    pub(crate) async fn claim(
+        &self,
+        jobs: Vec<Job>,
+        now: i64,
+        until: i64,
+    ) -> Result<Vec<Claimed>, ControlError> {
+        let lease = self.new_lease();
+        // One action per grant per batch; rows are locked in (subject, kind) order so that
+        // replicas claiming at once on PostgreSQL take row locks in the same order.
+        let mut seen = std::collections::HashSet::new();
+        let mut order: Vec<usize> = (0..jobs.len())
+            .filter(|&i| jobs[i].kind == JobKind::Discover || seen.insert(jobs[i].subject.clone()))
+            .collect();
+        order.sort_by(|&a, &b| {
+            (&jobs[a].subject, jobs[a].kind).cmp(&(&jobs[b].subject, jobs[b].kind))
+        });
+        let mut got: Vec<Option<Option<GrantRow>>> = vec![None; jobs.len()];
+        let mut tx = self.store.begin().await.map_err(db("claiming jobs"))?;
+        let mut deltas = Deltas::default();
+        let mut audits: Vec<(&'static str, String, &'static str, serde_json::Value)> = Vec::new();
+        for i in order {
+            let job = &jobs[i];
+            // The due time moves to the lease's end: if this worker dies, the job is due again
+            // then, and scans for due work skip leased rows by index.
+            let leased = sqlx::query("UPDATE jobs SET lease_owner = $1, leased_until = $2, due_at = $2 WHERE kind = $3 AND subject = $4 AND due_at <= $5 AND (leased_until IS NULL OR leased_until < $5)")
+                .bind(&lease)
+                .bind(until)
+                .bind(job.kind.as_str())
+                .bind(&job.subject)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("claiming a job"))?
+                .rows_affected();
+            if leased != 1 {
+                continue;
+            }
+            if job.kind == JobKind::Discover {
+                got[i] = Some(None);
+                continue;
+            }
+            let sql = format!(
+                "UPDATE grants SET lease_owner = $1, leased_until = $2 WHERE id = $3 AND (leased_until IS NULL OR leased_until < $4) RETURNING {GRANT_COLUMNS}"
+            );
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(&lease)
+                .bind(until)
+                .bind(&job.subject)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db("claiming a grant"))?;
+            let Some(row) = row else {
+                let exists: Option<(String,)> =
+                    sqlx::query_as("SELECT id FROM grants WHERE id = $1")
+                        .bind(&job.subject)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db("claiming a grant"))?;
+                if exists.is_none() {
+                    delete(&mut tx, job.kind, &job.subject).await?;
+                } else {
+                    // Another action on this grant is running: the job stays as it was, to be
+                    // tried again later.
+                    sqlx::query("UPDATE jobs SET lease_owner = NULL, leased_until = NULL, due_at = $1 WHERE kind = $2 AND subject = $3 AND lease_owner = $4")
+                        .bind(job.due_at)
+                        .bind(job.kind.as_str())
+                        .bind(&job.subject)
+                        .bind(&lease)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db("claiming a job"))?;
+                }
+                continue;
+            };
+            let mut grant = GrantRow::from_row(&row)?;
+            match admit(&mut tx, &mut deltas, &mut audits, job, &mut grant, now).await? {
+                Admission::Run => got[i] = Some(Some(grant)),
+                Admission::Dropped => {
+                    sqlx::query("UPDATE grants SET lease_owner = NULL, leased_until = NULL WHERE id = $1 AND lease_owner = $2")
+                        .bind(&job.subject)
+                        .bind(&lease)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db("claiming a grant"))?;
+                }
+            }
+        }
+        deltas.flush(&mut tx).await?;
+        if !audits.is_empty() {
+            let mut chain = Chain::open(&mut tx).await?;
+            for (action, subject, outcome, details) in audits {
+                chain
+                    .append(
+                        &mut tx,
+                        AuditEntry {
+                            actor: "connector",
+                            action,
+                            subject: &subject,
+                            outcome,
+                            details,
+                        },
+                    )
+                    .await?;
+            }
+            chain.close(&mut tx).await?;
+        }
+        tx.commit().await.map_err(db("claiming jobs"))?;
+        Ok(jobs
+            .into_iter()
+            .zip(got)
+            .filter_map(|(job, got)| {
+                got.map(|grant| Claimed {
+                    job,
+                    lease: lease.clone(),
+                    grant,
+                })
+            })
+            .collect())
+    }
+}
+
+/// The opening status change of a claimed job on its grant, or why it has nothing to do.
+async fn admit(
+    tx: &mut AnyConnection,
+    deltas: &mut Deltas,
+    audits: &mut Vec<(&'static str, String, &'static str, serde_json::Value)>,
+    job: &Job,
+    grant: &mut GrantRow,
+    now: i64,
+) -> Result<Admission, ControlError> {
+    use GrantStatus::{Active, Failed, Granting, Pending, RevokeFailed, Revoked, Revoking};
+    let id = grant.id.clone();
+    match (job.kind, grant.status) {
+        (JobKind::Grant, Pending) if grant.revoke_requested_at.is_some() => {
+            // Withdrawn before the target was touched.
+            transition(Pending, Failed)?;
+            let n = sqlx::query("UPDATE grants SET status = $1, last_error = $2, updated_at = $3 WHERE id = $4 AND status = $5")
+                .bind(Failed.as_str())
+                .bind("revoked before it was granted")
+                .bind(now)
+                .bind(&id)
+                .bind(Pending.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(db("claiming a grant"))?
+                .rows_affected();
+            deltas.moved(Pending, Failed, n);
+            delete(tx, JobKind::Grant, &id).await?;
+            Ok(Admission::Dropped)
+        }
+        (JobKind::Grant, Pending) => {
+            // Written down before the target is touched: Granting, with its expiry.
+            transition(Pending, Granting)?;
+            let expires_at = now + grant.duration_secs * 1000;
+            let n = sqlx::query("UPDATE grants SET status = $1, expires_at = $2, updated_at = $3 WHERE id = $4 AND status = $5")
+                .bind(Granting.as_str())
+                .bind(expires_at)
+                .bind(now)
+                .bind(&id)
+                .bind(Pending.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(db("claiming a grant"))?
+                .rows_affected();
+            deltas.moved(Pending, Granting, n);
+            grant.status = Granting;
+            grant.expires_at = Some(expires_at);
+            audits.push((
+                "grant.started",
+                id,
+                "ok",
+                json!({ "integration": grant.integration, "resource_id": grant.resource_id }),
+            ));
+            Ok(Admission::Run)
+        }
+        (JobKind::Grant, Granting | Active) => Ok(Admission::Run),
+        (JobKind::Revoke, Active | RevokeFailed) => {
+            let from = grant.status;
+            transition(from, Revoking)?;
+            let n = sqlx::query(
+                "UPDATE grants SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4",
+            )
+            .bind(Revoking.as_str())
+            .bind(now)
+            .bind(&id)
+            .bind(from.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db("claiming a grant"))?
+            .rows_affected();
+            deltas.moved(from, Revoking, n);
+            grant.status = Revoking;
+            audits.push((
+                "revoke.started",
+                id,
+                "ok",
+                json!({ "attempt": job.attempts + 1 }),
+            ));
+            Ok(Admission::Run)
+        }
+        (JobKind::Revoke, Revoking) => Ok(Admission::Run),
+        (JobKind::Rotate, Active) => Ok(Admission::Run),
+        (JobKind::Cleanup, Revoked) => Ok(Admission::Run),
+        (JobKind::Cleanup, _) => {
+            delete(tx, job.kind, &id).await?;
+            audits.push(("cleanup", id, "skipped", json!({})));
+            Ok(Admission::Dropped)
+        }
+        // Revoke of a Pending or Granting grant: the grant job revokes it when it completes.
+        // Anything else has nothing left to do.
+        _ => {
+            delete(tx, job.kind, &id).await?;
+            Ok(Admission::Dropped)
+        }
+    }
+}

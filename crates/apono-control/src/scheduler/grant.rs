@@ -1,0 +1,100 @@
+//! Grant jobs: provision a grant claimed `Granting` (or extend an `Active` one).
+
+use apono_core::{CancelSignal, ErrorKind, GrantStatus};
+
+use super::{Next, Outcome, Scheduler, Then, error_chain};
+use crate::error::ControlError;
+use crate::ledger::commit::Change;
+use crate::ledger::jobs::{GrantRow, target_of};
+use crate::model::ts;
+use crate::now_ms;
+
+pub(super) async fn run(
+    s: &Scheduler,
+    grant: &GrantRow,
+    abort: &CancelSignal,
+) -> Result<Outcome, ControlError> {
+    let id = grant.id.as_str();
+    let Some(integration) = s.config.integration(&grant.integration).cloned() else {
+        return Ok(Outcome::retry(format!(
+            "integration {:?} is not configured",
+            grant.integration
+        )));
+    };
+    let mut spec = grant.spec()?;
+    let now = now_ms();
+    let expires_at = grant.expires_at.unwrap_or(now);
+    // A grant that expired (or was revoked) before it completed (a crash, an unreachable
+    // target) is still completed, with a short target-side expiry, because only a completed
+    // grant yields the state revoke needs to remove partial work; its credentials are never
+    // shown and the revoke is due at once.
+    let recovering = expires_at <= now + 1000 || grant.revoke_requested_at.is_some();
+    if recovering {
+        spec.expires_at = ts(now + s.lease_ms());
+    }
+    let from = grant.status;
+    match s.executor.grant(&integration, &spec, abort).await {
+        Ok(granted) => {
+            let access = serde_json::to_string(&granted.access)
+                .map_err(|e| ControlError::Corrupt(e.to_string()))?;
+            let state = serde_json::to_string(granted.state.as_json())
+                .map_err(|e| ControlError::Corrupt(e.to_string()))?;
+            let credentials = !recovering && !granted.access.credentials.is_empty();
+            let rotate_at = integration
+                .credentials_rotation_period_in_days
+                .filter(|d| *d > 0)
+                .map(|days| now_ms() + i64::from(days) * 86_400_000);
+            Ok(Outcome {
+                change: Change::Granted {
+                    id: id.to_owned(),
+                    from,
+                    target: target_of(&grant.integration, &grant.resource_id),
+                    state,
+                    access,
+                    credentials,
+                    rotate_at,
+                },
+                next: Next::Done,
+                then: if credentials {
+                    Then::KeepCredentials(granted.access.credentials)
+                } else {
+                    Then::Nothing
+                },
+            })
+        }
+        // Refused as invalid only because the expiry passed while the action ran (the grant
+        // was not `recovering` when it started): the next attempt is a recovering one.
+        Err(e)
+            if e.kind().is_retryable()
+                || from == GrantStatus::Active
+                || (!recovering
+                    && e.kind() == ErrorKind::InvalidInput
+                    && expires_at <= now_ms()) =>
+        {
+            // Partial state may exist on the target; only a completed grant yields the state
+            // revoke needs, so a grant is retried (idempotently) until it completes, then
+            // revoked at once if it expired meanwhile.
+            let refused_extension = from == GrantStatus::Active && !e.kind().is_retryable();
+            Ok(Outcome {
+                change: Change::GrantAttemptFailed {
+                    id: id.to_owned(),
+                    kind: e.kind().as_str(),
+                    error: error_chain(&e),
+                    // An extension the target refused: the grant stays as it was.
+                    drop_job: refused_extension,
+                },
+                next: if refused_extension {
+                    Next::Done
+                } else {
+                    Next::Retry(error_chain(&e))
+                },
+                then: Then::Nothing,
+            })
+        }
+        Err(e) => Ok(Outcome::done(Change::GrantFailed {
+            id: id.to_owned(),
+            kind: e.kind().as_str(),
+            error: error_chain(&e),
+        })),
+    }
+}

@@ -1,0 +1,455 @@
+//! The durable scheduler: claims due jobs from the ledger and runs them on the executor, one
+//! module per job kind ([`grant`], [`revoke`], [`rotate`], [`cleanup`], [`discover`]).
+//!
+//! # A job is claimed only when it can start
+//!
+//! The loop counts the actions it has in flight, per target and in all, and claims only due
+//! jobs that fit the executor's limits (taken round-robin over targets): a claimed job never
+//! waits for an executor slot, so it runs at once, within `action_timeout`, well inside its
+//! lease (`2 × action_timeout + 10 s`). Other replicas claim what they can run; a job is held
+//! by one lease at a time, and an outcome is written only while its lease is still held
+//! ([`crate::ledger`]'s fencing), so no job is ever executed by two workers at once.
+
+mod cleanup;
+mod discover;
+mod grant;
+mod revoke;
+mod rotate;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use apono_core::{CancelSignal, Credential};
+use apono_runtime::Executor;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::credentials::Credentials;
+use crate::error::ControlError;
+use crate::ledger::Ledger;
+use crate::ledger::commit::{After, Applied, Change, Release};
+use crate::ledger::jobs::{Claimed, Job, JobKind};
+use crate::ledger::store::Backend;
+use crate::metrics::RevokeLag;
+use crate::now_ms;
+
+/// What a job's run asks the ledger to record, and what to do once it is recorded.
+pub(crate) struct Outcome {
+    change: Change,
+    next: Next,
+    then: Then,
+}
+
+/// What becomes of the job row.
+enum Next {
+    /// The change deleted or moved it; a row it left stays due at the lease's end.
+    Done,
+    /// Retry with backoff.
+    Retry(String),
+    /// Due again at this time.
+    Reschedule(i64),
+}
+
+/// What to do in memory once the outcome is committed.
+enum Then {
+    Nothing,
+    KeepCredentials(Vec<Credential>),
+    Revoked(Option<i64>),
+}
+
+impl Outcome {
+    fn done(change: Change) -> Self {
+        Self {
+            change,
+            next: Next::Done,
+            then: Then::Nothing,
+        }
+    }
+
+    fn retry(error: String) -> Self {
+        Self {
+            change: Change::Nothing,
+            next: Next::Retry(error),
+            then: Then::Nothing,
+        }
+    }
+}
+
+/// Actions in flight, by target and in all.
+#[derive(Debug, Default)]
+struct InFlight {
+    by_target: HashMap<String, usize>,
+    total: usize,
+}
+
+/// The scheduler of one control plane.
+#[derive(Debug)]
+pub(crate) struct Scheduler {
+    pub(crate) ledger: Arc<Ledger>,
+    pub(crate) config: Arc<Config>,
+    pub(crate) executor: Arc<Executor>,
+    pub(crate) credentials: Arc<Credentials>,
+    pub(crate) lag: Arc<RevokeLag>,
+    pub(crate) wake: Arc<Notify>,
+    in_flight: Mutex<InFlight>,
+}
+
+impl Scheduler {
+    pub(crate) fn new(
+        ledger: Arc<Ledger>,
+        config: Arc<Config>,
+        executor: Arc<Executor>,
+        credentials: Arc<Credentials>,
+        lag: Arc<RevokeLag>,
+        wake: Arc<Notify>,
+    ) -> Self {
+        Self {
+            ledger,
+            config,
+            executor,
+            credentials,
+            lag,
+            wake,
+            in_flight: Mutex::new(InFlight::default()),
+        }
+    }
+
+    fn lease_ms(&self) -> i64 {
+        (self.config.connector.action_timeout.0.as_millis() as i64) * 2 + 10_000
+    }
+
+    fn backoff_ms(&self, attempts: i64) -> i64 {
+        let base = self.config.connector.retry_base.0.as_millis() as f64;
+        let max = self.config.connector.retry_max.0.as_millis() as f64;
+        let exp = base * 2f64.powi((attempts.clamp(1, 30) - 1) as i32);
+        let capped = exp.min(max);
+        let jitter: f64 = rand::random::<f64>() * 0.5 + 0.5;
+        (capped * jitter) as i64
+    }
+
+    /// The most actions this scheduler runs at once, and per target.
+    fn limits(&self) -> (usize, usize) {
+        let executor = self.executor.limits();
+        (
+            self.config
+                .connector
+                .max_concurrent_actions
+                .clamp(1, executor.global),
+            executor.per_target,
+        )
+    }
+
+    /// From `due` (in round-robin order), the jobs that can start now, counted as in flight.
+    fn reserve(&self, due: Vec<Job>) -> Vec<Job> {
+        let (global, per_target) = self.limits();
+        let mut flight = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut out = Vec::new();
+        for job in due {
+            if flight.total >= global {
+                break;
+            }
+            let busy = flight.by_target.get(&job.target).copied().unwrap_or(0);
+            if busy >= per_target {
+                continue;
+            }
+            flight.total += 1;
+            *flight.by_target.entry(job.target.clone()).or_default() += 1;
+            out.push(job);
+        }
+        out
+    }
+
+    /// Gives back the slot of a job that ended (or was not claimed).
+    fn unreserve(&self, target: &str) {
+        let mut flight = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        flight.total = flight.total.saturating_sub(1);
+        if let Some(n) = flight.by_target.get_mut(target) {
+            *n -= 1;
+            if *n == 0 {
+                flight.by_target.remove(target);
+            }
+        }
+    }
+
+    fn free(&self) -> usize {
+        let (global, _) = self.limits();
+        let flight = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        global.saturating_sub(flight.total)
+    }
+
+    /// Claims what can start now from the due jobs; the slots of jobs not claimed are given
+    /// back.
+    async fn claim_startable(&self) -> Result<Vec<Claimed>, ControlError> {
+        let now = now_ms();
+        let due = self.ledger.due_jobs(now, 512).await?;
+        let wanted = self.reserve(round_robin(due));
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let targets: Vec<String> = wanted.iter().map(|j| j.target.clone()).collect();
+        let claimed = match self
+            .ledger
+            .claim(wanted, now_ms(), now_ms() + self.lease_ms())
+            .await
+        {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                for t in &targets {
+                    self.unreserve(t);
+                }
+                return Err(e);
+            }
+        };
+        // Give back the slots of the jobs not claimed (held elsewhere, or nothing to do).
+        let mut left: HashMap<&str, usize> = HashMap::new();
+        for t in &targets {
+            *left.entry(t.as_str()).or_default() += 1;
+        }
+        for c in &claimed {
+            if let Some(n) = left.get_mut(c.job.target.as_str()) {
+                *n -= 1;
+            }
+        }
+        for (t, n) in left {
+            for _ in 0..n {
+                self.unreserve(t);
+            }
+        }
+        Ok(claimed)
+    }
+
+    /// Runs until `shutdown` fires, then waits up to `shutdown_grace` for work in flight; work
+    /// still running after that is cancelled, which leaves its job due again.
+    pub(crate) async fn run(self: Arc<Self>, shutdown: CancelSignal) -> Result<(), ControlError> {
+        let abort = CancelSignal::new();
+        if self.ledger.store().backend() == Backend::Sqlite {
+            // SQLite means one process: leases left by a killed predecessor are void.
+            self.ledger.void_leases().await?;
+        }
+        let mut tasks = JoinSet::new();
+        while !shutdown.is_cancelled() {
+            while tasks.try_join_next().is_some() {}
+            if self.free() == 0 {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = self.wake.notified() => {},
+                    () = tokio::time::sleep(Duration::from_millis(50)) => {},
+                }
+                continue;
+            }
+            let claimed = match self.claim_startable().await {
+                Ok(claimed) => claimed,
+                Err(e) => {
+                    warn!(error = %e, "cannot claim due jobs");
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                    }
+                }
+            };
+            if !claimed.is_empty() {
+                for job in claimed {
+                    let this = self.clone();
+                    let abort = abort.clone();
+                    tasks.spawn(async move {
+                        let target = job.job.target.clone();
+                        this.execute(job, &abort).await;
+                        this.unreserve(&target);
+                        this.wake.notify_one();
+                    });
+                }
+                continue;
+            }
+            // Nothing startable: sleep until the next due time, a wake-up (new work, or a slot
+            // freed), or 1 s (other replicas may add work).
+            let next = self.ledger.next_due().await.unwrap_or(None);
+            let wait = next
+                .map(|due| (due - now_ms()).clamp(0, 1000))
+                .unwrap_or(1000);
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = self.wake.notified() => {},
+                () = tokio::time::sleep(Duration::from_millis(wait.max(5) as u64)) => {},
+            }
+        }
+        info!(in_flight = tasks.len(), "scheduler stopping");
+        let grace = self.config.connector.shutdown_grace.0;
+        let drained =
+            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            warn!(in_flight = tasks.len(), "abandoning in-flight actions");
+            abort.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                while tasks.join_next().await.is_some() {}
+            })
+            .await;
+            tasks.abort_all();
+        }
+        Ok(())
+    }
+
+    /// Runs every job due now until none is left that this worker can claim.
+    pub(crate) async fn run_due_once(self: &Arc<Self>) -> Result<usize, ControlError> {
+        let mut ran = 0;
+        loop {
+            let claimed = self.claim_startable().await?;
+            if claimed.is_empty() {
+                // Nothing due, or all of it held by other leases (or waiting for a slot that
+                // no action of this call holds).
+                return Ok(ran);
+            }
+            let mut set = JoinSet::new();
+            for job in claimed {
+                ran += 1;
+                let this = self.clone();
+                set.spawn(async move {
+                    let target = job.job.target.clone();
+                    this.execute(job, &CancelSignal::new()).await;
+                    this.unreserve(&target);
+                });
+            }
+            while set.join_next().await.is_some() {}
+        }
+    }
+
+    async fn execute(&self, claimed: Claimed, abort: &CancelSignal) {
+        let job = &claimed.job;
+        let result = match (job.kind, &claimed.grant) {
+            (JobKind::Grant, Some(grant)) => grant::run(self, grant, abort).await,
+            (JobKind::Revoke, Some(grant)) => revoke::run(self, job, grant, abort).await,
+            (JobKind::Rotate, Some(grant)) => rotate::run(self, job, grant, abort).await,
+            (JobKind::Cleanup, Some(grant)) => cleanup::run(self, job, grant, abort).await,
+            (JobKind::Discover, _) => discover::run(self, job, abort).await,
+            (kind, None) => Err(ControlError::Corrupt(format!(
+                "a {kind} job was claimed without its grant"
+            ))),
+        };
+        let outcome = result.unwrap_or_else(|e| {
+            warn!(kind = %job.kind, subject = %job.subject, error = %e, "job failed");
+            Outcome::retry(e.to_string())
+        });
+        let attempts = job.attempts + 1;
+        let after = match outcome.next {
+            Next::Done => After::Keep,
+            Next::Retry(error) => After::Retry {
+                attempts,
+                error,
+                due_at: now_ms() + self.backoff_ms(attempts),
+            },
+            Next::Reschedule(due_at) => After::Reschedule { due_at },
+        };
+        let release = Release {
+            kind: job.kind,
+            subject: job.subject.clone(),
+            lease: claimed.lease.clone(),
+            after,
+        };
+        match self.ledger.record(outcome.change, release).await {
+            Ok(Applied::Done) => match outcome.then {
+                Then::Nothing => {}
+                Then::KeepCredentials(credentials) => {
+                    self.credentials.keep(&job.subject, credentials);
+                }
+                Then::Revoked(lag) => {
+                    self.credentials.forget(&job.subject);
+                    if let Some(lag) = lag {
+                        self.lag.observe(lag);
+                    }
+                }
+            },
+            Ok(Applied::RevokedWhileGranting) => {
+                // Credentials of a grant revoked while it was being granted are never shown.
+                self.credentials.forget(&job.subject);
+                self.wake.notify_one();
+            }
+            Ok(Applied::Changed) => {
+                warn!(kind = %job.kind, subject = %job.subject, "the grant changed while its action ran; retried");
+            }
+            Ok(Applied::Fenced) => {
+                warn!(kind = %job.kind, subject = %job.subject, "the job's lease ended before its outcome was recorded; another worker owns it now");
+            }
+            Err(e) => {
+                warn!(kind = %job.kind, subject = %job.subject, error = %e, "cannot record a job's outcome; its lease will expire");
+            }
+        }
+    }
+}
+
+/// An error and its sources on one line (errors never carry secrets).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// Orders jobs so that each target gets a turn before any gets a second one, keeping the
+/// due-time order within a target.
+fn round_robin(jobs: Vec<Job>) -> Vec<Job> {
+    let mut queues: BTreeMap<String, VecDeque<Job>> = BTreeMap::new();
+    let mut order = Vec::new();
+    for job in jobs {
+        if !queues.contains_key(&job.target) {
+            order.push(job.target.clone());
+        }
+        queues.entry(job.target.clone()).or_default().push_back(job);
+    }
+    let mut out = Vec::new();
+    loop {
+        let mut any = false;
+        for target in &order {
+            if let Some(job) = queues.get_mut(target).and_then(VecDeque::pop_front) {
+                out.push(job);
+                any = true;
+            }
+        }
+        if !any {
+            return out;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(target: &str, n: usize) -> Job {
+        Job {
+            kind: JobKind::Revoke,
+            subject: format!("{target}-{n}"),
+            target: target.into(),
+            attempts: 0,
+            due_at: 0,
+        }
+    }
+
+    #[test]
+    fn every_target_gets_a_turn_before_any_gets_a_second() {
+        let mut jobs: Vec<Job> = (0..5).map(|n| job("busy", n)).collect();
+        jobs.push(job("quiet", 0));
+        jobs.push(job("other", 0));
+        let order: Vec<String> = round_robin(jobs).into_iter().map(|j| j.subject).collect();
+        assert_eq!(
+            order[..4],
+            ["busy-0", "quiet-0", "other-0", "busy-1"].map(String::from)
+        );
+        assert_eq!(order.len(), 7);
+        assert_eq!(order[6], "busy-4");
+    }
+}
