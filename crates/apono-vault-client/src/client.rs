@@ -343,6 +343,16 @@ pub struct EntityAlias {
     pub name: String,
     /// The accessor of the auth mount.
     pub mount_accessor: String,
+    /// Its custom metadata (which templated policies can read).
+    #[serde(default, deserialize_with = "null_as_empty_map")]
+    pub custom_metadata: BTreeMap<String, String>,
+}
+
+fn null_as_empty_map<'de, D>(deserializer: D) -> Result<BTreeMap<String, String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    Ok(Option::<BTreeMap<String, String>>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 fn null_as_empty<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
@@ -800,6 +810,10 @@ impl OpenBaoClient {
     // ------------------------------------------------------------------ userpass
 
     /// Creates a userpass user, or replaces its password and settings if it exists.
+    ///
+    /// `token_policies` is sent as one comma-separated string and only the settings given are
+    /// sent, so that an ACL's `allowed_parameters` (such as the connector's, which admits one of
+    /// four policy names) can judge the request.
     #[instrument(skip_all, fields(address = %self.connection.address, mount = ?mount, username = ?username))]
     pub async fn userpass_write(
         &self,
@@ -812,27 +826,30 @@ impl OpenBaoClient {
         self.require_token(OP)?;
         check_mount(mount)?;
         check_name("username", username)?;
-        let secs = |d: Option<Duration>| d.map(|d| format!("{}s", d.as_secs()));
-        let mut opts = vaultrs::api::auth::userpass::requests::CreateUserRequest::builder();
-        opts.token_policies(user.token_policies.clone());
-        if let Some(ttl) = secs(user.token_ttl) {
-            opts.token_ttl(ttl);
+        let mut body = serde_json::Map::new();
+        body.insert("password".into(), password.expose_secret().into());
+        body.insert(
+            "token_policies".into(),
+            user.token_policies.join(",").into(),
+        );
+        for (key, ttl) in [
+            ("token_ttl", user.token_ttl),
+            ("token_max_ttl", user.token_max_ttl),
+            ("token_explicit_max_ttl", user.token_explicit_max_ttl),
+        ] {
+            if let Some(ttl) = ttl {
+                body.insert(key.into(), format!("{}s", ttl.as_secs()).into());
+            }
         }
-        if let Some(ttl) = secs(user.token_max_ttl) {
-            opts.token_max_ttl(ttl);
-        }
-        if let Some(ttl) = secs(user.token_explicit_max_ttl) {
-            opts.token_explicit_max_ttl(ttl);
-        }
-        vaultrs::auth::userpass::user::set(
-            &self.vault,
-            mount,
-            username,
-            password.expose_secret(),
-            Some(&mut opts),
+        let path = format!("auth/{mount}/users/{username}");
+        self.raw(
+            OP,
+            Some(reqwest::Method::POST),
+            &path,
+            Some(serde_json::Value::Object(body)),
         )
         .await
-        .map_err(|e| self.classify(OP, Some(username), e))
+        .map(|_| ())
     }
 
     /// Replaces a userpass user's password.
@@ -1017,6 +1034,100 @@ impl OpenBaoClient {
             .await?;
         }
         Ok(entity.id)
+    }
+
+    /// Creates the entity alias `name` on the auth mount whose accessor is `mount_accessor`
+    /// with `custom_metadata`, or replaces the metadata of the alias that exists. No
+    /// `canonical_id` is sent: OpenBao gives a new alias a new entity of its own. Returns the
+    /// id of the alias's entity. Idempotent.
+    #[instrument(skip_all, fields(address = %self.connection.address, name = ?name))]
+    pub async fn alias_upsert(
+        &self,
+        name: &str,
+        mount_accessor: &str,
+        custom_metadata: &BTreeMap<String, String>,
+    ) -> Result<String, VaultError> {
+        const OP: &str = "identity entity alias write";
+        check_name("alias name", name)?;
+        check_name("mount accessor", mount_accessor)?;
+        let body = self
+            .raw(
+                OP,
+                Some(reqwest::Method::POST),
+                "identity/entity-alias",
+                Some(serde_json::json!({
+                    "name": name,
+                    "mount_accessor": mount_accessor,
+                    "custom_metadata": custom_metadata,
+                })),
+            )
+            .await?;
+        match body.as_ref().and_then(|b| b.pointer("/data/canonical_id")) {
+            Some(serde_json::Value::String(id)) => Ok(id.clone()),
+            // An update of an existing alias may answer 204: look its entity up.
+            _ => self
+                .entity_by_alias(name, mount_accessor)
+                .await?
+                .map(|e| e.id)
+                .ok_or(VaultError::Malformed { operation: OP }),
+        }
+    }
+
+    /// The entity that the alias `alias` on the auth mount whose accessor is `mount_accessor`
+    /// belongs to (`identity/lookup/entity`); `None` if there is no such alias.
+    #[instrument(skip_all, fields(address = %self.connection.address, alias = ?alias))]
+    pub async fn entity_by_alias(
+        &self,
+        alias: &str,
+        mount_accessor: &str,
+    ) -> Result<Option<Entity>, VaultError> {
+        const OP: &str = "identity entity lookup";
+        check_name("alias name", alias)?;
+        check_name("mount accessor", mount_accessor)?;
+        let body = match self
+            .raw(
+                OP,
+                Some(reqwest::Method::POST),
+                "identity/lookup/entity",
+                Some(serde_json::json!({
+                    "alias_name": alias,
+                    "alias_mount_accessor": mount_accessor,
+                })),
+            )
+            .await
+        {
+            Ok(Some(body)) => body,
+            Ok(None) => return Ok(None),
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        match body.get("data") {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(data) => serde_json::from_value(data.clone())
+                .map(Some)
+                .map_err(|_| VaultError::Malformed { operation: OP }),
+        }
+    }
+
+    /// Deletes the identity entity with id `id` and its aliases; deleting one that does not
+    /// exist succeeds.
+    #[instrument(skip_all, fields(address = %self.connection.address, id = ?id))]
+    pub async fn entity_delete_by_id(&self, id: &str) -> Result<(), VaultError> {
+        const OP: &str = "identity entity delete";
+        check_entity_id(id)?;
+        match self
+            .raw(
+                OP,
+                Some(reqwest::Method::DELETE),
+                &format!("identity/entity/id/{id}"),
+                None,
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Deletes the identity entity named `name` and its aliases; deleting one that does not
@@ -1267,6 +1378,21 @@ pub fn check_mount(mount: &str) -> Result<(), VaultError> {
             what: "mount",
             shown: quote(mount),
             reason: "must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-', starting with a letter or digit",
+        })
+    }
+}
+
+/// Checks an identity id (a UUID as OpenBao makes them): 1–64 characters of hex digits and `-`.
+fn check_entity_id(id: &str) -> Result<(), VaultError> {
+    let ok =
+        !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(VaultError::InvalidName {
+            what: "entity id",
+            shown: quote(id),
+            reason: "must be 1-64 characters of hex digits and '-'",
         })
     }
 }

@@ -1,9 +1,18 @@
 //! The `apono-vault` integration: a [`Provisioner`] granting just-in-time access to the secrets
 //! of an OpenBao kv-v2 mount.
 //!
-//! Each grant gets its own ACL policy, its own userpass user and its own identity entity, all
+//! Each grant gets its own userpass user and its own entity alias on that userpass mount, both
 //! named `apono-g-<account>-<grant hash>` (the account from [`AccountNaming`], the hash from the
-//! grant id), so grants of one grantee never share anything.
+//! grant id), so grants of one grantee never share anything. The alias is created without a
+//! `canonical_id`, so OpenBao gives it a fresh entity of its own; its `custom_metadata` names the
+//! grant (`apono_grant`, `apono_integration`) and, for a `secret` grant, the secret's path
+//! segments.
+//!
+//! **The connector writes no ACL policy.** The user's token carries one of four fixed policies
+//! the operator wrote once ([`crate::policy::install_policies`]): `Admin`, `ReadWrite` or
+//! `ReadOnly` on the whole mount, or the `secret` policy, templated on the alias metadata. The
+//! connector's AppRole ([`crate::policy::connector_policy_hcl`]) can attach nothing else, so
+//! whoever holds it can at most reach the secrets of the mount (`docs/vault-policy.md`).
 //!
 //! **OpenBao itself ends access at `expires_at`.** A userpass token's lifetime counts from its
 //! login, so a password would keep logging in after the grant ends whenever the connector is
@@ -11,17 +20,15 @@
 //! connector sets the user a random password it never shows or keeps, logs in as the user once,
 //! and hands out the token that login returned. That login's TTL, maximum TTL and explicit
 //! maximum TTL are the whole seconds left until `expires_at`, so OpenBao ends the token by then
-//! on its own, connector or not. No one can obtain another one. The token still belongs to the
-//! per-grant user and entity, so OpenBao's audit log names the grant. Tokens of earlier logins
-//! of the same grant (a retried or extended grant, a credential reset) are revoked before the
-//! new login, so each grant has exactly one live token.
+//! on its own, connector or not. No one can obtain another one. The token belongs to the
+//! per-grant user, alias and entity, so OpenBao's audit log names the grant. Tokens of earlier
+//! logins of the same grant (a retried or extended grant, a credential reset) are revoked
+//! before the new login, so each grant has exactly one live token.
 //!
 //! **Revoke** deletes the user, revokes every token obtained with it
-//! (`sys/leases/revoke-prefix` on its login path), and deletes the entity (with its alias) and
-//! the policy. Revoking what is gone succeeds. **Rotation** (`reset-credentials`) issues a new
-//! token in the same way, which revokes the old one.
-//!
-//! The connector's own AppRole needs the policy [`crate::policy::connector_policy_hcl`].
+//! (`sys/leases/revoke-prefix` on its login path), and deletes the alias's entity (with the
+//! alias). Revoking what is gone succeeds. **Rotation** (`reset-credentials`) issues a new token
+//! in the same way, which revokes the old one.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -41,10 +48,10 @@ use tracing::{info, instrument, warn};
 
 use crate::client::{ClientSettings, OpenBaoClient, OpenBaoConnection, UserpassUser, check_mount};
 use crate::error::VaultError;
-use crate::policy::{GrantScope, VaultPermission, policy_hcl};
+use crate::policy::{GRANT_POLICY_PREFIX, GrantPolicy, GrantScope, VaultPermission};
 
-/// Prefix of every user and policy the integration creates; nothing else is ever changed or
-/// deleted.
+/// Prefix of every user and entity alias the integration creates; no other user or alias is ever
+/// changed or deleted.
 pub const NAME_PREFIX: &str = "apono-g-";
 /// Resource type of one secret.
 pub const SECRET: &str = "secret";
@@ -115,14 +122,15 @@ impl AponoVaultConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct VaultGrantState {
-    /// The userpass user.
+    /// The userpass user, which is also the name of its entity alias.
     pub username: String,
-    /// The ACL policy.
+    /// The ACL policy the user's tokens carry: one of the fixed `apono-grant-*` policies (in
+    /// states written before those existed, a per-grant `apono-g-*` policy).
     pub policy: String,
     /// The userpass mount.
     pub userpass_mount: String,
-    /// The identity entity, which has the same name as the user (absent in states written
-    /// before entities were managed; revoke then deletes the user's name anyway).
+    /// A named identity entity: only in states written when the connector created one per
+    /// grant. Revoke finds the entity through the alias in any case.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entity: Option<String>,
 }
@@ -152,6 +160,10 @@ impl AponoVaultProvisioner {
         for mount in [&config.mount, &config.userpass_mount, &config.approle_mount] {
             check_mount(mount).map_err(|e| config_error(&integration, e.to_string()))?;
         }
+        // The mount names the fixed grant policies, so it must make valid policy names.
+        GrantPolicy::Secret
+            .name(&config.mount)
+            .map_err(|e| config_error(&integration, e.to_string()))?;
         let mut settings = ClientSettings::new(&config.vault_internal_url);
         if let Some(pem) = &config.ca_certificate {
             settings = settings.ca_cert_pem(pem);
@@ -376,26 +388,42 @@ impl AponoVaultProvisioner {
         Ok((login.token, login.ttl))
     }
 
-    /// Creates (or finds) the grant's entity with its alias on the userpass mount.
-    async fn ensure_entity(
+    /// The fixed policy a grant's token carries.
+    fn grant_policy(&self, scope: &GrantScope) -> Result<String, ProvisionError> {
+        scope
+            .policy()
+            .name(&self.config.mount)
+            .map_err(|e| ProvisionError::InvalidGrant(e.to_string()))
+    }
+
+    /// The alias metadata of a grant: who it is for, and what a `secret` grant may read.
+    fn alias_metadata(
+        &self,
+        grant: &GrantSpec,
+        scope: &GrantScope,
+    ) -> Result<BTreeMap<String, String>, ProvisionError> {
+        let mut metadata = scope
+            .alias_metadata()
+            .map_err(|e| ProvisionError::InvalidGrant(e.to_string()))?;
+        metadata.insert("apono_grant".to_owned(), grant.grant_id.as_str().to_owned());
+        metadata.insert("apono_integration".to_owned(), self.integration.clone());
+        Ok(metadata)
+    }
+
+    /// Creates the grant's entity alias on the userpass mount (OpenBao gives it a fresh entity),
+    /// or sets the metadata of the one that exists.
+    async fn ensure_alias(
         &self,
         admin: &OpenBaoClient,
-        grant: &GrantSpec,
         state: &VaultGrantState,
+        metadata: &BTreeMap<String, String>,
     ) -> Result<(), ProvisionError> {
-        let Some(entity) = &state.entity else {
-            return Ok(());
-        };
         let accessor = admin
             .auth_mount_accessor(&state.userpass_mount)
             .await
             .map_err(|e| self.map(e))?;
-        let metadata = BTreeMap::from([
-            ("apono_grant".to_owned(), grant.grant_id.as_str().to_owned()),
-            ("apono_integration".to_owned(), self.integration.clone()),
-        ]);
         admin
-            .entity_ensure(entity, &state.username, &accessor, &metadata)
+            .alias_upsert(&state.username, &accessor, metadata)
             .await
             .map_err(|e| self.map(e))?;
         Ok(())
@@ -451,7 +479,10 @@ impl AponoVaultProvisioner {
         state: &VaultGrantState,
     ) -> Result<(), ProvisionError> {
         crate::client::check_name("username", &state.username).map_err(|e| self.map(e))?;
-        if !state.username.starts_with(NAME_PREFIX) || !state.policy.starts_with(NAME_PREFIX) {
+        let legacy_policy = state.policy.starts_with(NAME_PREFIX);
+        if !state.username.starts_with(NAME_PREFIX)
+            || !(legacy_policy || state.policy.starts_with(GRANT_POLICY_PREFIX))
+        {
             return Err(ProvisionError::InvalidGrant(
                 "grant state names an account this integration does not create".into(),
             ));
@@ -469,19 +500,39 @@ impl AponoVaultProvisioner {
             .revoke_userpass_logins(&state.userpass_mount, &state.username)
             .await
             .map_err(|e| self.map(e))?;
-        // The entity shares the user's name; states from before entities were managed name
-        // none, but deleting by the user's name also removes one made since.
-        let entity = state.entity.as_deref().unwrap_or(&state.username);
-        if entity.starts_with(NAME_PREFIX) {
-            client
-                .entity_delete(entity)
+        // The alias's entity, found through the alias (named entities of older states have the
+        // alias too). A mount that is gone took its users and aliases with it.
+        let accessor = match client.auth_mount_accessor(&state.userpass_mount).await {
+            Ok(accessor) => Some(accessor),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(self.map(e)),
+        };
+        if let Some(accessor) = accessor {
+            let entity = client
+                .entity_by_alias(&state.username, &accessor)
                 .await
                 .map_err(|e| self.map(e))?;
+            if let Some(entity) = entity {
+                let only_ours = entity
+                    .aliases
+                    .iter()
+                    .all(|a| a.name == state.username && a.mount_accessor == accessor);
+                if only_ours {
+                    client
+                        .entity_delete_by_id(&entity.id)
+                        .await
+                        .map_err(|e| self.map(e))?;
+                } else {
+                    warn!(entity = %entity.name, "the grant's alias belongs to an entity with other aliases; left in place");
+                }
+            }
         }
-        client
-            .policy_delete(&state.policy)
-            .await
-            .map_err(|e| self.map(e))?;
+        if legacy_policy {
+            warn!(
+                policy = %state.policy,
+                "per-grant policy of an older connector left in place: the connector may no longer delete policies (delete it with an operator's token)"
+            );
+        }
         Ok(())
     }
 }
@@ -586,15 +637,15 @@ impl Provisioner for AponoVaultProvisioner {
         ctx.checkpoint()?;
         let scope = self.scope(grant)?;
         let username = self.account_name(grant)?;
-        let hcl = policy_hcl(&self.config.mount, &scope)
-            .map_err(|e| ProvisionError::InvalidGrant(e.to_string()))?;
+        let policy = self.grant_policy(&scope)?;
+        let metadata = self.alias_metadata(grant, &scope)?;
         // An expired grant is refused before OpenBao is touched.
         self.ttl_left(grant)?;
         let state = VaultGrantState {
-            username: username.clone(),
-            policy: username.clone(),
+            username,
+            policy,
             userpass_mount: self.config.userpass_mount.clone(),
-            entity: Some(username),
+            entity: None,
         };
         let (token, ttl) = Self::bounded(ctx, async {
             let owned = self.admin(ctx).await?;
@@ -604,13 +655,9 @@ impl Provisioner for AponoVaultProvisioner {
                 // Refuse a foreign account before touching anything.
                 self.ensure_ours(admin, &state.username, &state.policy)
                     .await?;
-                // Policy, entity, then the user and its one token: revoke undoes each.
-                admin
-                    .policy_write(&state.policy, &hcl)
-                    .await
-                    .map_err(|e| self.map(e))?;
-                ctx.checkpoint()?;
-                self.ensure_entity(admin, grant, state).await?;
+                // Alias (with its fresh entity), then the user and its one token: revoke undoes
+                // each.
+                self.ensure_alias(admin, state, &metadata).await?;
                 ctx.checkpoint()?;
                 self.issue_token(ctx, admin, grant, state).await
             }
@@ -654,7 +701,15 @@ impl Provisioner for AponoVaultProvisioner {
         state: &GrantState,
     ) -> Result<Granted, ProvisionError> {
         ctx.checkpoint()?;
-        let decoded: VaultGrantState = state.decode()?;
+        let old: VaultGrantState = state.decode()?;
+        let scope = self.scope(grant)?;
+        let metadata = self.alias_metadata(grant, &scope)?;
+        // A state of an older connector moves to the fixed policy.
+        let decoded = VaultGrantState {
+            policy: self.grant_policy(&scope)?,
+            entity: None,
+            ..old.clone()
+        };
         // An expired grant is refused before OpenBao is touched.
         self.ttl_left(grant)?;
         let token = Self::bounded(ctx, async {
@@ -662,16 +717,13 @@ impl Provisioner for AponoVaultProvisioner {
             let admin = &owned;
             let state = &decoded;
             let result = async {
-                if !self
-                    .ensure_ours(admin, &state.username, &state.policy)
-                    .await?
-                {
+                if !self.ensure_ours(admin, &old.username, &old.policy).await? {
                     return Err(ProvisionError::Conflict {
                         target: self.target(),
                         reason: format!("userpass user {} no longer exists", state.username),
                     });
                 }
-                self.ensure_entity(admin, grant, state).await?;
+                self.ensure_alias(admin, state, &metadata).await?;
                 // Revokes the old token before the new login.
                 self.issue_token(ctx, admin, grant, state).await
             }
@@ -681,7 +733,7 @@ impl Provisioner for AponoVaultProvisioner {
         })
         .await?;
         Ok(Granted {
-            state: state.clone(),
+            state: GrantState::encode(&decoded)?,
             access: self.access_details(&decoded.username, token.0, grant),
         })
     }

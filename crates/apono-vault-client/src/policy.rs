@@ -11,10 +11,18 @@
 //! yet); *update* is `update` and `patch` on `m/data/*` (an existing path); *delete* is
 //! `delete` on `m/data/*` and `m/metadata/*` plus `update` on `m/delete/*`, `m/undelete/*` and
 //! `m/destroy/*`. A `secret` grant is `read` on that one secret's `data/` and `metadata/` paths.
+//!
+//! **The connector writes no policy.** The operator writes four fixed policies once
+//! ([`install_policies`], [`GrantPolicy`]): one per permission on the mount, and one for
+//! `secret` grants whose rules are templated on the grant's entity alias metadata, one segment
+//! per template (`m/data/{{…apono_s2_0}}/{{…apono_s2_1}}`). Every rule is rooted in `m/`. The
+//! connector's AppRole ([`connector_policy_hcl`]) can only attach those four to the users it
+//! creates, so whoever holds it reaches at most the secrets of `m`. See `docs/vault-policy.md`.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::client::{check_kv_path, check_mount};
+use crate::client::{OpenBaoClient, check_kv_path, check_mount, check_name};
 use crate::error::VaultError;
 
 /// A vault operation the permission matrix speaks of.
@@ -106,7 +114,7 @@ impl fmt::Display for VaultPermission {
     }
 }
 
-/// What one grant gives, before it becomes a policy.
+/// What one grant gives.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GrantScope {
     /// A permission on the whole mount (resource type `management`).
@@ -115,109 +123,275 @@ pub enum GrantScope {
     Secret(String),
 }
 
-/// The HCL of the ACL policy for `scope` on kv-v2 mount `mount`.
-///
-/// The mount and path are checked first, so nothing can escape the quoted policy paths.
-pub fn policy_hcl(mount: &str, scope: &GrantScope) -> Result<String, VaultError> {
-    check_mount(mount)?;
-    let mut rules: Vec<(String, Vec<&str>)> = Vec::new();
-    match scope {
-        GrantScope::Secret(path) => {
-            check_kv_path(path)?;
-            rules.push((format!("{mount}/data/{path}"), vec!["read"]));
-            rules.push((format!("{mount}/metadata/{path}"), vec!["read"]));
+impl GrantScope {
+    /// The fixed policy that implements this scope.
+    pub fn policy(&self) -> GrantPolicy {
+        match self {
+            Self::Mount(permission) => GrantPolicy::Mount(*permission),
+            Self::Secret(_) => GrantPolicy::Secret,
         }
-        GrantScope::Mount(permission) => {
-            let allows = |op| permission.allows(op);
-            let mut data = Vec::new();
-            let mut metadata = Vec::new();
-            if allows(VaultOperation::Create) {
-                data.push("create");
+    }
+
+    /// The alias `custom_metadata` keys the scope needs: for a secret `a/b/c`, the keys
+    /// `apono_s3_0`, `apono_s3_1`, `apono_s3_2` holding `a`, `b`, `c`, which the `secret`
+    /// policy's depth-3 rules read. Nothing for a mount scope. The path is checked
+    /// ([`check_kv_path`]) and may have at most [`MAX_SECRET_DEPTH`] segments.
+    pub fn alias_metadata(&self) -> Result<BTreeMap<String, String>, VaultError> {
+        let mut metadata = BTreeMap::new();
+        if let Self::Secret(path) = self {
+            check_kv_path(path)?;
+            let segments: Vec<&str> = path.split('/').collect();
+            if segments.len() > MAX_SECRET_DEPTH {
+                return Err(VaultError::InvalidName {
+                    what: "secret path",
+                    shown: crate::error::quote(path),
+                    reason: "has more than 16 segments, the most a secret grant's policy covers",
+                });
             }
-            if allows(VaultOperation::Fetch) {
-                data.push("read");
-                metadata.push("read");
+            let depth = segments.len();
+            for (i, segment) in segments.into_iter().enumerate() {
+                metadata.insert(segment_key(depth, i), segment.to_owned());
             }
-            if allows(VaultOperation::Update) {
-                data.extend(["update", "patch"]);
+        }
+        Ok(metadata)
+    }
+}
+
+/// The deepest secret path (in `/`-separated segments) a `secret` grant can name.
+///
+/// OpenBao refuses `/` in a templated value, so the `secret` policy has one rule per depth with
+/// one template per segment; a path deeper than this is refused at grant time.
+pub const MAX_SECRET_DEPTH: usize = 16;
+
+/// The alias `custom_metadata` key of segment `index` of a secret path of `depth` segments.
+fn segment_key(depth: usize, index: usize) -> String {
+    format!("apono_s{depth}_{index}")
+}
+
+/// Prefix of the four fixed grant policies' names. The connector can neither write nor delete
+/// them (unlike [`crate::integration::NAME_PREFIX`], which names per-grant users).
+pub const GRANT_POLICY_PREFIX: &str = "apono-grant-";
+
+/// One of the four fixed ACL policies a grant's token carries. They are written once by the
+/// operator ([`install_policies`]), never by the connector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum GrantPolicy {
+    /// A `management` grant of this permission: the matrix on the whole mount.
+    Mount(VaultPermission),
+    /// A `secret` grant: read on the one secret the token's alias metadata names.
+    Secret,
+}
+
+impl GrantPolicy {
+    /// The four policies.
+    pub const ALL: [Self; 4] = [
+        Self::Mount(VaultPermission::Admin),
+        Self::Mount(VaultPermission::ReadWrite),
+        Self::Mount(VaultPermission::ReadOnly),
+        Self::Secret,
+    ];
+
+    fn level(self) -> &'static str {
+        match self {
+            Self::Mount(VaultPermission::Admin) => "admin",
+            Self::Mount(VaultPermission::ReadWrite) => "readwrite",
+            Self::Mount(VaultPermission::ReadOnly) => "readonly",
+            Self::Secret => "secret",
+        }
+    }
+
+    /// The policy's name for kv-v2 mount `mount`: `apono-grant-<level>-<mount>` with level
+    /// `admin`, `readwrite`, `readonly` or `secret`. OpenBao lower-cases policy names, so a
+    /// mount with upper-case letters is refused rather than folded onto another mount's name.
+    pub fn name(self, mount: &str) -> Result<String, VaultError> {
+        check_mount(mount)?;
+        let name = format!("{GRANT_POLICY_PREFIX}{}-{mount}", self.level());
+        check_name("grant policy name", &name)?;
+        Ok(name)
+    }
+
+    /// The policy's HCL for kv-v2 mount `mount`, where grantees log in through the userpass
+    /// mount whose accessor is `userpass_accessor` (the `secret` policy's templates read that
+    /// mount's alias metadata).
+    ///
+    /// Every rule's path starts with `<mount>/`, so whatever a template expands to, the rule
+    /// stays inside the mount: OpenBao matches ACL paths literally, and refuses a template value
+    /// holding `/`, `*` or `+` (the token then has no capability at all).
+    pub fn hcl(self, mount: &str, userpass_accessor: &str) -> Result<String, VaultError> {
+        check_mount(mount)?;
+        check_name("mount accessor", userpass_accessor)?;
+        let mut rules: Vec<(String, Vec<&str>)> = Vec::new();
+        match self {
+            Self::Secret => {
+                for depth in 1..=MAX_SECRET_DEPTH {
+                    let path: Vec<String> = (0..depth)
+                        .map(|i| {
+                            format!(
+                                "{{{{identity.entity.aliases.{userpass_accessor}.custom_metadata.{}}}}}",
+                                segment_key(depth, i)
+                            )
+                        })
+                        .collect();
+                    let path = path.join("/");
+                    rules.push((format!("{mount}/data/{path}"), vec!["read"]));
+                    rules.push((format!("{mount}/metadata/{path}"), vec!["read"]));
+                }
             }
-            if allows(VaultOperation::Delete) {
-                data.push("delete");
-                metadata.push("delete");
-            }
-            if allows(VaultOperation::List) {
-                metadata.push("list");
-                rules.push((format!("{mount}/metadata"), vec!["list"]));
-                rules.push((format!("{mount}/metadata/"), vec!["list"]));
-            }
-            rules.push((format!("{mount}/data/*"), data));
-            rules.push((format!("{mount}/metadata/*"), metadata));
-            if allows(VaultOperation::Delete) {
-                for sub in ["delete", "undelete", "destroy"] {
-                    rules.push((format!("{mount}/{sub}/*"), vec!["update"]));
+            Self::Mount(permission) => {
+                let allows = |op| permission.allows(op);
+                let mut data = Vec::new();
+                let mut metadata = Vec::new();
+                if allows(VaultOperation::Create) {
+                    data.push("create");
+                }
+                if allows(VaultOperation::Fetch) {
+                    data.push("read");
+                    metadata.push("read");
+                }
+                if allows(VaultOperation::Update) {
+                    data.extend(["update", "patch"]);
+                }
+                if allows(VaultOperation::Delete) {
+                    data.push("delete");
+                    metadata.push("delete");
+                }
+                if allows(VaultOperation::List) {
+                    metadata.push("list");
+                    rules.push((format!("{mount}/metadata"), vec!["list"]));
+                    rules.push((format!("{mount}/metadata/"), vec!["list"]));
+                }
+                rules.push((format!("{mount}/data/*"), data));
+                rules.push((format!("{mount}/metadata/*"), metadata));
+                if allows(VaultOperation::Delete) {
+                    for sub in ["delete", "undelete", "destroy"] {
+                        rules.push((format!("{mount}/{sub}/*"), vec!["update"]));
+                    }
                 }
             }
         }
+        let mut hcl = format!(
+            "# Apono grant policy ({}) on {mount}; written by the operator, never by the connector.\n",
+            self.level()
+        );
+        for (path, capabilities) in rules.into_iter().filter(|(_, c)| !c.is_empty()) {
+            let caps: Vec<String> = capabilities.iter().map(|c| format!("\"{c}\"")).collect();
+            hcl.push_str(&format!(
+                "path \"{path}\" {{\n  capabilities = [{}]\n}}\n",
+                caps.join(", ")
+            ));
+        }
+        Ok(hcl)
     }
-    let mut hcl =
-        String::from("# Written by the Apono connector for one grant; deleted at revoke.\n");
-    for (path, capabilities) in rules.into_iter().filter(|(_, c)| !c.is_empty()) {
-        let caps: Vec<String> = capabilities.iter().map(|c| format!("\"{c}\"")).collect();
-        hcl.push_str(&format!(
-            "path \"{path}\" {{\n  capabilities = [{}]\n}}\n",
-            caps.join(", ")
-        ));
-    }
-    Ok(hcl)
 }
 
-/// The least-privilege policy of the connector's own AppRole for an `apono-vault` integration
-/// on kv-v2 mount `mount` and userpass mount `userpass_mount`: discovery (list only, never read),
-/// the `apono-g-*` policies, userpass users and identity entities, revoking those users' tokens,
-/// and reading which accessor the userpass mount has.
+/// The connector's own AppRole policy for an `apono-vault` integration on kv-v2 mount `mount`,
+/// with grantees on the userpass mount `userpass_mount` whose accessor is `userpass_accessor`.
 ///
-/// Two paths cannot be narrowed by name: `identity/entity-alias` (aliases are created by id) and
-/// `sys/auth` (read only). The connector never reads or writes a secret.
-pub fn connector_policy_hcl(mount: &str, userpass_mount: &str) -> Result<String, VaultError> {
+/// It bounds what the holder of the AppRole can do to what grants need (see
+/// `docs/vault-policy.md`):
+/// * list secret paths (never read one);
+/// * write userpass users named `apono-g-*`, whose `token_policies` can only be one of the four
+///   fixed [`GrantPolicy`] names (`allowed_parameters`; any other parameter is refused);
+/// * revoke the tokens of those users' logins;
+/// * create or update entity aliases named `apono-g-*` on that userpass mount, with
+///   `custom_metadata` only: without `canonical_id`, OpenBao gives each alias a fresh entity,
+///   so a login can never be attached to an existing entity and its identity policies;
+/// * look an entity up by such an alias, and delete an entity by id (revoke's cleanup);
+/// * read `sys/auth` (which accessor the userpass mount has).
+///
+/// Nothing on `sys/policies`, `sys/mounts`, `auth/token/create*`, other auth mounts or other
+/// secrets engines: whatever the holder writes, a token it can obtain carries at most the fixed
+/// grant policies, which are all rooted in `<mount>/`.
+pub fn connector_policy_hcl(
+    mount: &str,
+    userpass_mount: &str,
+    userpass_accessor: &str,
+) -> Result<String, VaultError> {
     check_mount(mount)?;
     check_mount(userpass_mount)?;
+    check_name("mount accessor", userpass_accessor)?;
+    let allowed: Vec<String> = GrantPolicy::ALL
+        .into_iter()
+        .map(|p| p.name(mount).map(|n| format!("\"{n}\"")))
+        .collect::<Result<_, _>>()?;
     Ok(format!(
-        r#"# The Apono connector's AppRole policy.
+        r#"# The Apono connector's AppRole policy. It writes no ACL policy: grants use the fixed
+# apono-grant-*-{mount} policies, the only ones it can attach.
 path "{mount}/metadata" {{
   capabilities = ["list"]
 }}
 path "{mount}/metadata/*" {{
   capabilities = ["list"]
 }}
-path "sys/policies/acl/{prefix}*" {{
-  capabilities = ["create", "read", "update", "delete"]
-}}
-path "sys/policy/{prefix}*" {{
-  capabilities = ["create", "read", "update", "delete"]
-}}
 path "auth/{userpass_mount}/users" {{
   capabilities = ["list"]
 }}
 path "auth/{userpass_mount}/users/{prefix}*" {{
   capabilities = ["create", "read", "update", "delete"]
+  allowed_parameters = {{
+    "password" = []
+    "token_policies" = [{allowed}]
+    "token_ttl" = []
+    "token_max_ttl" = []
+    "token_explicit_max_ttl" = []
+  }}
 }}
 path "sys/leases/revoke-prefix/auth/{userpass_mount}/login/{prefix}*" {{
   capabilities = ["update", "sudo"]
 }}
-# The per-grant identity entity, so that revoke leaves no entity behind.
-path "identity/entity/name/{prefix}*" {{
-  capabilities = ["create", "read", "update", "delete"]
-}}
+# No canonical_id: OpenBao gives the alias a fresh entity, never an existing one.
 path "identity/entity-alias" {{
   capabilities = ["create", "update"]
+  allowed_parameters = {{
+    "name" = ["{prefix}*"]
+    "mount_accessor" = ["{userpass_accessor}"]
+    "custom_metadata" = []
+  }}
 }}
-# The userpass mount's accessor, which the entity's alias names.
+path "identity/lookup/entity" {{
+  capabilities = ["update"]
+  allowed_parameters = {{
+    "alias_name" = ["{prefix}*"]
+    "alias_mount_accessor" = ["{userpass_accessor}"]
+  }}
+}}
+# Revoke deletes the grant's entity (and with it its alias).
+path "identity/entity/id/*" {{
+  capabilities = ["delete"]
+}}
+# The userpass mount's accessor.
 path "sys/auth" {{
   capabilities = ["read"]
 }}
 "#,
         prefix = crate::integration::NAME_PREFIX,
+        allowed = allowed.join(", "),
     ))
+}
+
+/// Writes what an `apono-vault` integration needs into OpenBao, with `admin`'s token (an
+/// operator's or installer's, never the connector's): the four fixed grant policies of `mount`
+/// and the connector's AppRole policy under the name `connector_policy`. Reads the accessor of
+/// `userpass_mount` first. Idempotent; run it again after re-enabling the userpass mount (its
+/// accessor changes). Attaching `connector_policy` to the AppRole role stays the operator's.
+pub async fn install_policies(
+    admin: &OpenBaoClient,
+    mount: &str,
+    userpass_mount: &str,
+    connector_policy: &str,
+) -> Result<(), VaultError> {
+    let accessor = admin.auth_mount_accessor(userpass_mount).await?;
+    for policy in GrantPolicy::ALL {
+        admin
+            .policy_write(&policy.name(mount)?, &policy.hcl(mount, &accessor)?)
+            .await?;
+    }
+    admin
+        .policy_write(
+            connector_policy,
+            &connector_policy_hcl(mount, userpass_mount, &accessor)?,
+        )
+        .await
 }
 
 #[cfg(test)]
@@ -240,7 +414,8 @@ mod tests {
 
     #[test]
     fn policies_follow_the_matrix() {
-        let ro = policy_hcl("kv", &GrantScope::Mount(VaultPermission::ReadOnly)).unwrap();
+        let hcl = |p: GrantPolicy| p.hcl("kv", "auth_userpass_1a2b").unwrap();
+        let ro = hcl(GrantPolicy::Mount(VaultPermission::ReadOnly));
         assert!(
             ro.contains("path \"kv/data/*\" {\n  capabilities = [\"read\"]"),
             "{ro}"
@@ -248,20 +423,111 @@ mod tests {
         assert!(
             !ro.contains("\"create\"") && !ro.contains("\"update\"") && !ro.contains("\"delete\"")
         );
-        let rw = policy_hcl("kv", &GrantScope::Mount(VaultPermission::ReadWrite)).unwrap();
+        let rw = hcl(GrantPolicy::Mount(VaultPermission::ReadWrite));
         assert!(
             rw.contains("\"create\", \"read\", \"update\", \"patch\""),
             "{rw}"
         );
         assert!(!rw.contains("\"delete\""), "{rw}");
-        let admin = policy_hcl("kv", &GrantScope::Mount(VaultPermission::Admin)).unwrap();
+        let admin = hcl(GrantPolicy::Mount(VaultPermission::Admin));
         assert!(admin.contains("kv/destroy/*"), "{admin}");
-        let one = policy_hcl("kv", &GrantScope::Secret("a/b".into())).unwrap();
+        assert!(GrantPolicy::Secret.hcl("k v", "auth_userpass_1").is_err());
+        assert!(GrantPolicy::Secret.hcl("kv", "auth\"}").is_err());
+    }
+
+    #[test]
+    fn every_rule_is_rooted_in_the_mount() {
+        for policy in GrantPolicy::ALL {
+            let hcl = policy.hcl("apono-store", "auth_userpass_1a2b").unwrap();
+            let paths: Vec<&str> = hcl
+                .lines()
+                .filter_map(|l| l.strip_prefix("path \""))
+                .collect();
+            assert!(!paths.is_empty());
+            for path in paths {
+                assert!(path.starts_with("apono-store/"), "{policy:?}: {path}");
+            }
+        }
+        let connector =
+            connector_policy_hcl("apono-store", "userpass", "auth_userpass_1a2b").unwrap();
+        assert!(!connector.contains("sys/policies") && !connector.contains("sys/policy/"));
+        assert!(!connector.contains("auth/token"));
+        assert!(!connector.contains("\"canonical_id\" ="));
+        assert!(connector.contains(
+            "\"token_policies\" = [\"apono-grant-admin-apono-store\", \"apono-grant-readwrite-apono-store\", \
+             \"apono-grant-readonly-apono-store\", \"apono-grant-secret-apono-store\"]"
+        ));
+    }
+
+    #[test]
+    fn secret_rules_template_one_segment_each() {
+        let hcl = GrantPolicy::Secret.hcl("kv", "auth_userpass_1a2b").unwrap();
+        let key = |d, i| {
+            format!(
+                "{{{{identity.entity.aliases.auth_userpass_1a2b.custom_metadata.apono_s{d}_{i}}}}}"
+            )
+        };
         assert!(
-            one.contains("\"kv/data/a/b\"") && !one.contains('*'),
-            "{one}"
+            hcl.contains(&format!("path \"kv/data/{}\"", key(1, 0))),
+            "{hcl}"
         );
-        assert!(policy_hcl("kv", &GrantScope::Secret("a\"}".into())).is_err());
-        assert!(policy_hcl("k v", &GrantScope::Secret("a".into())).is_err());
+        assert!(hcl.contains(&format!("path \"kv/metadata/{}/{}\"", key(2, 0), key(2, 1))));
+        assert_eq!(hcl.matches("path \"").count(), 2 * MAX_SECRET_DEPTH);
+        assert!(!hcl.contains('*') && !hcl.contains('+'));
+
+        let scope = GrantScope::Secret("team/db".into());
+        assert_eq!(scope.policy(), GrantPolicy::Secret);
+        let meta = scope.alias_metadata().unwrap();
+        assert_eq!(
+            meta.into_iter().collect::<Vec<_>>(),
+            [
+                ("apono_s2_0".to_owned(), "team".to_owned()),
+                ("apono_s2_1".to_owned(), "db".to_owned())
+            ]
+        );
+        let deepest = vec!["a"; MAX_SECRET_DEPTH].join("/");
+        assert!(GrantScope::Secret(deepest.clone()).alias_metadata().is_ok());
+        let too_deep = format!("{deepest}/a");
+        let err = GrantScope::Secret(too_deep).alias_metadata().unwrap_err();
+        assert!(
+            err.to_string().contains(&MAX_SECRET_DEPTH.to_string()),
+            "{err}"
+        );
+        for bad in ["a/../b", "*", "a/+", "a\"}", ".."] {
+            assert!(
+                GrantScope::Secret(bad.into()).alias_metadata().is_err(),
+                "{bad}"
+            );
+        }
+        assert!(
+            GrantScope::Mount(VaultPermission::Admin)
+                .alias_metadata()
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn names_are_fixed_per_mount() {
+        let names: Vec<String> = GrantPolicy::ALL
+            .into_iter()
+            .map(|p| p.name("apono-store").unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "apono-grant-admin-apono-store",
+                "apono-grant-readwrite-apono-store",
+                "apono-grant-readonly-apono-store",
+                "apono-grant-secret-apono-store"
+            ]
+        );
+        // Outside the connector's `apono-g-*` names.
+        assert!(
+            names
+                .iter()
+                .all(|n| !n.starts_with(crate::integration::NAME_PREFIX))
+        );
+        assert!(GrantPolicy::Secret.name("Store").is_err());
     }
 }

@@ -13,7 +13,7 @@ use apono_core::conformance::{ProvisionerHarness, check_provisioner};
 use apono_core::{
     ActionContext, BoxError, ErrorKind, GrantSpec, GrantState, Granted, Provisioner, SecretValue,
 };
-use apono_vault_client::policy::{VaultOperation, VaultPermission};
+use apono_vault_client::policy::{GrantPolicy, MAX_SECRET_DEPTH, VaultOperation, VaultPermission};
 use apono_vault_client::{AponoVaultProvisioner, OpenBaoClient, VaultError, VaultGrantState};
 use common::{MOUNT, Vault, in_an_hour, spec};
 use secrecy::{ExposeSecret, SecretString};
@@ -140,15 +140,18 @@ async fn permission_matrix_holds_on_real_openbao() -> Result<()> {
         let state: VaultGrantState = granted.state.decode()?;
         let root = vault.root();
         ensure!(
+            state.policy == GrantPolicy::Mount(permission).name(MOUNT)?,
+            "{permission}: {state:?}"
+        );
+        ensure!(
             root.userpass_read("userpass", &state.username)
                 .await?
                 .is_none()
-                && root.entity_read(&state.username).await?.is_none()
-                && root.policy_read(&state.policy).await?.is_none(),
-            "{permission}: revoke left the user, entity or policy behind"
+                && vault.grant_entity(&state.username).await?.is_none(),
+            "{permission}: revoke left the user or its alias and entity behind"
         );
         table.push(format!(
-            "| {permission} | {} | denied | denied (token revoked; user, entity, policy deleted) |",
+            "| {permission} | {} | denied | denied (token revoked; user, alias, entity deleted) |",
             cells.join(" | ")
         ));
     }
@@ -230,16 +233,26 @@ async fn secret_grant_reads_only_that_secret() -> Result<()> {
     let info = root.lookup_token(&token_of(&granted)).await?;
     ensure!(
         info.path == format!("auth/userpass/login/{}", state.username)
-            && info.policies.contains(&state.policy),
+            && info.policies.contains(&state.policy)
+            && state.policy == "apono-grant-secret-apono-store",
         "{info:?}"
     );
-    let entity = root
-        .entity_read(&state.username)
+    // The alias's own entity, whose alias metadata names the grant and the secret.
+    let entity = vault
+        .grant_entity(&state.username)
         .await?
         .context("the grant's entity")?;
     ensure!(
         entity.aliases.len() == 1 && entity.aliases[0].name == state.username,
         "{entity:?}"
+    );
+    let meta = &entity.aliases[0].custom_metadata;
+    ensure!(
+        meta.get("apono_grant").map(String::as_str) == Some("secret-db")
+            && meta.get("apono_integration").map(String::as_str) == Some(common::INTEGRATION)
+            && meta.get("apono_s2_0").map(String::as_str) == Some("team")
+            && meta.get("apono_s2_1").map(String::as_str) == Some("db"),
+        "{meta:?}"
     );
 
     let client = login(&vault, &granted);
@@ -282,8 +295,9 @@ async fn secret_grant_reads_only_that_secret() -> Result<()> {
             .await?
             .is_none()
     );
-    ensure!(root.policy_read(&state.policy).await?.is_none());
-    ensure!(root.entity_read(&state.username).await?.is_none());
+    ensure!(vault.grant_entity(&state.username).await?.is_none());
+    // The fixed policy stays: other grants use it.
+    ensure!(root.policy_read(&state.policy).await?.is_some());
     Ok(())
 }
 
@@ -500,8 +514,16 @@ async fn client_covers_kv_tokens_and_users() -> Result<()> {
     u3.kv_read(MOUNT, "top", None).await?;
     client.userpass_delete("userpass", "apono-g-t").await?;
     client.userpass_delete("userpass", "apono-g-t").await?;
-    client.policy_delete("apono-g-t").await?;
-    // Identity entities by name, through the connector's AppRole token.
+    // The connector may not even delete a policy named like its users.
+    ensure!(
+        client
+            .policy_delete("apono-g-t")
+            .await
+            .unwrap_err()
+            .is_permission_denied()
+    );
+    root.policy_delete("apono-g-t").await?;
+    // Entity aliases with a fresh entity each, through the connector's AppRole token.
     let accessor = client.auth_mount_accessor("userpass").await?;
     ensure!(accessor.starts_with("auth_userpass_"), "{accessor}");
     ensure!(
@@ -512,27 +534,51 @@ async fn client_covers_kv_tokens_and_users() -> Result<()> {
             .is_not_found()
     );
     let meta = std::collections::BTreeMap::from([("apono_grant".to_owned(), "g1".to_owned())]);
-    let id = client
-        .entity_ensure("apono-g-e", "apono-g-e", &accessor, &meta)
-        .await?;
+    let id = client.alias_upsert("apono-g-e", &accessor, &meta).await?;
+    let meta2 = std::collections::BTreeMap::from([("apono_grant".to_owned(), "g2".to_owned())]);
     ensure!(
-        client
-            .entity_ensure("apono-g-e", "apono-g-e", &accessor, &meta)
-            .await?
-            == id,
-        "entity_ensure is not idempotent"
+        client.alias_upsert("apono-g-e", &accessor, &meta2).await? == id,
+        "alias_upsert is not idempotent"
     );
-    let entity = root.entity_read("apono-g-e").await?.context("entity")?;
+    let entity = client
+        .entity_by_alias("apono-g-e", &accessor)
+        .await?
+        .context("entity")?;
     ensure!(
         entity.id == id
+            && entity.name.starts_with("entity_")
             && entity.aliases.len() == 1
-            && entity.aliases[0].mount_accessor == accessor,
+            && entity.aliases[0].mount_accessor == accessor
+            && entity.aliases[0].custom_metadata == meta2,
         "{entity:?}"
     );
-    ensure!(root.entity_list().await?.contains(&"apono-g-e".to_owned()));
-    client.entity_delete("apono-g-e").await?;
-    client.entity_delete("apono-g-e").await?;
-    ensure!(root.entity_read("apono-g-e").await?.is_none());
+    ensure!(
+        client
+            .entity_by_alias("apono-g-nobody", &accessor)
+            .await?
+            .is_none()
+    );
+    client.entity_delete_by_id(&id).await?;
+    client.entity_delete_by_id(&id).await?;
+    ensure!(
+        root.entity_by_alias("apono-g-e", &accessor)
+            .await?
+            .is_none()
+    );
+    // Named entities with an alias: an administrator's tool, refused to the connector.
+    ensure!(
+        client
+            .entity_ensure("apono-g-n", "apono-g-n", &accessor, &meta)
+            .await
+            .unwrap_err()
+            .is_permission_denied()
+    );
+    let named = root
+        .entity_ensure("apono-g-n", "apono-g-n", &accessor, &meta)
+        .await?;
+    ensure!(root.entity_read("apono-g-n").await?.map(|e| e.id) == Some(named.clone()));
+    root.entity_delete("apono-g-n").await?;
+    ensure!(root.entity_read("apono-g-n").await?.is_none());
     root.entity_ensure("someone", "someone", &accessor, &meta)
         .await?;
     // The connector's policy cannot touch anything not named apono-g-*.
@@ -621,7 +667,9 @@ impl ProvisionerHarness for Harness {
         let root = self.vault.root();
         root.userpass_delete(&state.userpass_mount, &state.username)
             .await?;
-        root.policy_delete(&state.policy).await?;
+        if let Some(entity) = self.vault.grant_entity(&state.username).await? {
+            root.entity_delete_by_id(&entity.id).await?;
+        }
         Ok(())
     }
 }
@@ -635,5 +683,505 @@ async fn conformance_suite_passes_on_real_openbao() -> Result<()> {
     let report = check_provisioner(&harness).await?;
     println!("conformance: {report}");
     ensure!(report.not_applicable.is_empty(), "{report}");
+    Ok(())
+}
+
+/// Issue 13: whoever holds the connector's AppRole secret can reach nothing outside the mount.
+/// Every attempt is made with the AppRole's own token, against a real OpenBao that also holds
+/// another kv mount, a policy granting everything and an administrator's entity carrying it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connector_approle_cannot_reach_outside_the_mount() -> Result<()> {
+    use serde_json::json;
+    let vault = Vault::start().await?;
+    let root = vault.root();
+    let root_token = SecretString::from(vault.server.root_token().to_owned());
+    vault.put("team/db", "in-mount").await?;
+    let (status, _) = vault
+        .raw(
+            Some(&root_token),
+            "POST",
+            "sys/mounts/other",
+            Some(json!({"type": "kv", "options": {"version": "2"}})),
+        )
+        .await?;
+    ensure!(status == 204, "mounting other: {status}");
+    root.kv_write(
+        "other",
+        "crown-jewels",
+        &SecretValue::new().with("k", "v"),
+        None,
+    )
+    .await?;
+    let everything =
+        r#"path "*" { capabilities = ["create", "read", "update", "delete", "list", "sudo"] }"#;
+    root.policy_write("everything", everything).await?;
+    let (_, admin) = vault
+        .raw(
+            Some(&root_token),
+            "POST",
+            "identity/entity",
+            Some(json!({"name": "admin-human", "policies": ["everything"]})),
+        )
+        .await?;
+    let admin_id = admin["data"]["id"]
+        .as_str()
+        .context("entity id")?
+        .to_owned();
+    let accessor = vault.userpass_accessor().await?;
+    let approle_accessor = root.auth_mount_accessor("approle").await?;
+    let admin_policy = GrantPolicy::Mount(VaultPermission::Admin).name(MOUNT)?;
+
+    let connector = vault.approle_client().await?;
+    let token = connector.token().cloned().context("AppRole token")?;
+    // Positive controls: what grants need still works with this token.
+    let (status, alias) = vault
+        .raw(
+            Some(&token),
+            "POST",
+            "identity/entity-alias",
+            Some(json!({"name": "apono-g-probe", "mount_accessor": accessor, "custom_metadata": {"apono_s1_0": "x"}})),
+        )
+        .await?;
+    ensure!(status == 200, "alias: {status} {alias}");
+    let probe_alias = alias["data"]["id"].as_str().context("alias id")?.to_owned();
+    let (status, body) = vault
+        .raw(
+            Some(&token),
+            "POST",
+            "auth/userpass/users/apono-g-probe",
+            Some(json!({"password": "pw-probe-1", "token_policies": admin_policy, "token_ttl": "60s"})),
+        )
+        .await?;
+    ensure!(status == 204, "user with a fixed policy: {status} {body}");
+
+    let god = json!({"policy": everything});
+    let attempts: Vec<(&str, &str, String, Option<serde_json::Value>)> = vec![
+        (
+            "write ACL policy apono-g-x with path \"*\"",
+            "PUT",
+            "sys/policies/acl/apono-g-x".into(),
+            Some(god.clone()),
+        ),
+        (
+            "write it through the legacy sys/policy",
+            "PUT",
+            "sys/policy/apono-g-x".into(),
+            Some(json!({"rules": everything})),
+        ),
+        (
+            "overwrite a fixed grant policy",
+            "PUT",
+            format!("sys/policies/acl/{admin_policy}"),
+            Some(god.clone()),
+        ),
+        (
+            "delete a fixed grant policy",
+            "DELETE",
+            format!("sys/policies/acl/{admin_policy}"),
+            None,
+        ),
+        (
+            "read sys/policies/acl/default",
+            "GET",
+            "sys/policies/acl/default".into(),
+            None,
+        ),
+        (
+            "write sys/policies/acl/default",
+            "PUT",
+            "sys/policies/acl/default".into(),
+            Some(god.clone()),
+        ),
+        ("read sys/mounts", "GET", "sys/mounts".into(), None),
+        (
+            "mount a secrets engine",
+            "POST",
+            "sys/mounts/evil".into(),
+            Some(json!({"type": "kv"})),
+        ),
+        (
+            "enable an auth method (sys/auth write)",
+            "POST",
+            "sys/auth/evil".into(),
+            Some(json!({"type": "userpass"})),
+        ),
+        (
+            "read another mount's secret",
+            "GET",
+            "other/data/crown-jewels".into(),
+            None,
+        ),
+        ("list another mount", "LIST", "other/metadata".into(), None),
+        (
+            "read a secret of its own mount",
+            "GET",
+            format!("{MOUNT}/data/team/db"),
+            None,
+        ),
+        (
+            "auth/token/create with another policy",
+            "POST",
+            "auth/token/create".into(),
+            Some(json!({"policies": ["everything"]})),
+        ),
+        (
+            "auth/token/create with a fixed policy",
+            "POST",
+            "auth/token/create".into(),
+            Some(json!({"policies": [admin_policy]})),
+        ),
+        (
+            "auth/token/create-orphan",
+            "POST",
+            "auth/token/create-orphan".into(),
+            Some(json!({"policies": ["everything"]})),
+        ),
+        (
+            "write a token role",
+            "POST",
+            "auth/token/roles/evil".into(),
+            Some(json!({"allowed_policies": ["everything"]})),
+        ),
+        (
+            "widen its own AppRole role",
+            "POST",
+            "auth/approle/role/apono-connector".into(),
+            Some(json!({"token_policies": ["everything"]})),
+        ),
+        (
+            "write another AppRole role",
+            "POST",
+            "auth/approle/role/evil".into(),
+            Some(json!({"token_policies": ["everything"]})),
+        ),
+        (
+            "mint a secret id of its AppRole",
+            "POST",
+            "auth/approle/role/apono-connector/secret-id".into(),
+            Some(json!({})),
+        ),
+        (
+            "userpass user with another policy",
+            "POST",
+            "auth/userpass/users/apono-g-evil".into(),
+            Some(json!({"password": "pw", "token_policies": "everything"})),
+        ),
+        (
+            "userpass user with a fixed and another policy",
+            "POST",
+            "auth/userpass/users/apono-g-evil".into(),
+            Some(json!({"password": "pw", "token_policies": format!("{admin_policy},everything")})),
+        ),
+        (
+            "userpass user with policies as a list",
+            "POST",
+            "auth/userpass/users/apono-g-evil".into(),
+            Some(json!({"password": "pw", "token_policies": [admin_policy, "everything"]})),
+        ),
+        (
+            "userpass user with root",
+            "POST",
+            "auth/userpass/users/apono-g-evil".into(),
+            Some(json!({"password": "pw", "token_policies": "root"})),
+        ),
+        (
+            "userpass user through the legacy `policies`",
+            "POST",
+            "auth/userpass/users/apono-g-evil".into(),
+            Some(json!({"password": "pw", "policies": "everything"})),
+        ),
+        (
+            "userpass user with a periodic token",
+            "POST",
+            "auth/userpass/users/apono-g-evil".into(),
+            Some(json!({"password": "pw", "token_policies": admin_policy, "token_period": "768h"})),
+        ),
+        (
+            "userpass user not named apono-g-*",
+            "POST",
+            "auth/userpass/users/mallory".into(),
+            Some(json!({"password": "pw", "token_policies": admin_policy})),
+        ),
+        (
+            "alias onto the administrator's entity (canonical_id)",
+            "POST",
+            "identity/entity-alias".into(),
+            Some(
+                json!({"name": "apono-g-evil", "mount_accessor": accessor, "canonical_id": admin_id}),
+            ),
+        ),
+        (
+            "re-point an alias by id",
+            "POST",
+            format!("identity/entity-alias/id/{probe_alias}"),
+            Some(json!({"canonical_id": admin_id})),
+        ),
+        (
+            "alias on another auth mount",
+            "POST",
+            "identity/entity-alias".into(),
+            Some(json!({"name": "apono-g-evil", "mount_accessor": approle_accessor})),
+        ),
+        (
+            "alias not named apono-g-*",
+            "POST",
+            "identity/entity-alias".into(),
+            Some(json!({"name": "mallory", "mount_accessor": accessor})),
+        ),
+        (
+            "named entity with a policy",
+            "POST",
+            "identity/entity/name/apono-g-evil".into(),
+            Some(json!({"policies": ["everything"]})),
+        ),
+        (
+            "entity with a policy",
+            "POST",
+            "identity/entity".into(),
+            Some(json!({"name": "apono-g-evil", "policies": ["everything"]})),
+        ),
+        (
+            "give an entity a policy by id",
+            "POST",
+            format!("identity/entity/id/{admin_id}"),
+            Some(json!({"policies": ["everything"]})),
+        ),
+        (
+            "read an entity by id",
+            "GET",
+            format!("identity/entity/id/{admin_id}"),
+            None,
+        ),
+        (
+            "group with a policy",
+            "POST",
+            "identity/group".into(),
+            Some(
+                json!({"name": "apono-g-evil", "policies": ["everything"], "member_entity_ids": [admin_id]}),
+            ),
+        ),
+        (
+            "merge entities",
+            "POST",
+            "identity/entity/merge".into(),
+            Some(json!({"to_entity_id": admin_id, "from_entity_ids": [admin_id]})),
+        ),
+        (
+            "look an entity up by id",
+            "POST",
+            "identity/lookup/entity".into(),
+            Some(json!({"id": admin_id})),
+        ),
+        (
+            "revoke other logins by prefix",
+            "PUT",
+            "sys/leases/revoke-prefix/auth/approle/login".into(),
+            Some(json!({})),
+        ),
+        ("seal the vault", "PUT", "sys/seal".into(), None),
+    ];
+    let mut table = vec![
+        "| attempt with only the connector's AppRole token | OpenBao |".to_owned(),
+        "|---|---|".to_owned(),
+    ];
+    let mut allowed = Vec::new();
+    for (what, method, path, body) in attempts {
+        let (status, answer) = vault.raw(Some(&token), method, &path, body).await?;
+        if status != 403 {
+            allowed.push(format!("{what} ({method} {path}): {status} {answer}"));
+        }
+        table.push(format!("| {what} (`{method} {path}`) | {status} |"));
+    }
+    ensure!(allowed.is_empty(), "the AppRole could: {allowed:#?}");
+
+    // The most the holder can build for itself: users with a fixed policy, aliases with any
+    // metadata it likes. Each token it gets stays inside the mount.
+    let probes: Vec<(&str, serde_json::Value, String)> = vec![
+        ("fixed Admin policy", json!({}), admin_policy.clone()),
+        (
+            "secret policy, segments `..`, `..`, `sys`",
+            json!({"apono_s3_0": "..", "apono_s3_1": "..", "apono_s3_2": "sys"}),
+            GrantPolicy::Secret.name(MOUNT)?,
+        ),
+        (
+            "secret policy, segments `..`, `other`",
+            json!({"apono_s2_0": "..", "apono_s2_1": "other"}),
+            GrantPolicy::Secret.name(MOUNT)?,
+        ),
+        (
+            "secret policy, segment `*`",
+            json!({"apono_s1_0": "*"}),
+            GrantPolicy::Secret.name(MOUNT)?,
+        ),
+        (
+            "secret policy, segments `+`, `db`",
+            json!({"apono_s2_0": "+", "apono_s2_1": "db"}),
+            GrantPolicy::Secret.name(MOUNT)?,
+        ),
+        (
+            "secret policy, one segment `../../sys/mounts`",
+            json!({"apono_s1_0": "../../sys/mounts"}),
+            GrantPolicy::Secret.name(MOUNT)?,
+        ),
+        (
+            "secret policy, one segment `{{identity.entity.id}}`",
+            json!({"apono_s1_0": "{{identity.entity.id}}"}),
+            GrantPolicy::Secret.name(MOUNT)?,
+        ),
+    ];
+    let outside = [
+        "sys/mounts",
+        "sys/policies/acl/default",
+        "other/data/crown-jewels",
+        "other/metadata/crown-jewels",
+        "auth/token/create",
+        "identity/entity/id/x",
+        "apono-store/data/../../sys/mounts",
+        "apono-store/../sys/mounts",
+    ];
+    table.push(String::new());
+    table.push("| token the holder made itself | reach |".to_owned());
+    table.push("|---|---|".to_owned());
+    for (n, (what, metadata, policy)) in probes.into_iter().enumerate() {
+        let name = format!("apono-g-probe{n}");
+        let (status, body) = vault
+            .raw(
+                Some(&token),
+                "POST",
+                "identity/entity-alias",
+                Some(
+                    json!({"name": name, "mount_accessor": accessor, "custom_metadata": metadata}),
+                ),
+            )
+            .await?;
+        ensure!(status == 200, "{what}: alias {status} {body}");
+        let password = SecretString::from(format!("pw-{name}-x"));
+        connector
+            .userpass_write(
+                "userpass",
+                &name,
+                &password,
+                &apono_vault_client::UserpassUser {
+                    token_policies: vec![policy],
+                    token_ttl: Some(Duration::from_secs(120)),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let mut evil = vault.connection.client();
+        let login = evil.login_userpass("userpass", &name, &password).await?;
+        // OpenBao's own verdict on each path, taken literally (no URL normalisation).
+        let (status, caps) = vault
+            .raw(
+                Some(&login.token),
+                "POST",
+                "sys/capabilities-self",
+                Some(json!({"paths": outside})),
+            )
+            .await?;
+        let mut reach = Vec::new();
+        for path in outside {
+            let granted = if status == 200 {
+                caps[path]
+                    .as_array()
+                    .map(|c| c.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>())
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            let escapes =
+                !granted.is_empty() && granted != ["deny"] && !path.starts_with("apono-store/");
+            ensure!(!escapes, "{what}: {path} gives {granted:?}");
+        }
+        // And the requests themselves.
+        for (method, path) in [
+            ("GET", "sys/mounts"),
+            ("GET", "sys/policies/acl/default"),
+            ("GET", "other/data/crown-jewels"),
+            ("POST", "auth/token/create"),
+            ("GET", "apono-store/data/../../sys/mounts"),
+        ] {
+            let (code, answer) = vault
+                .raw(Some(&login.token), method, path, Some(json!({})))
+                .await?;
+            ensure!(
+                !(200..300).contains(&code),
+                "{what}: {method} {path} answered {code} {answer}"
+            );
+        }
+        let in_mount = vault
+            .raw(Some(&login.token), "GET", "apono-store/data/team/db", None)
+            .await?
+            .0;
+        if in_mount == 200 {
+            reach.push("secrets of apono-store");
+        }
+        if status != 200 {
+            reach.push("nothing (OpenBao refuses the template value: the token has no capability)");
+        }
+        if reach.is_empty() {
+            reach.push("nothing outside apono-store");
+        }
+        table.push(format!("| {what} | {} |", reach.join("; ")));
+        let _ = evil.revoke_self().await;
+    }
+    println!(
+        "\nescalation attempts with the connector's AppRole, on OpenBao {}:\n",
+        vault.server.address()
+    );
+    for line in table {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_grants_at_every_depth() -> Result<()> {
+    let vault = Vault::start().await?;
+    let p = vault.provisioner()?;
+    let deepest = vec!["d"; MAX_SECRET_DEPTH].join("/");
+    let paths = ["top", "team/db", "a/b/c", deepest.as_str()];
+    for path in paths {
+        vault.put(path, path).await?;
+    }
+    vault.put("team/other", "x").await?;
+    for (n, path) in paths.into_iter().enumerate() {
+        let grant = spec(
+            n,
+            &format!("depth-{n}"),
+            "secret",
+            path,
+            "ReadOnly",
+            in_an_hour(),
+        );
+        let granted = p.grant_access(&vault.context(), &grant).await?;
+        let client = login(&vault, &granted);
+        let secret = client.kv_read(MOUNT, path, None).await?;
+        ensure!(secret.data.require("value")?.expose_secret() == path);
+        for other in paths.iter().filter(|o| **o != path).chain([&"team/other"]) {
+            ensure!(
+                client
+                    .kv_read(MOUNT, other, None)
+                    .await
+                    .is_err_and(|e| e.is_permission_denied()),
+                "a grant of {path} could read {other}"
+            );
+        }
+        p.revoke_access(&vault.context(), &grant, &granted.state)
+            .await?;
+        ensure!(
+            client
+                .kv_read(MOUNT, path, None)
+                .await
+                .is_err_and(|e| e.is_permission_denied())
+        );
+    }
+    let too_deep = format!("{deepest}/e");
+    let grant = spec(9, "too-deep", "secret", &too_deep, "ReadOnly", in_an_hour());
+    let err = p.grant_access(&vault.context(), &grant).await.unwrap_err();
+    ensure!(
+        err.kind() == ErrorKind::InvalidInput && err.to_string().contains("16"),
+        "{err}"
+    );
     Ok(())
 }

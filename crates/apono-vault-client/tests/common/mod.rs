@@ -1,6 +1,7 @@
 //! A real OpenBao dev server prepared like an Apono Vault: kv-v2 mount `apono-store`, userpass
-//! and AppRole enabled on the server itself, and an AppRole for the connector holding exactly
-//! the policy the integration documents.
+//! and AppRole enabled on the server itself, the fixed grant policies and the connector's
+//! policy written by `policy::install_policies` (as an installer would, with the root token),
+//! and an AppRole for the connector holding exactly that policy.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -11,7 +12,7 @@ use apono_core::{
     ActionContext, GrantId, GrantSpec, Grantee, Permission, Resource, ResourceType, SecretValue,
 };
 use apono_testkit::OpenBao;
-use apono_vault_client::policy::connector_policy_hcl;
+use apono_vault_client::policy::install_policies;
 use apono_vault_client::{
     AponoVaultConfig, AponoVaultProvisioner, ClientSettings, OpenBaoClient, OpenBaoConnection,
 };
@@ -59,8 +60,7 @@ impl Vault {
             .ca_cert_pem(server.ca_cert_pem().context("TLS server has a CA")?)
             .connect()?;
         let root = connection.client_with_token(SecretString::from(server.root_token()));
-        root.policy_write("apono-connector", &connector_policy_hcl(MOUNT, "userpass")?)
-            .await?;
+        install_policies(&root, MOUNT, "userpass", "apono-connector").await?;
         run(
             bao(&[
                 "write",
@@ -125,6 +125,61 @@ impl Vault {
 
     pub fn provisioner(&self) -> Result<AponoVaultProvisioner> {
         Ok(AponoVaultProvisioner::new(INTEGRATION, self.config())?)
+    }
+
+    /// The connector's own AppRole token, as whoever holds the integration secret gets it.
+    pub async fn approle_client(&self) -> Result<OpenBaoClient> {
+        let mut client = self.connection.client();
+        client
+            .login_approle("approle", &self.role_id, &self.secret_id)
+            .await?;
+        Ok(client)
+    }
+
+    /// One raw request with `token` (none: unauthenticated): OpenBao's status and JSON body.
+    pub async fn raw(
+        &self,
+        token: Option<&SecretString>,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<(u16, serde_json::Value)> {
+        use secrecy::ExposeSecret;
+        let pem = self.server.ca_cert_pem().context("TLS server has a CA")?;
+        let http = reqwest::Client::builder()
+            .tls_backend_rustls()
+            .tls_certs_only(reqwest::Certificate::from_pem_bundle(pem.as_bytes())?)
+            .build()?;
+        let method = reqwest::Method::from_bytes(method.as_bytes())?;
+        let mut request = http.request(method, format!("{}/v1/{path}", self.server.address()));
+        if let Some(token) = token {
+            request = request.header("X-Vault-Token", token.expose_secret());
+        }
+        if let Some(body) = body {
+            request = request
+                .header("Content-Type", "application/json")
+                .body(body.to_string());
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        let json = if text.trim().is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+        };
+        Ok((status, json))
+    }
+
+    /// The accessor of the grantees' userpass mount.
+    pub async fn userpass_accessor(&self) -> Result<String> {
+        Ok(self.root().auth_mount_accessor("userpass").await?)
+    }
+
+    /// The entity that the grant's alias `username` belongs to, seen with the root token.
+    pub async fn grant_entity(&self, username: &str) -> Result<Option<apono_vault_client::Entity>> {
+        let accessor = self.userpass_accessor().await?;
+        Ok(self.root().entity_by_alias(username, &accessor).await?)
     }
 
     /// Writes a secret with the root token.
