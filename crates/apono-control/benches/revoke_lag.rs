@@ -1,5 +1,6 @@
 //! Benchmark (not run in CI): revoke lag for 1,000 and 10,000 grants expiring together, time to
-//! drain 10,000 overdue grants after a restart with `/healthz` latency meanwhile, and peak RSS.
+//! drain 10,000 overdue grants after a restart with `/healthz` and `/metrics` latency meanwhile,
+//! the time from an approval's commit to `Active` beyond the provisioner's own, and peak RSS.
 //!
 //! `cargo bench -p apono-control --bench revoke_lag -- [latency_ms]` (default 5 ms per action,
 //! in-process provisioner, SQLite store).
@@ -27,6 +28,9 @@ max_concurrent_actions = 64
 [[users]]
 email = "alice@example.com"
 groups = ["dev"]
+[[users]]
+email = "bob@example.com"
+groups = ["ops"]
 [[integrations]]
 name = "boxes"
 type = "slow"
@@ -36,6 +40,13 @@ name = "f"
 trigger = "automatic"
 requestors = {{ groups = ["dev"] }}
 targets = [{{ integration = "boxes", resource_type = "box", permissions = ["Default"] }}]
+grant_duration = "1h"
+[[access_flows]]
+name = "approved"
+trigger = "self_serve"
+requestors = {{ groups = ["dev"] }}
+targets = [{{ integration = "boxes", resource_type = "box", permissions = ["Approved"] }}]
+approvers = {{ mode = "any_of", groups = ["ops"] }}
 grant_duration = "1h"
 "#
     )
@@ -83,19 +94,21 @@ fn percentiles(mut v: Vec<i64>) -> (i64, i64, i64) {
     (at(0.5), at(0.99), *v.last().unwrap_or(&0))
 }
 
-/// Creates `n` active grants and makes them all expire `offset_ms` after they are all active;
-/// returns that expiry (Unix ms).
+/// Creates `n` active grants (in requests of 100 resources, the default limit) and makes them
+/// all expire `offset_ms` after they are all active; returns that expiry (Unix ms).
 async fn setup(plane: &Arc<ControlPlane>, n: usize, offset_ms: i64) -> Result<i64> {
     let alice = plane.config().user("alice@example.com").unwrap().clone();
-    let req = NewRequest {
-        integration: "boxes".into(),
-        resource_type: "box".into(),
-        resource_ids: (0..n).map(|i| format!("r{i}")).collect(),
-        permission: "Default".into(),
-        justification: None,
-        duration: None,
-    };
-    plane.create_request(&alice, &req).await?;
+    for start in (0..n).step_by(100) {
+        let req = NewRequest {
+            integration: "boxes".into(),
+            resource_type: "box".into(),
+            resource_ids: (start..n.min(start + 100)).map(|i| format!("r{i}")).collect(),
+            permission: "Default".into(),
+            justification: None,
+            duration: None,
+        };
+        plane.create_request(&alice, &req).await?;
+    }
     plane.run_due_once().await?;
     wait_for(plane, "Active", n).await?;
     let expiry = now_ms() + offset_ms;
@@ -108,6 +121,55 @@ async fn setup(plane: &Arc<ControlPlane>, n: usize, offset_ms: i64) -> Result<i6
         .execute(plane.store().pool())
         .await?;
     Ok(expiry)
+}
+
+/// Approves `n` requests one after another with the scheduler running; for each, the time from
+/// the approval's commit (its audit record) to `Active` (the grant's `activated_at`), less the
+/// provisioner's own `latency`.
+async fn approval_overhead(n: usize, latency: Duration) -> Result<Vec<i64>> {
+    let dir = tempfile::tempdir()?;
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("db.sqlite3").display()
+    );
+    let p = plane(&url, n, latency, "127.0.0.1:0", true).await?;
+    let shutdown = CancelSignal::new();
+    let scheduler = tokio::spawn(p.clone().run_scheduler(shutdown.clone()));
+    let alice = p.config().user("alice@example.com").unwrap().clone();
+    let bob = p.config().user("bob@example.com").unwrap().clone();
+    let mut out = Vec::new();
+    for i in 0..n {
+        let req = NewRequest {
+            integration: "boxes".into(),
+            resource_type: "box".into(),
+            resource_ids: vec![format!("r{i}")],
+            permission: "Approved".into(),
+            justification: Some("bench".into()),
+            duration: None,
+        };
+        let request = p.create_request(&alice, &req).await?;
+        p.approve(&bob, &request.id, None).await?;
+        loop {
+            let row = sqlx::query("SELECT g.activated_at AS a FROM grants g JOIN request_grants rg ON rg.grant_id = g.id WHERE rg.request_id = $1")
+                .bind(&request.id)
+                .fetch_one(p.store().pool())
+                .await?;
+            if let Some(activated) = row.try_get::<Option<i64>, _>("a")? {
+                let approved = apono_control::audit::records(p.store(), 0, 1_000_000, Some(&request.id))
+                    .await?
+                    .into_iter()
+                    .find(|r| r.action == "request.approved")
+                    .map(|r| r.at)
+                    .unwrap_or(activated);
+                out.push(activated - approved - latency.as_millis() as i64);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    shutdown.cancel();
+    scheduler.await??;
+    Ok(out)
 }
 
 async fn lags(plane: &ControlPlane) -> Result<Vec<i64>> {
@@ -127,10 +189,10 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
-fn healthz(addr: &str) -> Option<Duration> {
+fn get(addr: &str, path: &str) -> Option<Duration> {
     let start = Instant::now();
     let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
         .ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
@@ -201,13 +263,13 @@ async fn main() -> Result<()> {
     let start = Instant::now();
     let shutdown = CancelSignal::new();
     let scheduler = tokio::spawn(restarted.clone().run_scheduler(shutdown.clone()));
-    let probe = {
+    let probe = |path: &'static str| {
         let addr = addr.clone();
         let stop = shutdown.clone();
         tokio::task::spawn_blocking(move || {
             let mut samples = Vec::new();
             while !stop.is_cancelled() {
-                if let Some(d) = healthz(&addr) {
+                if let Some(d) = get(&addr, path) {
                     samples.push(d.as_micros() as i64);
                 }
                 std::thread::sleep(Duration::from_millis(10));
@@ -215,11 +277,14 @@ async fn main() -> Result<()> {
             samples
         })
     };
+    let health = probe("/healthz");
+    let metrics = probe("/metrics");
     wait_for(&restarted, "Revoked", n).await?;
     let drain = start.elapsed();
     shutdown.cancel();
     scheduler.await??;
-    let (h50, h99, hmax) = percentiles(probe.await?);
+    let (h50, h99, hmax) = percentiles(health.await?);
+    let (m50, m99, mmax) = percentiles(metrics.await?);
     let (p50, p99, max) = percentiles(lags(&restarted).await?);
     println!(
         "| drain after restart (lag counts downtime) | {n} | {p50} ms | {p99} ms | {max} ms | {} ms |",
@@ -230,6 +295,18 @@ async fn main() -> Result<()> {
         h50 as f64 / 1000.0,
         h99 as f64 / 1000.0,
         hmax as f64 / 1000.0
+    );
+    println!(
+        "/metrics while draining: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        m50 as f64 / 1000.0,
+        m99 as f64 / 1000.0,
+        mmax as f64 / 1000.0
+    );
+
+    let (o50, o99, omax) = percentiles(approval_overhead(50, latency).await?);
+    println!(
+        "\napproval commit → Active, beyond the provisioner's {} ms (50 approvals, scheduler idle): p50 {o50} ms, p99 {o99} ms, max {omax} ms",
+        latency.as_millis()
     );
     println!("peak RSS: {:.1} MiB", peak_rss_mib());
     Ok(())
