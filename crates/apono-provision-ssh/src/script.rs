@@ -118,7 +118,7 @@ reap() {
       exit 1 unless $< == $k && $> == $u && $u > 0 && $k > 0;
       kill "KILL", -1; exit 0' "$1" "$spare" 9>&- || true
   else
-    timeout -s KILL 5 setpriv --reuid="$1" --clear-groups -- kill -s KILL -- -1 9>&- || true
+    timeout -s KILL 5 setpriv --reuid="$1" --clear-groups -- kill -9 -1 9>&- || true
   fi
 }
 # Kills every process of the user until none is left (zombies aside), bounded in time.
@@ -381,6 +381,21 @@ mod tests {
             r#"sudo -n /bin/sh -c 'echo "$1"' apono-ssh 'x y' '$(id)'"#
         );
         assert!(command_line("true", &[""]).is_none());
+    }
+
+    #[test]
+    fn scripts_use_the_documented_paths_and_limits() {
+        for script in [GRANT, REVOKE, DELETE] {
+            assert!(script.contains(&format!("\nstate={STATE_DIR}\n")));
+            assert!(script.contains(&format!(
+                "timeout -s KILL {EDIT_TIMEOUT_SECS} setpriv --reuid=\"$uid\""
+            )));
+            // Nothing runs as the user before the server-wide lock is released: the only
+            // `setpriv` as the user is the key edit, which runs after `unlock`.
+            let edit = script.find("write_keys \"$user\"").unwrap_or(script.len());
+            let body = &script[script.find("edit=$1").unwrap()..];
+            assert!(!body[..body.len().min(edit)].contains("setpriv"));
+        }
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! she is in no group, `chage -l` shows an expired account, and bob's grant and live session
 //! were not affected. Every act runs in key mode and in certificate mode.
 
+#![allow(clippy::print_stderr)] // says which acts the server could not host, and revoke times
+
 mod common;
 
 use std::io::BufRead;
@@ -279,7 +281,8 @@ async fn hostile(mode: Mode, act: Act) {
         shadow.split(':').nth(1).unwrap().starts_with('!'),
         "{shadow}"
     );
-    // Root never wrote through her links.
+    // No sudoers file is hers, and root never wrote through her links.
+    assert_eq!(t.sh("find /etc/sudoers /etc/sudoers.d ! -user root"), "");
     assert!(
         !t.sh("ls -A /etc")
             .lines()
@@ -431,4 +434,23 @@ async fn partial_revoke_leaves_the_union_of_the_remaining_grants_keys() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partial_revoke_leaves_the_union_of_the_remaining_grants_certificates() {
     partial(Mode::Certificates).await;
+}
+
+/// Without the protected killer (here because the uid it borrows is taken; on servers without
+/// perl likewise), the user's processes are still killed with `setpriv` as the user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_die_without_the_protected_killer_too() {
+    let t = Target::start(Mode::Keys);
+    t.sh("useradd -l -M -u 2147483646 -s /usr/sbin/nologin spare");
+    let spec = grant("mallory", "g-mallory", "devs", in_an_hour());
+    let granted = t.grant(&spec).await;
+    t.as_grantee(
+        &granted,
+        "setsid -f sleep 600 </dev/null >/dev/null 2>&1; \
+         setsid -f sh -c 'hop() { ( sleep 0.01; hop ) & exit 0; }; hop' </dev/null >/dev/null 2>&1",
+    );
+    assert_ne!(live_processes(&t.server, "mallory"), "");
+    t.revoke(&spec, &granted).await;
+    assert_eq!(live_processes(&t.server, "mallory"), "", "her processes");
+    assert!(login(&t.server, &granted, &["true"]).is_none());
 }
