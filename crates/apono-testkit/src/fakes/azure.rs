@@ -5,15 +5,19 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
 use axum::routing::{get, post};
 use serde_json::json;
 
-use super::server::{Common, RecordedRequest, ServerHandle, lock};
+use super::server::{
+    Common, FakeState, Recorded, RecordedRequest, ServerHandle, json_response, lock,
+};
 use super::{FakeError, TestCa};
+
+/// `Content-Type` of JSON answers, as the real server writes it.
+const AZURE_JSON: &str = "application/json; charset=utf-8";
 
 /// Whether the fake lets the caller read a secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +45,12 @@ struct AzureState {
     secrets: Mutex<BTreeMap<String, Secret>>,
     counter: Mutex<u64>,
     base: Mutex<String>,
+}
+
+impl FakeState for AzureState {
+    fn common(&self) -> &Common {
+        &self.common
+    }
 }
 
 impl AzureState {
@@ -173,23 +183,19 @@ impl FakeAzureKeyVault {
     }
 }
 
-fn json_response(status: StatusCode, body: serde_json::Value) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
-        body.to_string(),
-    )
-        .into_response()
-}
-
 fn vault_error(status: StatusCode, code: &str, message: &str) -> Response {
-    json_response(status, json!({"error": {"code": code, "message": message}}))
+    json_response(
+        status,
+        AZURE_JSON,
+        &json!({"error": {"code": code, "message": message}}),
+    )
 }
 
 fn aad_error(status: StatusCode, error: &str, code: u32, description: &str) -> Response {
     json_response(
         status,
-        json!({
+        AZURE_JSON,
+        &json!({
             "error": error,
             "error_description": format!("AADSTS{code}: {description}"),
             "error_codes": [code],
@@ -200,14 +206,8 @@ fn aad_error(status: StatusCode, error: &str, code: u32, description: &str) -> R
     )
 }
 
-async fn not_found(
-    State(state): State<Arc<AzureState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    state.common.record(&method, &uri, &headers, &body);
+/// Recorded like every request (no stall: an unknown path answers at once).
+async fn not_found(_request: Recorded) -> Response {
     vault_error(
         StatusCode::NOT_FOUND,
         "NotFound",
@@ -219,25 +219,19 @@ async fn get_latest(
     State(state): State<Arc<AzureState>>,
     Path(name): Path<String>,
     Query(query): Query<BTreeMap<String, String>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    request: Recorded,
 ) -> Response {
-    state.common.record(&method, &uri, &headers, &[]);
-    serve_secret(&state, &name, None, &query, &headers).await
+    serve_secret(&state, &name, None, &query, &request.headers).await
 }
 
 async fn get_version(
     State(state): State<Arc<AzureState>>,
     Path((name, version)): Path<(String, String)>,
     Query(query): Query<BTreeMap<String, String>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    request: Recorded,
 ) -> Response {
-    state.common.record(&method, &uri, &headers, &[]);
     let version = Some(version).filter(|v| !v.is_empty());
-    serve_secret(&state, &name, version.as_deref(), &query, &headers).await
+    serve_secret(&state, &name, version.as_deref(), &query, &request.headers).await
 }
 
 async fn serve_secret(
@@ -299,7 +293,8 @@ async fn serve_secret(
     if access == Some(AzureAccess::Denied) {
         return json_response(
             StatusCode::FORBIDDEN,
-            json!({"error": {
+            AZURE_JSON,
+            &json!({"error": {
                 "code": "Forbidden",
                 "message": format!("The user, group or application 'appid=…' does not have secrets get permission on key vault '{base}'. For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125287"),
                 "innererror": {"code": "AccessDenied"}
@@ -308,7 +303,8 @@ async fn serve_secret(
     }
     json_response(
         StatusCode::OK,
-        json!({
+        AZURE_JSON,
+        &json!({
             "value": value,
             "id": format!("{base}/secrets/{name}/{id}"),
             "attributes": {
@@ -326,12 +322,8 @@ async fn serve_secret(
 async fn token(
     State(state): State<Arc<AzureState>>,
     Path(tenant): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    request: Recorded,
 ) -> Response {
-    state.common.record(&method, &uri, &headers, &body);
     state.common.maybe_stall().await;
     if tenant != state.tenant {
         return aad_error(
@@ -341,7 +333,7 @@ async fn token(
             &format!("Tenant '{tenant}' not found."),
         );
     }
-    let Some(form) = super::gcp::form_decode(&body) else {
+    let Some(form) = super::gcp::form_decode(&request.body) else {
         return aad_error(
             StatusCode::BAD_REQUEST,
             "invalid_request",
@@ -392,7 +384,8 @@ async fn token(
     }
     json_response(
         StatusCode::OK,
-        json!({
+        AZURE_JSON,
+        &json!({
             "token_type": "Bearer",
             "expires_in": 3599,
             "ext_expires_in": 3599,
@@ -404,15 +397,13 @@ async fn token(
 async fn openid_configuration(
     State(state): State<Arc<AzureState>>,
     Path(tenant): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    _request: Recorded,
 ) -> Response {
-    state.common.record(&method, &uri, &headers, &[]);
     let base = lock(&state.base).clone();
     json_response(
         StatusCode::OK,
-        json!({
+        AZURE_JSON,
+        &json!({
             "token_endpoint": format!("{base}/{tenant}/oauth2/v2.0/token"),
             "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
             "jwks_uri": format!("{base}/{tenant}/discovery/v2.0/keys"),
@@ -434,27 +425,32 @@ async fn openid_configuration(
 async fn imds_token(
     State(state): State<Arc<AzureState>>,
     Query(query): Query<BTreeMap<String, String>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    request: Recorded,
 ) -> Response {
-    state.common.record(&method, &uri, &headers, &[]);
     state.common.maybe_stall().await;
-    if headers.get("metadata").and_then(|v| v.to_str().ok()) != Some("true") {
+    if request
+        .headers
+        .get("metadata")
+        .and_then(|v| v.to_str().ok())
+        != Some("true")
+    {
         return json_response(
             StatusCode::BAD_REQUEST,
-            json!({"error": "invalid_request", "error_description": "Required metadata header not specified"}),
+            AZURE_JSON,
+            &json!({"error": "invalid_request", "error_description": "Required metadata header not specified"}),
         );
     }
     let Some(resource) = query.get("resource") else {
         return json_response(
             StatusCode::BAD_REQUEST,
-            json!({"error": "invalid_request", "error_description": "Required audience parameter not specified"}),
+            AZURE_JSON,
+            &json!({"error": "invalid_request", "error_description": "Required audience parameter not specified"}),
         );
     };
     json_response(
         StatusCode::OK,
-        json!({
+        AZURE_JSON,
+        &json!({
             "access_token": state.mint_token(),
             "client_id": "00000000-0000-0000-0000-00000000beef",
             "expires_in": "3599",

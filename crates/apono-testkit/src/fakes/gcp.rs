@@ -5,16 +5,22 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use data_encoding::BASE64;
 use serde_json::json;
 
 use super::FakeError;
-use super::server::{Common, RecordedRequest, ServerHandle, lock};
+use super::server::{
+    Common, FakeState, Recorded, RecordedRequest, ServerHandle, json_response, lock,
+};
+
+/// `Content-Type` of Secret Manager's JSON answers.
+const GOOGLE_API_JSON: &str = "application/json; charset=UTF-8";
+/// `Content-Type` of the OAuth token endpoint's answers.
+const GOOGLE_OAUTH_JSON: &str = "application/json; charset=utf-8";
 
 /// Whether the fake lets the caller read a secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +93,12 @@ struct GcpState {
     tokens: Mutex<BTreeSet<String>>,
     refresh_tokens: Mutex<BTreeMap<String, (String, String)>>,
     next_token: Mutex<u64>,
+}
+
+impl FakeState for GcpState {
+    fn common(&self) -> &Common {
+        &self.common
+    }
 }
 
 impl GcpState {
@@ -226,52 +238,43 @@ impl FakeGcpSecretManager {
 }
 
 fn google_error(status: StatusCode, google_status: &str, message: &str) -> Response {
-    (
+    json_response(
         status,
-        [(header::CONTENT_TYPE, "application/json; charset=UTF-8")],
-        json!({
+        GOOGLE_API_JSON,
+        &json!({
             "error": {
                 "code": status.as_u16(),
                 "message": message,
                 "status": google_status,
             }
-        })
-        .to_string(),
+        }),
     )
-        .into_response()
 }
 
 fn oauth_error(error: &str, description: &str) -> Response {
-    (
+    json_response(
         StatusCode::BAD_REQUEST,
-        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
-        json!({"error": error, "error_description": description}).to_string(),
+        GOOGLE_OAUTH_JSON,
+        &json!({"error": error, "error_description": description}),
     )
-        .into_response()
 }
 
 fn token_response(token: String) -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
-        json!({"access_token": token, "expires_in": 3599, "token_type": "Bearer"}).to_string(),
+    json_response(
+        StatusCode::OK,
+        GOOGLE_OAUTH_JSON,
+        &json!({"access_token": token, "expires_in": 3599, "token_type": "Bearer"}),
     )
-        .into_response()
 }
 
-async fn not_found(
-    State(state): State<Arc<GcpState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    state.common.record(&method, &uri, &headers, &body);
+/// Recorded like every request (no stall: an unknown path answers at once).
+async fn not_found(request: Recorded) -> Response {
     google_error(
         StatusCode::NOT_FOUND,
         "NOT_FOUND",
         &format!(
             "The requested URL {} was not found on this server.",
-            uri.path()
+            request.uri.path()
         ),
     )
 }
@@ -279,11 +282,8 @@ async fn not_found(
 async fn access(
     State(state): State<Arc<GcpState>>,
     Path((project, secret, version)): Path<(String, String, String)>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    request: Recorded,
 ) -> Response {
-    state.common.record(&method, &uri, &headers, &[]);
     state.common.maybe_stall().await;
     let Some(version) = version.strip_suffix(":access") else {
         return google_error(
@@ -292,7 +292,8 @@ async fn access(
             "The requested URL was not found on this server.",
         );
     };
-    let token = headers
+    let token = request
+        .headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
@@ -342,19 +343,18 @@ async fn access(
     if entry.corrupt_crc {
         crc ^= 1;
     }
-    (
-        [(header::CONTENT_TYPE, "application/json; charset=UTF-8")],
-        json!({
+    json_response(
+        StatusCode::OK,
+        GOOGLE_API_JSON,
+        &json!({
             "name": format!("{name}/versions/{}", index + 1),
             "payload": {
                 "data": BASE64.encode(data),
                 // int64 fields are strings in proto3 JSON.
                 "dataCrc32c": crc.to_string(),
             }
-        })
-        .to_string(),
+        }),
     )
-        .into_response()
 }
 
 #[derive(serde::Deserialize)]
@@ -366,16 +366,9 @@ struct JwtClaims {
     iat: u64,
 }
 
-async fn token(
-    State(state): State<Arc<GcpState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    state.common.record(&method, &uri, &headers, &body);
+async fn token(State(state): State<Arc<GcpState>>, request: Recorded) -> Response {
     state.common.maybe_stall().await;
-    let form: BTreeMap<String, String> = match serde_urlencoded_pairs(&body) {
+    let form: BTreeMap<String, String> = match serde_urlencoded_pairs(&request.body) {
         Some(form) => form,
         None => return oauth_error("invalid_request", "Malformed form body."),
     };
@@ -390,7 +383,8 @@ async fn token(
             };
             let token_uri = format!(
                 "http://{}/token",
-                headers
+                request
+                    .headers
                     .get(header::HOST)
                     .and_then(|h| h.to_str().ok())
                     .unwrap_or_default()
@@ -438,15 +432,14 @@ async fn token(
     }
 }
 
-async fn metadata_token(
-    State(state): State<Arc<GcpState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    state.common.record(&method, &uri, &headers, &[]);
+async fn metadata_token(State(state): State<Arc<GcpState>>, request: Recorded) -> Response {
     state.common.maybe_stall().await;
-    if headers.get("metadata-flavor").and_then(|v| v.to_str().ok()) != Some("Google") {
+    if request
+        .headers
+        .get("metadata-flavor")
+        .and_then(|v| v.to_str().ok())
+        != Some("Google")
+    {
         return (
             StatusCode::FORBIDDEN,
             "Missing required header: Metadata-Flavor",

@@ -4,16 +4,20 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
 use axum::routing::get;
 use data_encoding::BASE64;
 use serde_json::json;
 
 use super::FakeError;
-use super::server::{Common, RecordedRequest, ServerHandle, lock};
+use super::server::{
+    Common, FakeState, Recorded, RecordedRequest, ServerHandle, json_response, lock,
+};
+
+/// `Content-Type` of JSON answers, as the real server writes it.
+const KUBE_JSON: &str = "application/json";
 
 /// Whether the fake's RBAC lets the caller `get` a secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +46,12 @@ struct KubeState {
     secrets: Mutex<BTreeMap<(String, String), StoredSecret>>,
     access: Mutex<BTreeMap<(String, String), KubernetesAccess>>,
     counter: Mutex<u64>,
+}
+
+impl FakeState for KubeState {
+    fn common(&self) -> &Common {
+        &self.common
+    }
 }
 
 /// The user the fake reports in `403` messages.
@@ -152,15 +162,6 @@ impl FakeKubernetes {
     }
 }
 
-fn json_response(status: StatusCode, body: serde_json::Value) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
-}
-
 fn status(
     code: StatusCode,
     reason: &str,
@@ -179,17 +180,12 @@ fn status(
     if let Some(details) = details {
         body["details"] = details;
     }
-    json_response(code, body)
+    json_response(code, KUBE_JSON, &body)
 }
 
-/// Records the request and checks its bearer token; `Err` is the `401` to send.
-async fn authenticate(
-    state: &KubeState,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-) -> Result<(), Response> {
-    state.common.record(method, uri, headers, &[]);
+/// Holds the request while the fake is stalled, then checks its bearer token; `Err` is the
+/// `401` to send.
+async fn authenticate(state: &KubeState, headers: &HeaderMap) -> Result<(), Response> {
     state.common.maybe_stall().await;
     let token = headers
         .get(header::AUTHORIZATION)
@@ -207,14 +203,8 @@ async fn authenticate(
     }
 }
 
-async fn not_found(
-    State(state): State<Arc<KubeState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    state.common.record(&method, &uri, &headers, &body);
+/// Recorded like every request (no stall: an unknown path answers at once).
+async fn not_found(_request: Recorded) -> Response {
     status(
         StatusCode::NOT_FOUND,
         "NotFound",
@@ -223,18 +213,13 @@ async fn not_found(
     )
 }
 
-async fn version(
-    State(state): State<Arc<KubeState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
+async fn version(State(state): State<Arc<KubeState>>, _request: Recorded) -> Response {
     // `/version` is public (the `system:public-info-viewer` role), as on a real cluster.
-    state.common.record(&method, &uri, &headers, &[]);
     state.common.maybe_stall().await;
     json_response(
         StatusCode::OK,
-        json!({
+        KUBE_JSON,
+        &json!({
             "major": "1",
             "minor": "32",
             "emulationMajor": "1",
@@ -250,23 +235,20 @@ async fn version(
     )
 }
 
-async fn api_versions(
-    State(state): State<Arc<KubeState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(r) = authenticate(&state, &method, &uri, &headers).await {
+async fn api_versions(State(state): State<Arc<KubeState>>, request: Recorded) -> Response {
+    if let Err(r) = authenticate(&state, &request.headers).await {
         return r;
     }
-    let host = headers
+    let host = request
+        .headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("127.0.0.1")
         .to_owned();
     json_response(
         StatusCode::OK,
-        json!({
+        KUBE_JSON,
+        &json!({
             "kind": "APIVersions",
             "versions": ["v1"],
             "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": host}],
@@ -274,33 +256,25 @@ async fn api_versions(
     )
 }
 
-async fn api_groups(
-    State(state): State<Arc<KubeState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(r) = authenticate(&state, &method, &uri, &headers).await {
+async fn api_groups(State(state): State<Arc<KubeState>>, request: Recorded) -> Response {
+    if let Err(r) = authenticate(&state, &request.headers).await {
         return r;
     }
     json_response(
         StatusCode::OK,
-        json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []}),
+        KUBE_JSON,
+        &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []}),
     )
 }
 
-async fn api_resources(
-    State(state): State<Arc<KubeState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(r) = authenticate(&state, &method, &uri, &headers).await {
+async fn api_resources(State(state): State<Arc<KubeState>>, request: Recorded) -> Response {
+    if let Err(r) = authenticate(&state, &request.headers).await {
         return r;
     }
     json_response(
         StatusCode::OK,
-        json!({
+        KUBE_JSON,
+        &json!({
             "kind": "APIResourceList",
             "groupVersion": "v1",
             "resources": [
@@ -329,11 +303,9 @@ async fn api_resources(
 async fn get_secret(
     State(state): State<Arc<KubeState>>,
     Path((namespace, name)): Path<(String, String)>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    request: Recorded,
 ) -> Response {
-    if let Err(r) = authenticate(&state, &method, &uri, &headers).await {
+    if let Err(r) = authenticate(&state, &request.headers).await {
         return r;
     }
     let key = (namespace.clone(), name.clone());
@@ -376,7 +348,8 @@ async fn get_secret(
         .collect();
     json_response(
         StatusCode::OK,
-        json!({
+        KUBE_JSON,
+        &json!({
             "kind": "Secret",
             "apiVersion": "v1",
             "metadata": {

@@ -31,14 +31,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::{Map, Value, json};
 
-use super::server::{Common, RecordedRequest, ServerHandle, lock};
+use super::server::{
+    Common, FakeState, Recorded, RecordedRequest, ServerHandle, json_response, lock,
+};
 use super::{FakeError, TestCa};
+
+/// `Content-Type` of JSON answers, as the real server writes it.
+const NORMAN_JSON: &str = "application/json";
 
 mod schema;
 
@@ -187,6 +191,12 @@ struct RancherState {
     db: Mutex<Db>,
     base: Mutex<String>,
     ca_pem: String,
+}
+
+impl FakeState for RancherState {
+    fn common(&self) -> &Common {
+        &self.common
+    }
 }
 
 /// The caller a request authenticated as.
@@ -595,18 +605,10 @@ fn rfc3339(secs: u64) -> String {
     )
 }
 
-fn json_response(status: StatusCode, body: &Value) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
-}
-
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
     json_response(
         status,
+        NORMAN_JSON,
         &json!({
             "type": "error",
             "baseType": "error",
@@ -696,26 +698,20 @@ fn authenticate(state: &RancherState, headers: &HeaderMap) -> Option<Caller> {
     })
 }
 
-async fn dispatch(
-    State(state): State<Arc<RancherState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    state.common.record(&method, &uri, &headers, &body);
+async fn dispatch(State(state): State<Arc<RancherState>>, request: Recorded) -> Response {
     state.common.maybe_stall().await;
-    let segments: Vec<String> = uri
+    let segments: Vec<String> = request
+        .uri
         .path()
         .trim_matches('/')
         .split('/')
         .map(percent_decode)
         .collect();
-    let query = query_map(&uri);
-    let body: Value = if body.is_empty() {
+    let query = query_map(&request.uri);
+    let body: Value = if request.body.is_empty() {
         Value::Null
     } else {
-        match serde_json::from_slice(&body) {
+        match serde_json::from_slice(&request.body) {
             Ok(v) => v,
             Err(_) => {
                 return error(
@@ -729,15 +725,17 @@ async fn dispatch(
     let base = lock(&state.base).clone();
     let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
     if let ["v3-public", "localProviders", "local"] = seg.as_slice() {
-        if method == Method::POST && query.get("action").map(String::as_str) == Some("login") {
+        if request.method == Method::POST
+            && query.get("action").map(String::as_str) == Some("login")
+        {
             return login(&state, &base, &body);
         }
         return error(StatusCode::NOT_FOUND, "NotFound", "not found");
     }
-    let Some(caller) = authenticate(&state, &headers) else {
+    let Some(caller) = authenticate(&state, &request.headers) else {
         return unauthenticated();
     };
-    let mut response = route(&state, &base, &caller, &method, &seg, &query, &body);
+    let mut response = route(&state, &base, &caller, &request.method, &seg, &query, &body);
     // Norman names the schema collection on every answer; schema-driven clients read it.
     if let Ok(value) = format!("{base}/v3/schemas").parse() {
         response.headers_mut().insert("x-api-schemas", value);
@@ -750,6 +748,7 @@ async fn dispatch(
 fn unauthenticated() -> Response {
     json_response(
         StatusCode::UNAUTHORIZED,
+        NORMAN_JSON,
         &json!({
             "type": "error",
             "status": "401",
@@ -775,12 +774,14 @@ fn route(
         )
     };
     match seg {
-        ["v3"] if method == Method::GET => json_response(StatusCode::OK, &schema::api_root(base)),
+        ["v3"] if method == Method::GET => {
+            json_response(StatusCode::OK, NORMAN_JSON, &schema::api_root(base))
+        }
         ["v3", "schemas"] if method == Method::GET => {
-            json_response(StatusCode::OK, &schema::collection(base))
+            json_response(StatusCode::OK, NORMAN_JSON, &schema::collection(base))
         }
         ["v3", "schemas", id] if method == Method::GET => match schema::by_id(id) {
-            Some(t) => json_response(StatusCode::OK, &t.to_json(base)),
+            Some(t) => json_response(StatusCode::OK, NORMAN_JSON, &t.to_json(base)),
             None => not_found(id),
         },
         ["v3", "schemas", ..] | ["v3"] => method_not_allowed(),
@@ -1069,7 +1070,7 @@ fn list(
     if spec.creatable() {
         value["createTypes"] = json!({resource_type: format!("{base}/v3/{collection}")});
     }
-    json_response(StatusCode::OK, &value)
+    json_response(StatusCode::OK, NORMAN_JSON, &value)
 }
 
 /// `GET /v3/clusters/{id}/{collection}` and `GET /v3/projects/{id}/{collection}`: Norman's
@@ -1117,7 +1118,7 @@ fn get_one(
         return not_found("collection");
     };
     match all.into_iter().find(|i| i["id"] == id) {
-        Some(item) => json_response(StatusCode::OK, &item),
+        Some(item) => json_response(StatusCode::OK, NORMAN_JSON, &item),
         None => not_found(id),
     }
 }
@@ -1158,7 +1159,7 @@ fn create(
         let (id, secret) = db.mint_token("token-", &caller.user_id, description, ttl, true);
         let mut value = token_json(base, caller, &id, &db.tokens[&id]);
         value["token"] = format!("{id}:{secret}").into();
-        return json_response(StatusCode::CREATED, &value);
+        return json_response(StatusCode::CREATED, NORMAN_JSON, &value);
     }
     if !caller.privileged {
         return forbidden();
@@ -1202,7 +1203,7 @@ fn create(
             };
             let value = user_json(base, &db, caller, &id, &user);
             db.users.insert(id, user);
-            json_response(StatusCode::CREATED, &value)
+            json_response(StatusCode::CREATED, NORMAN_JSON, &value)
         }
         "globalrolebindings" | "clusterroletemplatebindings" | "projectroletemplatebindings" => {
             let Some(user_id) = str_field(body, "userId") else {
@@ -1260,7 +1261,7 @@ fn create(
                 "clusterroletemplatebindings" => db.crtbs.insert(id, b),
                 _ => db.prtbs.insert(id, b),
             };
-            json_response(StatusCode::CREATED, &value)
+            json_response(StatusCode::CREATED, NORMAN_JSON, &value)
         }
         _ => error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -1344,7 +1345,7 @@ fn remove(
             );
         }
     };
-    json_response(StatusCode::OK, &value)
+    json_response(StatusCode::OK, NORMAN_JSON, &value)
 }
 
 fn update(
@@ -1385,7 +1386,11 @@ fn update(
         user.annotations = object_field(body, "annotations");
     }
     let user = user.clone();
-    json_response(StatusCode::OK, &user_json(base, &db, caller, id, &user))
+    json_response(
+        StatusCode::OK,
+        NORMAN_JSON,
+        &user_json(base, &db, caller, id, &user),
+    )
 }
 
 fn act(
@@ -1419,7 +1424,11 @@ fn act(
             user.password = Some(password.to_owned());
             user.must_change_password = false;
             let user = user.clone();
-            json_response(StatusCode::OK, &user_json(base, &db, caller, id, &user))
+            json_response(
+                StatusCode::OK,
+                NORMAN_JSON,
+                &user_json(base, &db, caller, id, &user),
+            )
         }
         ("clusters", "generateKubeconfig") => {
             let Some(name) = db.clusters.get(id).cloned() else {
@@ -1438,6 +1447,7 @@ fn act(
             );
             json_response(
                 StatusCode::OK,
+                NORMAN_JSON,
                 &json!({"type": "generateKubeConfigOutput", "baseType": "generateKubeConfigOutput", "config": config}),
             )
         }
@@ -1486,7 +1496,7 @@ fn login(state: &RancherState, base: &str, body: &Value) -> Response {
     };
     let mut value = token_json(base, &caller, &token_id, &db.tokens[&token_id]);
     value["token"] = format!("{token_id}:{secret}").into();
-    json_response(StatusCode::CREATED, &value)
+    json_response(StatusCode::CREATED, NORMAN_JSON, &value)
 }
 
 #[cfg(test)]

@@ -1,4 +1,6 @@
-//! The thread, runtime and listener every fake runs on.
+//! The HTTP plumbing every fake shares: the thread, runtime and listener (plain or TLS) it runs
+//! on and its shutdown ([`ServerHandle`]), the request log and stall switch ([`Common`]), the
+//! extractor that records each request ([`Recorded`]) and JSON answers ([`json_response`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -7,7 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use axum::Router;
-use axum::http::{HeaderMap, Method, Uri};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio_rustls::TlsAcceptor;
@@ -38,6 +43,44 @@ impl RecordedRequest {
     }
 }
 
+/// A fake's shared state, which holds its [`Common`] part.
+pub(crate) trait FakeState: Send + Sync + 'static {
+    /// The request log and the stall switch.
+    fn common(&self) -> &Common;
+}
+
+/// The request a fake's handler answers, already written to the fake's log. Every handler
+/// takes it (as its last argument, since it reads the body), so no request goes unrecorded;
+/// one that the routing or an earlier extractor (`Path`, `Query`) rejects is not recorded.
+#[derive(Debug)]
+pub(crate) struct Recorded {
+    pub(crate) method: Method,
+    pub(crate) uri: Uri,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+}
+
+impl<T: FakeState> FromRequest<Arc<T>> for Recorded {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &Arc<T>) -> Result<Self, Response> {
+        let (parts, body) = request.into_parts();
+        // Through `Bytes`' own extractor, so that axum's body limit applies as before.
+        let body = Bytes::from_request(Request::from_parts(parts.clone(), body), state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        state
+            .common()
+            .record(&parts.method, &parts.uri, &parts.headers, &body);
+        Ok(Self {
+            method: parts.method,
+            uri: parts.uri,
+            headers: parts.headers,
+            body,
+        })
+    }
+}
+
 /// What every fake shares: the request log and the "stall" switch.
 #[derive(Debug, Default)]
 pub(crate) struct Common {
@@ -46,7 +89,7 @@ pub(crate) struct Common {
 }
 
 impl Common {
-    pub(crate) fn record(&self, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) {
+    fn record(&self, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) {
         let mut map = BTreeMap::<String, String>::new();
         for (name, value) in headers {
             let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
@@ -82,6 +125,21 @@ impl Common {
             std::future::pending::<()>().await;
         }
     }
+}
+
+/// A JSON answer. `content_type` is what the real server sends (`application/json`, with or
+/// without a charset), since vendor clients may look at it.
+pub(crate) fn json_response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: &serde_json::Value,
+) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, content_type)],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 /// Locks a mutex, recovering the data if a handler panicked while holding it.

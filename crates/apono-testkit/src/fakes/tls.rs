@@ -30,12 +30,15 @@ impl std::fmt::Debug for TestCa {
 }
 
 impl TestCa {
-    /// Generates a CA and a server certificate signed by it.
+    /// Generates a CA and a server certificate signed by it, for `localhost` and `127.0.0.1`.
     pub fn generate() -> Result<Self, FakeError> {
-        let crypto = |source: rcgen::Error| FakeError::Crypto {
-            fake: "test CA",
-            source: Box::new(source),
-        };
+        Self::generate_for(&["localhost", "127.0.0.1"])
+    }
+
+    /// Generates a CA and a server certificate signed by it for `names` (DNS names or IP
+    /// addresses) only. With names other than `localhost` and `127.0.0.1`, a client that trusts
+    /// the CA still refuses the fake: the name does not match.
+    pub fn generate_for(names: &[&str]) -> Result<Self, FakeError> {
         let ca_key = KeyPair::generate().map_err(crypto)?;
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(crypto)?;
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -51,11 +54,12 @@ impl TestCa {
 
         let server_key = KeyPair::generate().map_err(crypto)?;
         let mut params =
-            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
                 .map_err(crypto)?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "localhost");
+        params.distinguished_name.push(
+            DnType::CommonName,
+            names.first().copied().unwrap_or("localhost"),
+        );
         params.is_ca = IsCa::NoCa;
         params.use_authority_key_identifier_extension = true;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -79,22 +83,49 @@ impl TestCa {
         &self.ca_der
     }
 
+    /// The rustls configuration that serves the server certificate (and the CA after it).
     pub(crate) fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, FakeError> {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let tls = |source: rustls::Error| FakeError::Crypto {
-            fake: "test CA",
-            source: Box::new(source),
-        };
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(tls)?
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![self.server_der.clone(), self.ca_der.clone()],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.server_key.clone())),
-            )
-            .map_err(tls)?;
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Arc::new(config))
+        server_config(
+            vec![self.server_der.clone(), self.ca_der.clone()],
+            self.server_key.clone(),
+        )
+    }
+}
+
+/// A self-signed certificate for `localhost` and `127.0.0.1`, which no client trusts unless
+/// told to: the rustls configuration that serves it, and the certificate as PEM.
+pub(crate) fn self_signed_localhost() -> Result<(Arc<rustls::ServerConfig>, String), FakeError> {
+    let key = KeyPair::generate().map_err(crypto)?;
+    let mut params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .map_err(crypto)?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = params.self_signed(&key).map_err(crypto)?;
+    let config = server_config(vec![cert.der().clone()], key.serialize_der())?;
+    Ok((config, cert.pem()))
+}
+
+/// Serves `chain` (leaf first) with the PKCS#8 `key`, HTTP/1.1 over TLS 1.2 or 1.3.
+fn server_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: Vec<u8>,
+) -> Result<Arc<rustls::ServerConfig>, FakeError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(crypto)?
+        .with_no_client_auth()
+        .with_single_cert(chain, PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)))
+        .map_err(crypto)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+fn crypto(source: impl std::error::Error + Send + Sync + 'static) -> FakeError {
+    FakeError::Crypto {
+        fake: "test CA",
+        source: Box::new(source),
     }
 }

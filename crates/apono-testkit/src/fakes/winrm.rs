@@ -18,21 +18,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use data_encoding::BASE64;
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
-};
 use serde_json::{Value, json};
-use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-use super::server::{Common, RecordedRequest, ServerHandle, lock};
+use super::server::{Common, FakeState, Recorded, RecordedRequest, ServerHandle, lock};
+use super::tls::self_signed_localhost;
 use super::{FakeError, TestCa};
 
 const NS_SHELL: &str = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell";
@@ -160,6 +154,12 @@ struct WinrmState {
     commands: Mutex<Vec<RecordedCommand>>,
 }
 
+impl FakeState for WinrmState {
+    fn common(&self) -> &Common {
+        &self.common
+    }
+}
+
 /// A fake WinRM listener; see the [module docs](self). Stops when dropped.
 #[derive(Debug)]
 pub struct FakeWinrm {
@@ -220,16 +220,16 @@ impl FakeWinrm {
         });
         let (config, ca_pem) = match tls {
             FakeWinrmTls::None => (None, None),
-            FakeWinrmTls::TestCa => {
-                let ca = TestCa::generate()?;
+            FakeWinrmTls::TestCa | FakeWinrmTls::WrongName => {
+                let ca = if tls == FakeWinrmTls::WrongName {
+                    TestCa::generate_for(&["wrong.example"])?
+                } else {
+                    TestCa::generate()?
+                };
                 (Some(ca.server_config()?), Some(ca.ca_pem().to_owned()))
             }
             FakeWinrmTls::SelfSigned => {
-                let (config, pem) = self_signed()?;
-                (Some(config), Some(pem))
-            }
-            FakeWinrmTls::WrongName => {
-                let (config, pem) = ca_signed_for(&["wrong.example"])?;
+                let (config, pem) = self_signed_localhost()?;
                 (Some(config), Some(pem))
             }
         };
@@ -427,71 +427,6 @@ fn now_unix() -> i64 {
 }
 
 // ---------------------------------------------------------------------------------------------
-// TLS identities other than the shared test CA.
-
-fn crypto(source: impl std::error::Error + Send + Sync + 'static) -> FakeError {
-    FakeError::Crypto {
-        fake: "winrm",
-        source: Box::new(source),
-    }
-}
-
-fn server_config(
-    chain: Vec<CertificateDer<'static>>,
-    key: Vec<u8>,
-) -> Result<Arc<rustls::ServerConfig>, FakeError> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(crypto)?
-        .with_no_client_auth()
-        .with_single_cert(chain, PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)))
-        .map_err(crypto)?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
-
-fn self_signed() -> Result<(Arc<rustls::ServerConfig>, String), FakeError> {
-    let key = KeyPair::generate().map_err(crypto)?;
-    let mut params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-        .map_err(crypto)?;
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "localhost");
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let cert = params.self_signed(&key).map_err(crypto)?;
-    let config = server_config(vec![cert.der().clone()], key.serialize_der())?;
-    Ok((config, cert.pem()))
-}
-
-fn ca_signed_for(names: &[&str]) -> Result<(Arc<rustls::ServerConfig>, String), FakeError> {
-    let ca_key = KeyPair::generate().map_err(crypto)?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(crypto)?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "apono-testkit winrm CA");
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca = CertifiedIssuer::self_signed(ca_params, ca_key).map_err(crypto)?;
-    let key = KeyPair::generate().map_err(crypto)?;
-    let mut params =
-        CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
-            .map_err(crypto)?;
-    params
-        .distinguished_name
-        .push(DnType::CommonName, names.first().copied().unwrap_or("x"));
-    params.use_authority_key_identifier_extension = true;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let cert = params.signed_by(&key, &ca).map_err(crypto)?;
-    let config = server_config(
-        vec![cert.der().clone(), ca.der().clone()],
-        key.serialize_der(),
-    )?;
-    Ok((config, ca.pem()))
-}
-
-// ---------------------------------------------------------------------------------------------
 // XML helpers: enough to read WS-Management requests, which are small and regular.
 
 /// Every element whose local name is `local`: its attribute text and inner text.
@@ -647,26 +582,20 @@ fn unauthorized() -> Response {
 // ---------------------------------------------------------------------------------------------
 // The endpoint.
 
-async fn wsman(
-    State(state): State<Arc<WinrmState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    state.common.record(&method, &uri, &headers, &body);
+async fn wsman(State(state): State<Arc<WinrmState>>, request: Recorded) -> Response {
     state.common.maybe_stall().await;
-    let Some(caller) = authenticated(&state, &headers) else {
+    let Some(caller) = authenticated(&state, &request.headers) else {
         return unauthorized();
     };
-    let content_type = headers
+    let content_type = request
+        .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if !content_type.starts_with("application/soap+xml") {
         return StatusCode::UNSUPPORTED_MEDIA_TYPE.into_response();
     }
-    let xml = String::from_utf8_lossy(&body).into_owned();
+    let xml = String::from_utf8_lossy(&request.body).into_owned();
     let message_id = element_text(&xml, "MessageID").unwrap_or("").to_owned();
     let action = element_text(&xml, "Action").unwrap_or("").to_owned();
     let resource = element_text(&xml, "ResourceURI").unwrap_or("");
