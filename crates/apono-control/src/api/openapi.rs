@@ -4,7 +4,6 @@
 use serde_json::json;
 
 /// A JSON response body of the named component schema.
-
 fn json_content(schema: serde_json::Value) -> serde_json::Value {
     json!({ "application/json": { "schema": schema } })
 }
