@@ -102,7 +102,9 @@ async fn setup(plane: &Arc<ControlPlane>, n: usize, offset_ms: i64) -> Result<i6
         let req = NewRequest {
             integration: "boxes".into(),
             resource_type: "box".into(),
-            resource_ids: (start..n.min(start + 100)).map(|i| format!("r{i}")).collect(),
+            resource_ids: (start..n.min(start + 100))
+                .map(|i| format!("r{i}"))
+                .collect(),
             permission: "Default".into(),
             justification: None,
             duration: None,
@@ -155,12 +157,13 @@ async fn approval_overhead(n: usize, latency: Duration) -> Result<Vec<i64>> {
                 .fetch_one(p.store().pool())
                 .await?;
             if let Some(activated) = row.try_get::<Option<i64>, _>("a")? {
-                let approved = apono_control::audit::records(p.store(), 0, 1_000_000, Some(&request.id))
-                    .await?
-                    .into_iter()
-                    .find(|r| r.action == "request.approved")
-                    .map(|r| r.at)
-                    .unwrap_or(activated);
+                let approved =
+                    apono_control::audit::records(p.store(), 0, 1_000_000, Some(&request.id))
+                        .await?
+                        .into_iter()
+                        .find(|r| r.action == "request.approved")
+                        .map(|r| r.at)
+                        .unwrap_or(activated);
                 out.push(activated - approved - latency.as_millis() as i64);
                 break;
             }

@@ -3,10 +3,6 @@
 use apono_core::{CredentialStatus, GrantStatus, RequestStatus};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
-use sqlx::any::AnyRow;
-
-use crate::error::ControlError;
 
 pub(crate) fn ts(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
@@ -64,37 +60,6 @@ pub struct RequestApproval {
     pub decided_at: DateTime<Utc>,
 }
 
-pub(crate) const REQUEST_COLUMNS: &str = "id, status, requester, flow, integration, resource_type, resource_ids, permission, justification, duration_secs, decided_by, reason, created_at, updated_at";
-
-impl AccessRequest {
-    pub(crate) fn from_row(r: &AnyRow) -> Result<Self, ControlError> {
-        let status: String = get(r, "status")?;
-        let ids: String = get(r, "resource_ids")?;
-        Ok(Self {
-            id: get(r, "id")?,
-            status: status
-                .parse()
-                .map_err(|e: apono_core::UnknownStatus| ControlError::Corrupt(e.to_string()))?,
-            requester: get(r, "requester")?,
-            flow: get(r, "flow")?,
-            integration: get(r, "integration")?,
-            resource_type: get(r, "resource_type")?,
-            resource_ids: serde_json::from_str(&ids)
-                .map_err(|e| ControlError::Corrupt(e.to_string()))?,
-            permission: get(r, "permission")?,
-            justification: get(r, "justification")?,
-            duration_seconds: get(r, "duration_secs")?,
-            decided_by: get(r, "decided_by")?,
-            reason: get(r, "reason")?,
-            created_at: ts(get(r, "created_at")?),
-            updated_at: ts(get(r, "updated_at")?),
-            session_ids: Vec::new(),
-            approvals: Vec::new(),
-            awaiting: Vec::new(),
-        })
-    }
-}
-
 /// An access session: one grant in the ledger.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct AccessSession {
@@ -133,41 +98,6 @@ pub struct AccessSession {
     /// The last action error (secret-free).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
-}
-
-pub(crate) const SESSION_COLUMNS: &str = "id, request_id, status, integration, resource_type, resource_id, permission, grantee_email, account_name, duration_secs, expires_at, activated_at, revoked_at, credential_status, last_error";
-
-impl AccessSession {
-    pub(crate) fn from_row(r: &AnyRow) -> Result<Self, ControlError> {
-        let status: String = get(r, "status")?;
-        let credential: Option<String> = get(r, "credential_status")?;
-        let corrupt = |e: apono_core::UnknownStatus| ControlError::Corrupt(e.to_string());
-        Ok(Self {
-            id: get(r, "id")?,
-            request_id: get(r, "request_id")?,
-            status: status.parse().map_err(corrupt)?,
-            integration: get(r, "integration")?,
-            resource_type: get(r, "resource_type")?,
-            resource_id: get(r, "resource_id")?,
-            permission: get(r, "permission")?,
-            grantee: get(r, "grantee_email")?,
-            account_name: get(r, "account_name")?,
-            duration_seconds: get(r, "duration_secs")?,
-            expires_at: get::<Option<i64>>(r, "expires_at")?.map(ts),
-            activated_at: get::<Option<i64>>(r, "activated_at")?.map(ts),
-            revoked_at: get::<Option<i64>>(r, "revoked_at")?.map(ts),
-            credential_status: credential.map(|c| c.parse()).transpose().map_err(corrupt)?,
-            last_error: get(r, "last_error")?,
-        })
-    }
-}
-
-pub(crate) fn get<'r, T>(row: &'r AnyRow, column: &str) -> Result<T, ControlError>
-where
-    T: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
-{
-    row.try_get(column)
-        .map_err(|e| ControlError::store("decoding a row", e))
 }
 
 /// A new access request, as the API receives it.

@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Result;
-use apono_control::{Config, ControlError, ControlPlane, NewRequest, ProblemCode, Store, User, audit};
+use apono_control::{
+    Config, ControlError, ControlPlane, NewRequest, ProblemCode, Store, User, audit,
+};
 use apono_core::{
     AccessDetails, ActionContext, CancelSignal, Credential, GrantSpec, GrantState, GrantStatus,
     Granted, Inventory, Permission, PermissionInfo, ProvisionError, Provisioner, RequestStatus,
@@ -252,7 +254,11 @@ async fn revoke_of_an_in_flight_grant_wins(postgres: bool) -> Result<()> {
     plane.run_due_once().await?;
     let session = plane.session(&u0, &first.session_ids[0]).await?;
     assert_eq!(session.status, GrantStatus::Failed, "{session:?}");
-    assert_eq!(target.total_calls(), 0, "a withdrawn grant touched the target");
+    assert_eq!(
+        target.total_calls(),
+        0,
+        "a withdrawn grant touched the target"
+    );
 
     // Granting: the revoke arrives while the provisioner works.
     target.grant_ms.store(600, Ordering::SeqCst);
@@ -318,7 +324,12 @@ async fn a_job_runs_once_whatever_waits_for_a_slot(postgres: bool) -> Result<()>
     let root = user(&first, "root@example.com");
     for _ in 0..1200 {
         let sessions = first.sessions(&root, true).await?;
-        if sessions.iter().filter(|s| s.status == GrantStatus::Active).count() == 40 {
+        if sessions
+            .iter()
+            .filter(|s| s.status == GrantStatus::Active)
+            .count()
+            == 40
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -435,7 +446,11 @@ on_both_databases!(removed_user_loses_access);
 async fn hostile_input_is_refused_and_approval_rechecks() -> Result<()> {
     let db = database(false)?;
     let target = Arc::new(Target::default());
-    let text = config(1, "max_resources_per_request = 2\nmax_justification_length = 10", "1h");
+    let text = config(
+        1,
+        "max_resources_per_request = 2\nmax_justification_length = 10",
+        "1h",
+    );
     let first = plane(&db.url, &target, &text).await?;
     let u0 = user(&first, "u0@example.com");
     let codes = |e: ControlError| format!("{e}");
@@ -443,8 +458,16 @@ async fn hostile_input_is_refused_and_approval_rechecks() -> Result<()> {
     many.resource_ids = vec!["box-1".into(), "box-2".into(), "box-3".into()];
     let dry = first.dry_run(&u0, &many).await?;
     assert!(!dry.allowed);
-    assert_eq!(dry.problems[0].code, ProblemCode::TooManyResources, "{dry:?}");
-    assert!(dry.problems[0].message.contains("max_resources_per_request"));
+    assert_eq!(
+        dry.problems[0].code,
+        ProblemCode::TooManyResources,
+        "{dry:?}"
+    );
+    assert!(
+        dry.problems[0]
+            .message
+            .contains("max_resources_per_request")
+    );
     let mut twice = on("box-1");
     twice.resource_ids = vec!["box-1".into(), "box-1".into()];
     let err = first.create_request(&u0, &twice).await.unwrap_err();
@@ -486,7 +509,9 @@ async fn metrics_follow_the_ledger() -> Result<()> {
     }
     plane.run_due_once().await?;
     let u0 = user(&plane, "u0@example.com");
-    let mine = plane.requests(&u0, apono_control::RequestScope::Mine).await?;
+    let mine = plane
+        .requests(&u0, apono_control::RequestScope::Mine)
+        .await?;
     plane.revoke(&u0, &mine[0].id).await?;
     plane.run_due_once().await?;
     let text = plane.metrics_text().await?;

@@ -82,7 +82,7 @@ fn schemas() -> serde_json::Value {
             "permission": string, "justification": { "type": ["string", "null"] },
             "duration": { "type": ["string", "null"], "examples": ["1h", "30m"], "description": "the flow's maximum when absent" } } },
         "AccessRequest": { "type": "object", "required": ["id", "status", "requester", "flow", "integration", "resource_type", "resource_ids", "permission", "justification", "duration_seconds", "created_at", "updated_at", "session_ids", "approvals", "awaiting"], "properties": {
-            "id": string, "status": { "enum": ["Pending", "Granting", "Active", "Rejected", "Revoking", "Revoked", "Failed"] },
+            "id": string, "status": { "enum": apono_core::RequestStatus::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>() },
             "requester": string, "flow": string,
             "integration": string, "resource_type": string, "resource_ids": strings,
             "permission": string, "justification": string,
@@ -125,7 +125,7 @@ fn schemas() -> serde_json::Value {
         "Rejection": { "type": "object", "required": ["reason"], "additionalProperties": false, "properties": { "reason": string } },
         "AccessSession": { "type": "object", "required": ["id", "request_id", "status", "integration", "resource_type", "resource_id", "permission", "grantee", "account_name", "duration_seconds"], "properties": {
             "id": string, "request_id": string,
-            "status": { "enum": ["Pending", "Granting", "Active", "Revoking", "Revoked", "Failed", "RevokeFailed"] },
+            "status": { "enum": apono_core::GrantStatus::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>() },
             "integration": string, "resource_type": string, "resource_id": string, "permission": string,
             "grantee": { "type": "string", "description": "the grantee's email" },
             "account_name": { "type": "string", "description": "the account name on the target" },

@@ -15,6 +15,7 @@ pub mod audit;
 pub(crate) mod commit;
 pub(crate) mod gauges;
 pub(crate) mod jobs;
+mod rows;
 pub(crate) mod store;
 
 use std::collections::BTreeMap;
@@ -26,14 +27,13 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use crate::error::ControlError;
-use crate::model::{
-    AccessRequest, AccessSession, REQUEST_COLUMNS, RequestApproval, SESSION_COLUMNS, ts,
-};
+use crate::model::{AccessRequest, AccessSession, RequestApproval, ts};
 use crate::now_ms;
 use audit::AuditEntry;
 use commit::{Applied, Change, Committer, Release};
 use gauges::{DUE_CAP, Deltas, Gauges};
 use jobs::{JobKind, target_of};
+use rows::{REQUEST_COLUMNS, SESSION_COLUMNS};
 use store::{Store, WriteTx};
 
 /// A store error, with what was being done.
