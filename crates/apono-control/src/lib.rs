@@ -78,8 +78,3 @@ pub use model::{
     AccessRequest, AccessSession, DryRun, NewRequest, Problem, ProblemCode, RequestApproval,
 };
 pub use plane::{ControlPlane, RequestScope};
-
-/// Now, in Unix milliseconds (the store's time unit).
-pub(crate) fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}

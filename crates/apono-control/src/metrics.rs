@@ -18,7 +18,7 @@ use std::sync::{Mutex, PoisonError};
 use apono_core::GrantStatus;
 
 use crate::ledger::gauges::Gauges;
-use crate::now_ms;
+use crate::model::now_ms;
 
 const BUCKETS: [f64; 8] = [0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0];
 

@@ -4,6 +4,11 @@ use apono_core::{CredentialStatus, GrantStatus, RequestStatus};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+/// Now, in Unix milliseconds (the store's time unit).
+pub(crate) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
 pub(crate) fn ts(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }

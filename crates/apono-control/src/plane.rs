@@ -21,8 +21,8 @@ use crate::ledger::jobs::target_of;
 use crate::ledger::store::Store;
 use crate::ledger::{Decision, GrantPlan, Ledger, RequestFilter, RequestRecord};
 use crate::metrics::{self, RevokeLag};
+use crate::model::now_ms;
 use crate::model::{AccessRequest, AccessSession, DryRun, NewRequest};
-use crate::now_ms;
 use crate::policy::{Evaluation, Policy};
 use crate::scheduler::Scheduler;
 

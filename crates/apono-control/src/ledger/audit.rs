@@ -107,7 +107,7 @@ impl Chain {
         entry: AuditEntry<'_>,
     ) -> Result<(), ControlError> {
         let seq = self.seq + 1;
-        let at = crate::now_ms();
+        let at = crate::model::now_ms();
         let details = entry.details.to_string();
         let hash = chain_hash(
             &self.hash,

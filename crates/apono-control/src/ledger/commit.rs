@@ -34,7 +34,7 @@ use super::jobs::{self, JobKind};
 use super::store::Store;
 use super::{db, transition};
 use crate::error::ControlError;
-use crate::now_ms;
+use crate::model::now_ms;
 
 /// The most items one transaction takes.
 pub(crate) const MAX_BATCH: usize = 512;

@@ -18,8 +18,8 @@ use super::audit::{AuditEntry, Chain};
 use super::gauges::Deltas;
 use super::{Ledger, db, get, transition};
 use crate::error::ControlError;
+use crate::model::now_ms;
 use crate::model::ts;
-use crate::now_ms;
 
 /// Kinds of scheduled work.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -27,8 +27,9 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use crate::error::ControlError;
+use crate::model::now_ms;
 use crate::model::{AccessRequest, AccessSession, RequestApproval, ts};
-use crate::now_ms;
+use crate::policy::AllOfStep;
 use audit::AuditEntry;
 use commit::{Applied, Change, Committer, Release};
 use gauges::{DUE_CAP, Deltas, Gauges};
@@ -109,15 +110,6 @@ pub(crate) struct RequestRecord<'a> {
 pub(crate) enum Decision {
     Approved,
     Rejected,
-}
-
-/// What an `all_of` approval did, decided by the caller from the approvals already stored.
-#[derive(Debug)]
-pub(crate) enum AllOfStep {
-    /// This approval completes the request: every approver's email.
-    Completes(Vec<String>),
-    /// Recorded; the request still waits (audit details).
-    Recorded(Value),
 }
 
 /// Which requests a list reads.

@@ -346,7 +346,7 @@ impl Store {
             }
             sqlx::query("INSERT INTO apono_migrations (version, applied_at) VALUES ($1, $2)")
                 .bind(version)
-                .bind(crate::now_ms())
+                .bind(crate::model::now_ms())
                 .execute(&mut *tx)
                 .await
                 .map_err(err)?;

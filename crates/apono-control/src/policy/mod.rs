@@ -9,12 +9,20 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use apono_core::{Inventory, RequestStatus, Resource};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::config::{AccessFlow, ApprovalMode, Config, HumanDuration, User};
 use crate::error::ControlError;
-use crate::ledger::AllOfStep;
 use crate::model::{AccessRequest, NewRequest, Problem, ProblemCode};
+
+/// What an `all_of` approval did, decided by the caller from the approvals already stored.
+#[derive(Debug)]
+pub(crate) enum AllOfStep {
+    /// This approval completes the request: every approver's email.
+    Completes(Vec<String>),
+    /// Recorded; the request still waits (audit details).
+    Recorded(Value),
+}
 
 /// The result of checking a request against the access flows.
 #[derive(Debug)]

@@ -8,7 +8,7 @@ use super::{Next, Outcome, Scheduler, Then, error_chain};
 use crate::error::ControlError;
 use crate::ledger::commit::Change;
 use crate::ledger::jobs::Job;
-use crate::now_ms;
+use crate::model::now_ms;
 
 pub(super) async fn run(
     s: &Scheduler,

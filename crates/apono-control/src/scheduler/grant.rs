@@ -6,8 +6,8 @@ use super::{Next, Outcome, Scheduler, Then, error_chain};
 use crate::error::ControlError;
 use crate::ledger::commit::Change;
 use crate::ledger::jobs::{GrantRow, target_of};
+use crate::model::now_ms;
 use crate::model::ts;
-use crate::now_ms;
 
 pub(super) async fn run(
     s: &Scheduler,

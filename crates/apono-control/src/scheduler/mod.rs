@@ -34,7 +34,7 @@ use crate::ledger::commit::{After, Applied, Change, Release};
 use crate::ledger::jobs::{Claimed, Job, JobKind};
 use crate::ledger::store::Backend;
 use crate::metrics::RevokeLag;
-use crate::now_ms;
+use crate::model::now_ms;
 
 /// What a job's run asks the ledger to record, and what to do once it is recorded.
 pub(crate) struct Outcome {
