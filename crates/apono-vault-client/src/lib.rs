@@ -3,15 +3,20 @@
 //! * [`OpenBaoClient`] (usable on its own): AppRole and userpass login, token renewal, lookup
 //!   and revocation (by token, by accessor, or every token a userpass user obtained); kv-v2
 //!   read, write with check-and-set, recursive list, versions and deletion of a secret with all
-//!   its versions; ACL policies; userpass users; identity entities by name. Settings are explicit ([`ClientSettings`]):
-//!   nothing is read from `VAULT_*`/`BAO_*` variables, TLS is always verified, and the trusted
-//!   CA can be set. Errors ([`VaultError`]) never contain tokens, passwords or secret data.
+//!   its versions; ACL policies; userpass users; identity entities and entity aliases. Settings
+//!   are explicit ([`ClientSettings`]): nothing is read from `VAULT_*`/`BAO_*` variables, TLS is
+//!   always verified, and the trusted CA can be set. Errors ([`VaultError`]) never contain
+//!   tokens, passwords or secret data.
 //! * [`integration`]: the [`AponoVaultProvisioner`], which grants `Admin`, `ReadWrite` or
 //!   `ReadOnly` on a kv-v2 mount (resource type `management`) or read access to one secret
-//!   (resource type `secret`) through a per-grant ACL policy, userpass user and identity
-//!   entity. The grantee receives a token that OpenBao itself ends at the grant's `expires_at`;
-//!   no password that could log in later is ever handed out. It depends on `apono-core` only.
-//! * [`policy`]: the permission matrix and the policies that implement it.
+//!   (resource type `secret`) through a per-grant userpass user and entity alias. The grantee
+//!   receives a token that OpenBao itself ends at the grant's `expires_at`; no password that
+//!   could log in later is ever handed out. It depends on `apono-core` only.
+//! * [`policy`]: the permission matrix, the four fixed grant policies that implement it, and
+//!   the connector's AppRole policy. **The connector writes no ACL policy**: the operator
+//!   installs the fixed ones once ([`policy::install_policies`]), and the AppRole can attach
+//!   nothing else, so whoever holds its secret reaches at most the secrets of the mount
+//!   (`docs/vault-policy.md`, proven on a real OpenBao in `tests/openbao.rs`).
 //!
 //! ```no_run
 //! use apono_vault_client::{ClientSettings, VaultError};

@@ -369,11 +369,38 @@ path "sys/auth" {{
     ))
 }
 
+/// The four fixed grant policies of kv-v2 mount `mount` as `(name, HCL)` pairs, for an installer
+/// that writes them with its own tool (`bao policy write <name> <file>`); grantees log in
+/// through the userpass mount whose accessor is `userpass_accessor`.
+pub fn grant_policies(
+    mount: &str,
+    userpass_accessor: &str,
+) -> Result<Vec<(String, String)>, VaultError> {
+    GrantPolicy::ALL
+        .into_iter()
+        .map(|p| Ok((p.name(mount)?, p.hcl(mount, userpass_accessor)?)))
+        .collect()
+}
+
 /// Writes what an `apono-vault` integration needs into OpenBao, with `admin`'s token (an
 /// operator's or installer's, never the connector's): the four fixed grant policies of `mount`
 /// and the connector's AppRole policy under the name `connector_policy`. Reads the accessor of
 /// `userpass_mount` first. Idempotent; run it again after re-enabling the userpass mount (its
 /// accessor changes). Attaching `connector_policy` to the AppRole role stays the operator's.
+///
+/// ```no_run
+/// use apono_vault_client::{ClientSettings, VaultError, policy::install_policies};
+/// use secrecy::SecretString;
+///
+/// # async fn demo(operator_token: SecretString) -> Result<(), VaultError> {
+/// let admin = ClientSettings::new("https://bao.internal:8200")
+///     .connect()?
+///     .client_with_token(operator_token);
+/// install_policies(&admin, "apono-store", "userpass", "apono-connector").await?;
+/// // Then, once: bao write auth/approle/role/apono-connector token_policies=apono-connector
+/// # Ok(())
+/// # }
+/// ```
 pub async fn install_policies(
     admin: &OpenBaoClient,
     mount: &str,
@@ -381,10 +408,8 @@ pub async fn install_policies(
     connector_policy: &str,
 ) -> Result<(), VaultError> {
     let accessor = admin.auth_mount_accessor(userpass_mount).await?;
-    for policy in GrantPolicy::ALL {
-        admin
-            .policy_write(&policy.name(mount)?, &policy.hcl(mount, &accessor)?)
-            .await?;
+    for (name, hcl) in grant_policies(mount, &accessor)? {
+        admin.policy_write(&name, &hcl).await?;
     }
     admin
         .policy_write(

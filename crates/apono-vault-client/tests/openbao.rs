@@ -993,6 +993,83 @@ async fn connector_approle_cannot_reach_outside_the_mount() -> Result<()> {
         table.push(format!("| {what} (`{method} {path}`) | {status} |"));
     }
     ensure!(allowed.is_empty(), "the AppRole could: {allowed:#?}");
+    // What it may do, by design (each bounded as docs/vault-policy.md says), observed too.
+    let (lookup, entity) = vault
+        .raw(
+            Some(&token),
+            "POST",
+            "identity/lookup/entity",
+            Some(json!({"alias_name": "apono-g-probe", "alias_mount_accessor": accessor})),
+        )
+        .await?;
+    let probe_entity = entity["data"]["id"]
+        .as_str()
+        .context("entity id")?
+        .to_owned();
+    let (sys_auth, _) = vault.raw(Some(&token), "GET", "sys/auth", None).await?;
+    let (delete, _) = vault
+        .raw(
+            Some(&token),
+            "DELETE",
+            &format!("identity/entity/id/{probe_entity}"),
+            None,
+        )
+        .await?;
+    let by_design = [
+        ("write user apono-g-* with one fixed grant policy", 204),
+        (
+            "create alias apono-g-* (fresh entity) with custom_metadata",
+            200,
+        ),
+        ("look up the entity of an apono-g-* alias", lookup),
+        ("read sys/auth (the userpass accessor)", sys_auth),
+        ("delete an entity by id (revoke's cleanup)", delete),
+    ];
+    for (what, status) in by_design {
+        ensure!((200..300).contains(&status), "{what}: {status}");
+        table.push(format!("| allowed by design: {what} | {status} |"));
+    }
+
+    // Why an alias may not name its entity: had the AppRole been allowed `canonical_id` (as
+    // an administrator is, here), a login it controls would carry the administrator's identity
+    // policies.
+    let (status, _) = vault
+        .raw(
+            Some(&root_token),
+            "POST",
+            "identity/entity-alias",
+            Some(json!({"name": "apono-g-demo", "mount_accessor": accessor, "canonical_id": admin_id})),
+        )
+        .await?;
+    ensure!(status == 200);
+    let demo_password = SecretString::from("pw-demo-canonical");
+    connector
+        .userpass_write(
+            "userpass",
+            "apono-g-demo",
+            &demo_password,
+            &apono_vault_client::UserpassUser {
+                token_policies: vec![admin_policy.clone()],
+                ..Default::default()
+            },
+        )
+        .await?;
+    let mut demo = vault.connection.client();
+    let demo_login = demo
+        .login_userpass("userpass", "apono-g-demo", &demo_password)
+        .await?;
+    let (status, _) = vault
+        .raw(Some(&demo_login.token), "GET", "sys/mounts", None)
+        .await?;
+    ensure!(
+        status == 200,
+        "an alias onto the administrator's entity should have carried its policies: {status}"
+    );
+    table.push(
+        "| (had `canonical_id` been allowed: alias onto the administrator's entity, then log in) | sys/mounts readable: the hole the AppRole policy closes |"
+            .to_owned(),
+    );
+    demo.revoke_self().await?;
 
     // The most the holder can build for itself: users with a fixed policy, aliases with any
     // metadata it likes. Each token it gets stays inside the mount.
