@@ -1262,3 +1262,126 @@ async fn secret_grants_at_every_depth() -> Result<()> {
     );
     Ok(())
 }
+
+/// A grant made by an older connector (a per-grant policy, a named entity aliased to the user)
+/// still revokes with the new AppRole policy: user, logins and entity go; the per-grant policy,
+/// which the connector may no longer delete, stays for the operator and can be attached by no
+/// user the connector makes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_of_the_per_grant_policy_era_still_revoke() -> Result<()> {
+    let vault = Vault::start().await?;
+    let p = vault.provisioner()?;
+    vault.put("team/db", "root-pw").await?;
+    let grant = spec(4, "legacy-1", "secret", "team/db", "ReadOnly", in_an_hour());
+    let name = p.account_name(&grant)?;
+    let root = vault.root();
+    let accessor = vault.userpass_accessor().await?;
+    // What the older connector left in OpenBao, made here with the root token.
+    root.policy_write(
+        &name,
+        &format!("path \"{MOUNT}/data/team/db\" {{ capabilities = [\"read\"] }}"),
+    )
+    .await?;
+    root.entity_ensure(&name, &name, &accessor, &Default::default())
+        .await?;
+    let password = SecretString::from("legacy-password-1");
+    root.userpass_write(
+        "userpass",
+        &name,
+        &password,
+        &apono_vault_client::UserpassUser {
+            token_policies: vec![name.clone()],
+            ..Default::default()
+        },
+    )
+    .await?;
+    let mut old = vault.connection.client();
+    old.login_userpass("userpass", &name, &password).await?;
+    old.kv_read(MOUNT, "team/db", None).await?;
+    let state = GrantState::encode(&VaultGrantState {
+        username: name.clone(),
+        policy: name.clone(),
+        userpass_mount: "userpass".into(),
+        entity: Some(name.clone()),
+    })?;
+
+    p.revoke_access(&vault.context(), &grant, &state).await?;
+    ensure!(
+        old.kv_read(MOUNT, "team/db", None)
+            .await
+            .is_err_and(|e| e.is_permission_denied()),
+        "the old grant's token survived revoke"
+    );
+    ensure!(root.userpass_read("userpass", &name).await?.is_none());
+    ensure!(root.entity_read(&name).await?.is_none());
+    ensure!(vault.grant_entity(&name).await?.is_none());
+    ensure!(
+        root.policy_read(&name).await?.is_some(),
+        "the connector deleted a policy"
+    );
+    // Nor can the connector attach that leftover policy to a user.
+    let connector = vault.approle_client().await?;
+    let err = connector
+        .userpass_write(
+            "userpass",
+            &name,
+            &password,
+            &apono_vault_client::UserpassUser {
+                token_policies: vec![name.clone()],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    ensure!(err.is_permission_denied(), "{err}");
+    // Revoking again succeeds.
+    p.revoke_access(&vault.context(), &grant, &state).await?;
+
+    // A credential reset of such a grant moves it to the fixed policy and a fresh token.
+    let grant = spec(4, "legacy-2", "secret", "team/db", "ReadOnly", in_an_hour());
+    let name = p.account_name(&grant)?;
+    root.policy_write(
+        &name,
+        &format!("path \"{MOUNT}/data/team/db\" {{ capabilities = [\"read\"] }}"),
+    )
+    .await?;
+    root.entity_ensure(&name, &name, &accessor, &Default::default())
+        .await?;
+    root.userpass_write(
+        "userpass",
+        &name,
+        &password,
+        &apono_vault_client::UserpassUser {
+            token_policies: vec![name.clone()],
+            ..Default::default()
+        },
+    )
+    .await?;
+    let legacy = GrantState::encode(&VaultGrantState {
+        username: name.clone(),
+        policy: name.clone(),
+        userpass_mount: "userpass".into(),
+        entity: Some(name.clone()),
+    })?;
+    let reset = p
+        .reset_credentials(&vault.context(), &grant, &legacy)
+        .await?;
+    let moved: VaultGrantState = reset.state.decode()?;
+    ensure!(
+        moved.policy == GrantPolicy::Secret.name(MOUNT)? && moved.entity.is_none(),
+        "{moved:?}"
+    );
+    let client = login(&vault, &reset);
+    client.kv_read(MOUNT, "team/db", None).await?;
+    p.revoke_access(&vault.context(), &grant, &reset.state)
+        .await?;
+    ensure!(
+        client
+            .kv_read(MOUNT, "team/db", None)
+            .await
+            .is_err_and(|e| e.is_permission_denied())
+    );
+    ensure!(root.userpass_read("userpass", &name).await?.is_none());
+    ensure!(root.entity_read(&name).await?.is_none());
+    Ok(())
+}
