@@ -206,11 +206,29 @@ enum Admission {
 }
 
 impl Ledger {
-    /// Up to `limit` jobs due at `now` and not leased, oldest first.
-    pub(crate) async fn due_jobs(&self, now: i64, limit: i64) -> Result<Vec<Job>, ControlError> {
-        let rows = sqlx::query("SELECT kind, subject, target, attempts, due_at FROM jobs WHERE due_at <= $1 AND (leased_until IS NULL OR leased_until < $1) ORDER BY due_at LIMIT $2")
-            .bind(now)
-            .bind(limit)
+    /// Up to `limit` jobs due at `now` and not leased, oldest first, leaving out the jobs of
+    /// `busy` targets (those at their limit of actions in flight), so a backlog on one target
+    /// never hides the work of the others.
+    pub(crate) async fn due_jobs(
+        &self,
+        now: i64,
+        limit: i64,
+        busy: &[String],
+    ) -> Result<Vec<Job>, ControlError> {
+        let mut sql = String::from(
+            "SELECT kind, subject, target, attempts, due_at FROM jobs WHERE due_at <= $1 AND (leased_until IS NULL OR leased_until < $1)",
+        );
+        if !busy.is_empty() {
+            let marks: Vec<String> = (0..busy.len()).map(|i| format!("${}", i + 3)).collect();
+            sql.push_str(&format!(" AND target NOT IN ({})", marks.join(", ")));
+        }
+        sql.push_str(" ORDER BY due_at LIMIT $2");
+        // Only placeholders are added to the text; every value is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).bind(limit);
+        for target in busy {
+            query = query.bind(target.clone());
+        }
+        let rows = query
             .fetch_all(self.store.pool())
             .await
             .map_err(db("reading due jobs"))?;

@@ -180,6 +180,22 @@ impl Scheduler {
         }
     }
 
+    /// Targets at their limit of actions in flight (at most 100, the busiest first).
+    fn busy_targets(&self) -> Vec<String> {
+        let (_, per_target) = self.limits();
+        let flight = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut busy: Vec<(&String, &usize)> = flight
+            .by_target
+            .iter()
+            .filter(|(_, n)| **n >= per_target)
+            .collect();
+        busy.sort_by(|a, b| b.1.cmp(a.1));
+        busy.into_iter().take(100).map(|(t, _)| t.clone()).collect()
+    }
+
     fn free(&self) -> usize {
         let (global, _) = self.limits();
         let flight = self
@@ -193,7 +209,7 @@ impl Scheduler {
     /// back.
     async fn claim_startable(&self) -> Result<Vec<Claimed>, ControlError> {
         let now = now_ms();
-        let due = self.ledger.due_jobs(now, 512).await?;
+        let due = self.ledger.due_jobs(now, 512, &self.busy_targets()).await?;
         let wanted = self.reserve(round_robin(due));
         if wanted.is_empty() {
             return Ok(Vec::new());
