@@ -111,7 +111,8 @@ keys_of() {
 # killer's real uid is $spare and its saved uid root, so the user cannot stop or trace it;
 # otherwise setpriv runs it as the user.
 reap() {
-  if command -v perl >/dev/null 2>&1 && ! getent passwd "$spare" >/dev/null 2>&1; then
+  if command -v perl >/dev/null 2>&1 && ! getent passwd "$spare" >/dev/null 2>&1 \
+    && ! pgrep -U "$spare" >/dev/null 2>&1; then
     timeout -s KILL 5 perl -e '
       my ($u, $k) = @ARGV;
       $< = $k; $> = $u;
@@ -268,7 +269,6 @@ if ! write_keys "$user"; then
   rm -f -- "$d/$grant.grant" "$d/$grant.key"
   settle "$user" "$@"
   unlock
-  write_keys "$user" || true
   echo "apono:keys-failed"
   exit 5
 fi

@@ -254,6 +254,19 @@ async fn hostile(mode: Mode, act: Act) {
                 started.elapsed() < Duration::from_secs(20),
                 "her revoke is bounded"
             );
+            // A new grant of hers cannot install its key while she stops the edit: it fails,
+            // bounded, and takes its record back, so it cannot keep the account alive.
+            let third = grant("mallory", "g-mallory-3", "Default", in_an_hour());
+            let started = Instant::now();
+            let err = t
+                .provisioner
+                .grant_access(&t.ctx(), &third)
+                .await
+                .unwrap_err();
+            assert!(err.to_string().contains("taken back"), "{err}");
+            assert!(started.elapsed() < Duration::from_secs(20));
+            let id = t.sh("id -Gn mallory");
+            assert_eq!(groups_of(&id), set(&["mallory", "apono-managed", "devs"]));
         }
     }
 
