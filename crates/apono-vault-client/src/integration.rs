@@ -315,12 +315,13 @@ impl AponoVaultProvisioner {
         }
     }
 
-    /// Refuses a user that exists but was not made for this grant.
+    /// Whether the grant's user exists; refuses one that exists but was not made for this grant
+    /// (its tokens carry anything but exactly one of `policies`).
     async fn ensure_ours(
         &self,
         client: &OpenBaoClient,
         username: &str,
-        policy: &str,
+        policies: &[&str],
     ) -> Result<bool, ProvisionError> {
         match client
             .userpass_read(&self.config.userpass_mount, username)
@@ -328,7 +329,12 @@ impl AponoVaultProvisioner {
             .map_err(|e| self.map(e))?
         {
             None => Ok(false),
-            Some(user) if user.token_policies == [policy] => Ok(true),
+            Some(user)
+                if user.token_policies.len() == 1
+                    && policies.contains(&user.token_policies[0].as_str()) =>
+            {
+                Ok(true)
+            }
             Some(_) => Err(ProvisionError::Conflict {
                 target: self.target(),
                 reason: format!(
@@ -487,10 +493,15 @@ impl AponoVaultProvisioner {
                 "grant state names an account this integration does not create".into(),
             ));
         }
-        if self
-            .ensure_ours(client, &state.username, &state.policy)
-            .await?
-        {
+        // An older grant whose credentials were reset may already carry a fixed policy.
+        let mut accepted = vec![state.policy.clone()];
+        if legacy_policy {
+            for policy in GrantPolicy::ALL {
+                accepted.push(policy.name(&self.config.mount).map_err(|e| self.map(e))?);
+            }
+        }
+        let accepted: Vec<&str> = accepted.iter().map(String::as_str).collect();
+        if self.ensure_ours(client, &state.username, &accepted).await? {
             client
                 .userpass_delete(&state.userpass_mount, &state.username)
                 .await
@@ -653,7 +664,7 @@ impl Provisioner for AponoVaultProvisioner {
             let state = &state;
             let result = async {
                 // Refuse a foreign account before touching anything.
-                self.ensure_ours(admin, &state.username, &state.policy)
+                self.ensure_ours(admin, &state.username, &[&state.policy])
                     .await?;
                 // Alias (with its fresh entity), then the user and its one token: revoke undoes
                 // each.
@@ -717,7 +728,10 @@ impl Provisioner for AponoVaultProvisioner {
             let admin = &owned;
             let state = &decoded;
             let result = async {
-                if !self.ensure_ours(admin, &old.username, &old.policy).await? {
+                // An older grant's user carries its per-grant policy, or already the fixed one
+                // if an earlier reset got that far.
+                let accepted = [state.policy.as_str(), old.policy.as_str()];
+                if !self.ensure_ours(admin, &old.username, &accepted).await? {
                     return Err(ProvisionError::Conflict {
                         target: self.target(),
                         reason: format!("userpass user {} no longer exists", state.username),

@@ -1373,8 +1373,8 @@ async fn grants_of_the_per_grant_policy_era_still_revoke() -> Result<()> {
     );
     let client = login(&vault, &reset);
     client.kv_read(MOUNT, "team/db", None).await?;
-    p.revoke_access(&vault.context(), &grant, &reset.state)
-        .await?;
+    // Had the new state been lost, revoke with the old one still finds the user ours.
+    p.revoke_access(&vault.context(), &grant, &legacy).await?;
     ensure!(
         client
             .kv_read(MOUNT, "team/db", None)
