@@ -520,6 +520,42 @@ impl OpenBaoClient {
             .await
     }
 
+    /// The client's own capabilities on each of `paths`, as OpenBao's ACL judges them
+    /// (`sys/capabilities-self`, which the `default` policy allows); `["deny"]` for none. The
+    /// paths are taken literally, not fetched.
+    #[instrument(skip_all, fields(address = %self.connection.address))]
+    pub async fn capabilities_self(
+        &self,
+        paths: &[&str],
+    ) -> Result<BTreeMap<String, Vec<String>>, VaultError> {
+        const OP: &str = "capabilities lookup";
+        let body = self
+            .raw(
+                OP,
+                Some(reqwest::Method::POST),
+                "sys/capabilities-self",
+                Some(serde_json::json!({ "paths": paths })),
+            )
+            .await?
+            .ok_or(VaultError::Malformed { operation: OP })?;
+        let data = body.get("data").unwrap_or(&body);
+        paths
+            .iter()
+            .map(|path| {
+                let caps = data
+                    .get(*path)
+                    .and_then(serde_json::Value::as_array)
+                    .ok_or(VaultError::Malformed { operation: OP })?;
+                Ok((
+                    (*path).to_owned(),
+                    caps.iter()
+                        .filter_map(|c| c.as_str().map(str::to_owned))
+                        .collect(),
+                ))
+            })
+            .collect()
+    }
+
     /// Revokes a token and its children.
     #[instrument(skip_all, fields(address = %self.connection.address))]
     pub async fn revoke_token(&self, token: &SecretString) -> Result<(), VaultError> {
@@ -986,6 +1022,10 @@ impl OpenBaoClient {
     /// mount whose accessor is `mount_accessor`, so that logging in as `alias` there lands on
     /// this entity (and deleting the entity by name removes what the logins created). Returns
     /// the entity's id. Idempotent.
+    ///
+    /// The alias names its entity (`canonical_id`): an administrator's tool. A token allowed
+    /// that can attach a login it controls to any entity and so to its identity policies, which
+    /// is why the `apono-vault` connector uses [`OpenBaoClient::alias_upsert`] instead.
     #[instrument(skip_all, fields(address = %self.connection.address, name = ?name))]
     pub async fn entity_ensure(
         &self,

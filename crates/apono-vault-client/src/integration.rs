@@ -353,6 +353,7 @@ impl AponoVaultProvisioner {
         admin: &OpenBaoClient,
         grant: &GrantSpec,
         state: &VaultGrantState,
+        scope: &GrantScope,
     ) -> Result<(SecretString, Duration), ProvisionError> {
         let userpass = &state.userpass_mount;
         admin
@@ -390,6 +391,30 @@ impl AponoVaultProvisioner {
                 ),
                 source: None,
             });
+        }
+        // The fixed policy must be installed: ask OpenBao what this token may do (a question,
+        // not a read) before handing it out.
+        let probe = match scope {
+            GrantScope::Secret(path) => format!("{}/data/{path}", self.config.mount),
+            GrantScope::Mount(_) => format!("{}/data/apono-capability-probe", self.config.mount),
+        };
+        let caps = grantee.capabilities_self(&[&probe]).await;
+        let readable = caps
+            .as_ref()
+            .is_ok_and(|c| c.get(&probe).is_some_and(|c| c.iter().any(|c| c == "read")));
+        if !readable {
+            let _ = grantee.revoke_self().await;
+            if let Err(e) = caps {
+                return Err(self.map(e));
+            }
+            return Err(config_error(
+                &self.integration,
+                format!(
+                    "the grant's token cannot read {probe}: OpenBao lacks the fixed policy {} \
+                     (install it with policy::install_policies)",
+                    state.policy
+                ),
+            ));
         }
         Ok((login.token, login.ttl))
     }
@@ -670,7 +695,7 @@ impl Provisioner for AponoVaultProvisioner {
                 // each.
                 self.ensure_alias(admin, state, &metadata).await?;
                 ctx.checkpoint()?;
-                self.issue_token(ctx, admin, grant, state).await
+                self.issue_token(ctx, admin, grant, state, &scope).await
             }
             .await;
             self.logout(owned).await;
@@ -739,7 +764,7 @@ impl Provisioner for AponoVaultProvisioner {
                 }
                 self.ensure_alias(admin, state, &metadata).await?;
                 // Revokes the old token before the new login.
-                self.issue_token(ctx, admin, grant, state).await
+                self.issue_token(ctx, admin, grant, state, &scope).await
             }
             .await;
             self.logout(owned).await;

@@ -1385,3 +1385,43 @@ async fn grants_of_the_per_grant_policy_era_still_revoke() -> Result<()> {
     ensure!(root.entity_read(&name).await?.is_none());
     Ok(())
 }
+
+/// An operator who did not install the fixed policies gets a clear error at grant time, not a
+/// token that silently reads nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grants_fail_clearly_without_the_fixed_policies() -> Result<()> {
+    let vault = Vault::start().await?;
+    let p = vault.provisioner()?;
+    vault.put("team/db", "root-pw").await?;
+    let secret_policy = GrantPolicy::Secret.name(MOUNT)?;
+    vault.root().policy_delete(&secret_policy).await?;
+    let grant = spec(
+        5,
+        "no-policy",
+        "secret",
+        "team/db",
+        "ReadOnly",
+        in_an_hour(),
+    );
+    let err = p.grant_access(&vault.context(), &grant).await.unwrap_err();
+    ensure!(
+        err.kind() == ErrorKind::InvalidInput && err.to_string().contains(&secret_policy),
+        "{err}"
+    );
+    // No token of the user was left alive; revoke cleans up the rest.
+    let name = p.account_name(&grant)?;
+    let root = vault.root();
+    for accessor in root.list_accessors().await? {
+        let info = root.lookup_accessor(&accessor).await?;
+        ensure!(!info.path.ends_with(&name), "a token was left: {info:?}");
+    }
+    // The management grants still work: their policies are there.
+    let admin = spec(5, "with-policy", "management", MOUNT, "Admin", in_an_hour());
+    let granted = p.grant_access(&vault.context(), &admin).await?;
+    login(&vault, &granted)
+        .kv_read(MOUNT, "team/db", None)
+        .await?;
+    p.revoke_access(&vault.context(), &admin, &granted.state)
+        .await?;
+    Ok(())
+}
