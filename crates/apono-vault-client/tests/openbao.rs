@@ -897,6 +897,18 @@ async fn connector_approle_cannot_reach_outside_the_mount() -> Result<()> {
             Some(json!({"password": "pw", "token_policies": admin_policy, "token_period": "768h"})),
         ),
         (
+            "a user's policies through users/<name>/policies",
+            "POST",
+            "auth/userpass/users/apono-g-probe/policies".into(),
+            Some(json!({"token_policies": "everything"})),
+        ),
+        (
+            "the same with the legacy `policies`",
+            "POST",
+            "auth/userpass/users/apono-g-probe/policies".into(),
+            Some(json!({"policies": "everything"})),
+        ),
+        (
             "userpass user not named apono-g-*",
             "POST",
             "auth/userpass/users/mallory".into(),
