@@ -32,7 +32,7 @@ use super::audit::{AuditEntry, Chain};
 use super::gauges::Deltas;
 use super::jobs::{self, JobKind};
 use super::store::Store;
-use super::{db, transition};
+use super::{IN_CHUNK, db, marks, transition};
 use crate::error::ControlError;
 use crate::model::now_ms;
 
@@ -240,7 +240,9 @@ struct Pending {
     details: Value,
 }
 
-/// One transaction for `items`, in order.
+/// One transaction for `items`, in order: the leases checked in one statement per job kind,
+/// revokes recorded in a few set-based statements for the whole batch, other changes one by
+/// one, the audit records appended together at the end.
 async fn apply(store: &Store, items: &[&Item]) -> Result<Vec<Applied>, ControlError> {
     let mut tx = store
         .begin()
@@ -248,22 +250,21 @@ async fn apply(store: &Store, items: &[&Item]) -> Result<Vec<Applied>, ControlEr
         .map_err(db("recording a job's outcome"))?;
     let mut deltas = Deltas::default();
     let mut audits = Vec::new();
-    let mut applied = Vec::with_capacity(items.len());
-    for item in items {
-        let held = sqlx::query(
-            "UPDATE jobs SET leased_until = leased_until WHERE kind = $1 AND subject = $2 AND lease_owner = $3",
-        )
-        .bind(item.release.kind.as_str())
-        .bind(&item.release.subject)
-        .bind(&item.release.lease)
-        .execute(&mut *tx)
-        .await
-        .map_err(db("recording a job's outcome"))?
-        .rows_affected();
-        if held != 1 {
-            applied.push(Applied::Fenced);
-            continue;
+    let held = fence(&mut tx, items).await?;
+    let mut applied = vec![Applied::Fenced; items.len()];
+    let (bulk, single): (Vec<usize>, Vec<usize>) =
+        (0..items.len()).filter(|&i| held[i]).partition(|&i| {
+            matches!(items[i].change, Change::Revoked { cleanup: None, .. })
+                && matches!(items[i].release.after, After::Keep)
+        });
+    if !bulk.is_empty() {
+        revoked(&mut tx, &mut deltas, &mut audits, items, &bulk).await?;
+        for i in bulk {
+            applied[i] = Applied::Done;
         }
+    }
+    for i in single {
+        let item = items[i];
         let outcome = record(&mut tx, &mut deltas, &mut audits, &item.change).await?;
         let after = match outcome {
             Applied::Changed => After::Retry {
@@ -274,30 +275,145 @@ async fn apply(store: &Store, items: &[&Item]) -> Result<Vec<Applied>, ControlEr
             _ => item.release.after.clone(),
         };
         release(&mut tx, &item.release, &after).await?;
-        applied.push(outcome);
+        applied[i] = outcome;
     }
     deltas.flush(&mut tx).await?;
     // The chain's head is locked last and held only for the inserts and the commit.
     if !audits.is_empty() {
+        let entries: Vec<AuditEntry<'_>> = audits
+            .iter()
+            .map(|a| AuditEntry {
+                actor: "connector",
+                action: a.action,
+                subject: &a.subject,
+                outcome: a.outcome,
+                details: a.details.clone(),
+            })
+            .collect();
         let mut chain = Chain::open(&mut tx).await?;
-        for a in &audits {
-            chain
-                .append(
-                    &mut tx,
-                    AuditEntry {
-                        actor: "connector",
-                        action: a.action,
-                        subject: &a.subject,
-                        outcome: a.outcome,
-                        details: a.details.clone(),
-                    },
-                )
-                .await?;
-        }
+        chain.append_all(&mut tx, &entries).await?;
         chain.close(&mut tx).await?;
     }
     tx.commit().await.map_err(db("recording a job's outcome"))?;
     Ok(applied)
+}
+
+/// Which items' jobs still carry their claim's lease token (locking those rows until commit).
+async fn fence(tx: &mut AnyConnection, items: &[&Item]) -> Result<Vec<bool>, ControlError> {
+    use std::collections::{BTreeMap, HashMap};
+    let mut by_kind: BTreeMap<JobKind, Vec<usize>> = BTreeMap::new();
+    for (i, item) in items.iter().enumerate() {
+        by_kind.entry(item.release.kind).or_default().push(i);
+    }
+    let mut held = vec![false; items.len()];
+    for (kind, indexes) in by_kind {
+        for chunk in indexes.chunks(IN_CHUNK) {
+            let sql = format!(
+                "UPDATE jobs SET leased_until = leased_until WHERE kind = $1 AND subject IN ({}) RETURNING subject, lease_owner",
+                marks(2, chunk.len())
+            );
+            let mut query = sqlx::query_as::<_, (String, Option<String>)>(sqlx::AssertSqlSafe(sql))
+                .bind(kind.as_str());
+            for &i in chunk {
+                query = query.bind(items[i].release.subject.clone());
+            }
+            let owners: HashMap<String, Option<String>> = query
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db("recording a job's outcome"))?
+                .into_iter()
+                .collect();
+            for &i in chunk {
+                let release = &items[i].release;
+                held[i] = owners
+                    .get(&release.subject)
+                    .is_some_and(|o| o.as_deref() == Some(release.lease.as_str()));
+            }
+        }
+    }
+    Ok(held)
+}
+
+/// Records the revokes `bulk` (no cleanup to schedule, the job row kept as the change leaves
+/// it): `Revoking → Revoked`, their revoke and rotate jobs deleted, their grants' leases
+/// released, in one statement each per chunk.
+async fn revoked(
+    tx: &mut AnyConnection,
+    deltas: &mut Deltas,
+    audits: &mut Vec<Pending>,
+    items: &[&Item],
+    bulk: &[usize],
+) -> Result<(), ControlError> {
+    use GrantStatus::{Revoked, Revoking};
+    transition(Revoking, Revoked)?;
+    let now = now_ms();
+    for chunk in bulk.chunks(IN_CHUNK) {
+        let ids: Vec<String> = chunk
+            .iter()
+            .map(|&i| items[i].release.subject.clone())
+            .collect();
+        let moved = {
+            let sql = format!(
+                "UPDATE grants SET status = $1, updated_at = $2, revoked_at = $2, last_error = NULL, credential_status = NULL, lease_owner = NULL, leased_until = NULL WHERE status = $3 AND id IN ({}) RETURNING id",
+                marks(4, ids.len())
+            );
+            let mut query = sqlx::query_as::<_, (String,)>(sqlx::AssertSqlSafe(sql))
+                .bind(Revoked.as_str())
+                .bind(now)
+                .bind(Revoking.as_str());
+            for id in &ids {
+                query = query.bind(id.clone());
+            }
+            query
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db("recording revokes"))?
+        };
+        deltas.moved(Revoking, Revoked, moved.len() as u64);
+        {
+            let sql = format!(
+                "DELETE FROM jobs WHERE kind IN ($1, $2) AND subject IN ({})",
+                marks(3, ids.len())
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(JobKind::Revoke.as_str())
+                .bind(JobKind::Rotate.as_str());
+            for id in &ids {
+                query = query.bind(id.clone());
+            }
+            query
+                .execute(&mut *tx)
+                .await
+                .map_err(db("recording revokes"))?;
+        }
+        {
+            // A grant that was not `Revoking` keeps its state; its lease is released all the
+            // same.
+            let sql = format!(
+                "UPDATE grants SET lease_owner = NULL, leased_until = NULL WHERE lease_owner IS NOT NULL AND id IN ({})",
+                marks(1, ids.len())
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in &ids {
+                query = query.bind(id.clone());
+            }
+            query
+                .execute(&mut *tx)
+                .await
+                .map_err(db("recording revokes"))?;
+        }
+        for &i in chunk {
+            if let Change::Revoked { id, lag_ms, .. } = &items[i].change {
+                audits.push(Pending {
+                    action: "revoke.succeeded",
+                    subject: id.clone(),
+                    outcome: "ok",
+                    details: json!({ "lag_ms": lag_ms }),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn exec(

@@ -16,7 +16,7 @@ use sqlx::any::AnyRow;
 
 use super::audit::{AuditEntry, Chain};
 use super::gauges::Deltas;
-use super::{Ledger, db, get, transition};
+use super::{IN_CHUNK, Ledger, db, get, marks, transition};
 use crate::error::ControlError;
 use crate::model::now_ms;
 use crate::model::ts;
@@ -277,61 +277,103 @@ impl Ledger {
 
     /// Leases `jobs` (and the grants they work on, so no two actions on one grant ever run at
     /// once, here or on another replica) until `until`, and makes each job's opening status
-    /// change, all in one transaction. Returns what was claimed, in the order given; a job
-    /// another worker holds, or whose grant it holds, is skipped.
+    /// change, all in one transaction, a few set-based statements for the whole batch. Returns
+    /// what was claimed, in the order given; a job another worker holds, or whose grant it
+    /// holds, is skipped.
     pub(crate) async fn claim(
         &self,
         jobs: Vec<Job>,
         now: i64,
         until: i64,
     ) -> Result<Vec<Claimed>, ControlError> {
+        use std::collections::{BTreeMap, HashMap, HashSet};
         let lease = self.new_lease();
-        // One action per grant per batch; rows are locked in (subject, kind) order so that
-        // replicas claiming at once on PostgreSQL take row locks in the same order.
-        let mut seen = std::collections::HashSet::new();
-        let mut order: Vec<usize> = (0..jobs.len())
+        // One action per grant per batch.
+        let mut seen = HashSet::new();
+        let wanted: Vec<usize> = (0..jobs.len())
             .filter(|&i| jobs[i].kind == JobKind::Discover || seen.insert(jobs[i].subject.clone()))
             .collect();
-        order.sort_by(|&a, &b| {
-            (&jobs[a].subject, jobs[a].kind).cmp(&(&jobs[b].subject, jobs[b].kind))
-        });
-        let mut got: Vec<Option<Option<GrantRow>>> = vec![None; jobs.len()];
+        let mut by_kind: BTreeMap<JobKind, Vec<&str>> = BTreeMap::new();
+        for &i in &wanted {
+            by_kind
+                .entry(jobs[i].kind)
+                .or_default()
+                .push(jobs[i].subject.as_str());
+        }
         let mut tx = self.store.begin().await.map_err(db("claiming jobs"))?;
+        // 1. The jobs. The due time moves to the lease's end: if this worker dies, the job is
+        //    due again then, and scans for due work skip leased rows by index.
+        let mut leased: HashSet<(JobKind, String)> = HashSet::new();
+        for (kind, subjects) in &by_kind {
+            for chunk in subjects.chunks(IN_CHUNK) {
+                let sql = format!(
+                    "UPDATE jobs SET lease_owner = $1, leased_until = $2, due_at = $2 WHERE kind = $3 AND due_at <= $4 AND (leased_until IS NULL OR leased_until < $4) AND subject IN ({}) RETURNING subject",
+                    marks(5, chunk.len())
+                );
+                let mut query = sqlx::query_as::<_, (String,)>(sqlx::AssertSqlSafe(sql))
+                    .bind(lease.clone())
+                    .bind(until)
+                    .bind(kind.as_str())
+                    .bind(now);
+                for s in chunk {
+                    query = query.bind((*s).to_owned());
+                }
+                for (subject,) in query
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(db("claiming jobs"))?
+                {
+                    leased.insert((*kind, subject));
+                }
+            }
+        }
+        // 2. Their grants.
+        let grant_ids: Vec<String> = wanted
+            .iter()
+            .filter(|&&i| {
+                jobs[i].kind != JobKind::Discover
+                    && leased.contains(&(jobs[i].kind, jobs[i].subject.clone()))
+            })
+            .map(|&i| jobs[i].subject.clone())
+            .collect();
+        let mut grants: HashMap<String, GrantRow> = HashMap::new();
+        for chunk in grant_ids.chunks(IN_CHUNK) {
+            let sql = format!(
+                "UPDATE grants SET lease_owner = $1, leased_until = $2 WHERE (leased_until IS NULL OR leased_until < $3) AND id IN ({}) RETURNING {GRANT_COLUMNS}",
+                marks(4, chunk.len())
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(lease.clone())
+                .bind(until)
+                .bind(now);
+            for id in chunk {
+                query = query.bind(id.clone());
+            }
+            for row in query
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db("claiming grants"))?
+            {
+                let grant = GrantRow::from_row(&row)?;
+                grants.insert(grant.id.clone(), grant);
+            }
+        }
+        // 3. The opening status changes: revokes of live grants in one statement, the rest
+        //    one by one.
         let mut deltas = Deltas::default();
         let mut audits: Vec<(&'static str, String, &'static str, serde_json::Value)> = Vec::new();
-        for i in order {
+        let mut got: Vec<Option<Option<GrantRow>>> = vec![None; jobs.len()];
+        let mut revoking: Vec<usize> = Vec::new();
+        for &i in &wanted {
             let job = &jobs[i];
-            // The due time moves to the lease's end: if this worker dies, the job is due again
-            // then, and scans for due work skip leased rows by index.
-            let leased = sqlx::query("UPDATE jobs SET lease_owner = $1, leased_until = $2, due_at = $2 WHERE kind = $3 AND subject = $4 AND due_at <= $5 AND (leased_until IS NULL OR leased_until < $5)")
-                .bind(&lease)
-                .bind(until)
-                .bind(job.kind.as_str())
-                .bind(&job.subject)
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(db("claiming a job"))?
-                .rows_affected();
-            if leased != 1 {
+            if !leased.contains(&(job.kind, job.subject.clone())) {
                 continue;
             }
             if job.kind == JobKind::Discover {
                 got[i] = Some(None);
                 continue;
             }
-            let sql = format!(
-                "UPDATE grants SET lease_owner = $1, leased_until = $2 WHERE id = $3 AND (leased_until IS NULL OR leased_until < $4) RETURNING {GRANT_COLUMNS}"
-            );
-            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(&lease)
-                .bind(until)
-                .bind(&job.subject)
-                .bind(now)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db("claiming a grant"))?;
-            let Some(row) = row else {
+            let Some(mut grant) = grants.remove(&job.subject) else {
                 let exists: Option<(String,)> =
                     sqlx::query_as("SELECT id FROM grants WHERE id = $1")
                         .bind(&job.subject)
@@ -354,7 +396,24 @@ impl Ledger {
                 }
                 continue;
             };
-            let mut grant = GrantRow::from_row(&row)?;
+            if job.kind == JobKind::Revoke
+                && matches!(
+                    grant.status,
+                    GrantStatus::Active | GrantStatus::RevokeFailed
+                )
+            {
+                deltas.moved(grant.status, GrantStatus::Revoking, 1);
+                audits.push((
+                    "revoke.started",
+                    grant.id.clone(),
+                    "ok",
+                    json!({ "attempt": job.attempts + 1 }),
+                ));
+                grant.status = GrantStatus::Revoking;
+                revoking.push(i);
+                got[i] = Some(Some(grant));
+                continue;
+            }
             match admit(&mut tx, &mut deltas, &mut audits, job, &mut grant, now).await? {
                 Admission::Run => got[i] = Some(Some(grant)),
                 Admission::Dropped => {
@@ -367,23 +426,40 @@ impl Ledger {
                 }
             }
         }
+        transition(GrantStatus::Active, GrantStatus::Revoking)?;
+        transition(GrantStatus::RevokeFailed, GrantStatus::Revoking)?;
+        for chunk in revoking.chunks(IN_CHUNK) {
+            let sql = format!(
+                "UPDATE grants SET status = $1, updated_at = $2 WHERE status IN ($3, $4) AND id IN ({})",
+                marks(5, chunk.len())
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(GrantStatus::Revoking.as_str())
+                .bind(now)
+                .bind(GrantStatus::Active.as_str())
+                .bind(GrantStatus::RevokeFailed.as_str());
+            for &i in chunk {
+                query = query.bind(jobs[i].subject.clone());
+            }
+            query
+                .execute(&mut *tx)
+                .await
+                .map_err(db("claiming grants"))?;
+        }
         deltas.flush(&mut tx).await?;
         if !audits.is_empty() {
+            let entries: Vec<AuditEntry<'_>> = audits
+                .iter()
+                .map(|(action, subject, outcome, details)| AuditEntry {
+                    actor: "connector",
+                    action,
+                    subject,
+                    outcome,
+                    details: details.clone(),
+                })
+                .collect();
             let mut chain = Chain::open(&mut tx).await?;
-            for (action, subject, outcome, details) in audits {
-                chain
-                    .append(
-                        &mut tx,
-                        AuditEntry {
-                            actor: "connector",
-                            action,
-                            subject: &subject,
-                            outcome,
-                            details,
-                        },
-                    )
-                    .await?;
-            }
+            chain.append_all(&mut tx, &entries).await?;
             chain.close(&mut tx).await?;
         }
         tx.commit().await.map_err(db("claiming jobs"))?;

@@ -62,6 +62,18 @@ pub(crate) fn transition(from: GrantStatus, to: GrantStatus) -> Result<(), Contr
     }
 }
 
+/// `$first, $first+1, …`: `n` placeholders for an `IN (…)` list or a `VALUES` row. Only
+/// placeholders ever go into SQL text this way; every value is bound.
+pub(crate) fn marks(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The most values one `IN (…)` list binds.
+pub(crate) const IN_CHUNK: usize = 500;
+
 /// A random id with `prefix` (`req_`, `grt_`, `tok_`).
 pub(crate) fn new_id(prefix: &str) -> String {
     let bytes: [u8; 10] = rand::random();

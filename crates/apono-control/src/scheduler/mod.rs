@@ -209,7 +209,12 @@ impl Scheduler {
     /// back.
     async fn claim_startable(&self) -> Result<Vec<Claimed>, ControlError> {
         let now = now_ms();
-        let due = self.ledger.due_jobs(now, 512, &self.busy_targets()).await?;
+        // Read a little more than fits, for round-robin over targets; never the whole backlog.
+        let limit = (self.free() * 2).clamp(32, 512) as i64;
+        let due = self
+            .ledger
+            .due_jobs(now, limit, &self.busy_targets())
+            .await?;
         let wanted = self.reserve(round_robin(due));
         if wanted.is_empty() {
             return Ok(Vec::new());
