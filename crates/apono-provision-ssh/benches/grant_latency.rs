@@ -1,6 +1,7 @@
 //! Grant and revoke latency against a real OpenSSH server: this crate's provisioner (cold: a
 //! new connection per action; warm: pooled) beside the same scripts run by the OpenSSH client
-//! (`ssh` per command, and multiplexed through a ControlMaster).
+//! (`ssh` per command, and multiplexed through a ControlMaster). The four clients take turns
+//! cycle by cycle, so that load from elsewhere on the machine falls on all of them alike.
 //!
 //! Run by hand: `cargo bench -p apono-provision-ssh` (needs root, like the tests).
 
@@ -36,50 +37,48 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let ctx = || ActionContext::new(secret.clone());
 
-    let mut rows = Vec::new();
-    for (label, reuse) in [
-        ("provisioner, cold (new connection)", false),
-        ("provisioner, warm (pooled)", true),
-    ] {
-        let p = SshProvisioner::with_pool_options(
-            config.clone(),
-            PoolOptions {
-                reuse,
-                ..PoolOptions::default()
-            },
-        )?;
-        if reuse {
-            runtime.block_on(p.get_status(&ctx()))?; // warm the pool
-        }
-        let (mut grants, mut revokes) = (Vec::new(), Vec::new());
-        for i in 0..RUNS {
-            let spec = spec(&format!("{}-{i}", if reuse { "w" } else { "c" }));
-            let t = Instant::now();
-            let granted = runtime.block_on(p.grant_access(&ctx(), &spec))?;
-            grants.push(t.elapsed());
-            let t = Instant::now();
-            runtime.block_on(p.revoke_access(&ctx(), &spec, &granted.state))?;
-            revokes.push(t.elapsed());
-        }
-        rows.push((label, grants, revokes));
-    }
+    let cold = SshProvisioner::with_pool_options(
+        config.clone(),
+        PoolOptions {
+            reuse: false,
+            ..PoolOptions::default()
+        },
+    )?;
+    let warm = SshProvisioner::with_pool_options(config, PoolOptions::default())?;
+    runtime.block_on(warm.get_status(&ctx()))?; // warm the pool
 
     let dir = tempfile::tempdir()?;
     let socket = dir.path().join("control");
     let master = server
         .ssh_command()
-        .args(["-o", "ControlMaster=yes", "-o", "ControlPersist=120", "-o"])
+        .args(["-o", "ControlMaster=yes", "-o", "ControlPersist=600", "-o"])
         .arg(format!("ControlPath={}", socket.display()))
         .args(["-N", "-f"])
         .status()?;
     assert!(master.success(), "ControlMaster did not start");
-    for (label, mux) in [
-        ("OpenSSH ssh per command", false),
-        ("OpenSSH ControlMaster", true),
-    ] {
-        let (mut grants, mut revokes) = (Vec::new(), Vec::new());
-        for i in 0..RUNS {
-            let grant_id = format!("{}-{i}", if mux { "m" } else { "s" });
+
+    // The clients take turns, cycle by cycle, so that a busy moment on the machine falls on
+    // all of them alike.
+    let labels = [
+        "provisioner, cold (new connection)",
+        "provisioner, warm (pooled)",
+        "OpenSSH ssh per command",
+        "OpenSSH ControlMaster",
+    ];
+    let mut samples: Vec<(Vec<Duration>, Vec<Duration>)> =
+        labels.iter().map(|_| (Vec::new(), Vec::new())).collect();
+    for i in 0..RUNS {
+        for (row, p) in [(0, &cold), (1, &warm)] {
+            let spec = spec(&format!("p{row}-{i}"));
+            let t = Instant::now();
+            let granted = runtime.block_on(p.grant_access(&ctx(), &spec))?;
+            samples[row].0.push(t.elapsed());
+            let t = Instant::now();
+            runtime.block_on(p.revoke_access(&ctx(), &spec, &granted.state))?;
+            samples[row].1.push(t.elapsed());
+        }
+        for (row, mux) in [(2, false), (3, true)] {
+            let grant_id = format!("o{row}-{i}");
             let line = format!(
                 "expiry-time=\"20991231000000Z\" {} apono-grant:{grant_id}\n",
                 server
@@ -107,16 +106,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 &[script::EDIT_KEYS, "bench", &grant_id, "devs"],
             )
             .ok_or("bad argument")?;
-            grants.push(openssh(
+            samples[row].0.push(openssh(
                 &server,
                 mux.then_some(&socket),
                 &grant,
                 line.as_bytes(),
             )?);
-            revokes.push(openssh(&server, mux.then_some(&socket), &revoke, b"")?);
+            samples[row]
+                .1
+                .push(openssh(&server, mux.then_some(&socket), &revoke, b"")?);
         }
-        rows.push((label, grants, revokes));
     }
+    let rows: Vec<_> = labels
+        .into_iter()
+        .zip(samples)
+        .map(|(label, (grants, revokes))| (label, grants, revokes))
+        .collect();
     let _ = server
         .ssh_command()
         .arg("-o")

@@ -127,14 +127,16 @@ kill_all() {
   uid=$(id -u -- "$1" 2>/dev/null) || return 0
   [ "$uid" -gt 0 ] || return 1
   n=0
-  while :; do
+  # Called after the account was changed (expired and locked, or a group removed) and its
+  # scheduled jobs removed: a process holding what was taken away can only come from another
+  # one, so none now means none.
+  while [ "$(ps -o stat= -U "$uid" 2>/dev/null | grep -cv '^Z' || true)" -gt 0 ]; do
+    [ "$n" -lt 100 ] || return 1
+    [ "$n" = 0 ] || sleep 0.1
+    n=$((n + 1))
     pkill -STOP -U "$uid" 2>/dev/null || true
     reap "$uid"
     pkill -KILL -U "$uid" 2>/dev/null || true
-    [ "$(ps -o stat= -U "$uid" 2>/dev/null | grep -cv '^Z' || true)" -gt 0 ] || return 0
-    n=$((n + 1))
-    [ "$n" -lt 100 ] || return 1
-    sleep 0.1
   done
 }
 # Scheduled work and lingering services of the user.
