@@ -49,6 +49,7 @@ gecos='apono-managed account'
 # A uid that must own no process: the killer's real uid (see reap).
 spare=2147483646
 killfail=0
+now=$(date +%s)
 # The server-wide lock: two root phases on one server never interleave. Nothing that runs as a
 # grantee ever runs while it is held.
 lock() { exec 9>>/run/apono-provision-ssh.lock; flock -w 60 9; }
@@ -60,7 +61,8 @@ prepare_state() {
   if [ -L "$state" ] || { [ -e "$state" ] && [ ! -d "$state" ]; }; then
     echo "apono:bad-state-dir"; exit 2
   fi
-  install -d -o root -g root -m 0700 "$state" "$state/grants" "$state/locks" "$state/accounts"
+  [ -d "$state/accounts" ] ||
+    install -d -o root -g root -m 0700 "$state" "$state/grants" "$state/locks" "$state/accounts"
 }
 # Ours: a member of the marker group (only root changes memberships) and either created by
 # us (a root-owned record) or carrying our GECOS.
@@ -76,7 +78,6 @@ is_ours() {
 live() {
   d=$state/grants/$1
   [ -d "$d" ] || return 0
-  now=$(date +%s)
   for f in "$d"/*.grant; do
     [ -f "$f" ] || continue
     g=${f##*/}
@@ -84,11 +85,26 @@ live() {
     if [ "$end" -gt "$now" ]; then printf '%s %s %s %s\n' "${g%.grant}" "$end" "$exp" "$groups"; fi
   done
 }
+# Sets $needed (`,<group>,<group>,…,` of the live grants) and $latest (their latest account
+# expiry date, empty when no grant is live).
+scan() {
+  needed=, latest= best=0
+  records=$(live "$1")
+  while read -r _ _ exp gs; do
+    [ -n "$exp" ] || continue
+    needed="$needed$gs,"
+    y=${exp%%-*}
+    r=${exp#*-}
+    n=$y${r%%-*}${r#*-}
+    if [ "$n" -gt "$best" ]; then best=$n latest=$exp; fi
+  done <<EOF
+$records
+EOF
+}
 # Deletes the records of grants that have ended (only under the server-wide lock).
 prune() {
   d=$state/grants/$1
   [ -d "$d" ] || return 0
-  now=$(date +%s)
   for f in "$d"/*.grant; do
     [ -f "$f" ] || continue
     end=
@@ -103,7 +119,9 @@ prune() {
 # The authorized_keys lines of the live grants, composed by root from the records.
 keys_of() {
   live "$1" | while read -r g _; do
-    if [ -f "$state/grants/$1/$g.key" ]; then cat -- "$state/grants/$1/$g.key"; fi
+    if [ -f "$state/grants/$1/$g.key" ]; then
+      while IFS= read -r l; do printf '%s\n' "$l"; done < "$state/grants/$1/$g.key"
+    fi
   done
 }
 # One atomic kill(-1, SIGKILL) with the user's rights, which reaches every process of the
@@ -164,21 +182,26 @@ end_account() {
 settle() {
   u=$1
   shift
-  remaining=$(live "$u")
-  if [ -z "$remaining" ]; then
+  scan "$u"
+  if [ -z "$latest" ]; then
     end_account "$u"
     return 0
   fi
-  needed=$(printf '%s\n' "$remaining" | awk '{ print $4 }' | tr ',' '\n')
   kill=0
+  held=" $(id -Gn -- "$u") "
   for g in "$@"; do
     [ "$g" != - ] || continue
-    if printf '%s\n' "$needed" | grep -qxF -- "$g"; then continue; fi
-    case " $(id -Gn -- "$u") " in
-      *" $g "*) gpasswd -d "$u" "$g" >/dev/null; echo "apono:removed $g"; kill=1 ;;
+    case $needed in *",$g,"*) continue ;; esac
+    case $held in
+      *" $g "*)
+        gpasswd -d "$u" "$g" >/dev/null
+        held=${held%%" $g "*}" "${held#*" $g "}
+        echo "apono:removed $g"
+        kill=1
+        ;;
     esac
   done
-  chage -E "$(printf '%s\n' "$remaining" | awk '{ print $3 }' | sort | tail -n 1)" "$u"
+  chage -E "$latest" "$u"
   if [ "$kill" = 1 ]; then kill_all "$u" || killfail=1; fi
 }
 # Rewrites the user's authorized_keys from the records, as the user, outside the server-wide
@@ -207,18 +230,16 @@ write_keys() {
 pub const EDIT_KEYS: &str = r#"set -eu
 umask 077
 home=$1
-chmod u+rwx,go-w -- "$home" 2>/dev/null || true
-cd -- "$home"
-stamp=$(date +%s)-$$
-if [ -L .ssh ] || { [ -e .ssh ] && [ ! -d .ssh ]; }; then mv -f -- .ssh ".ssh.displaced-$stamp"; fi
+cd -- "$home" 2>/dev/null || { chmod u+rwx -- "$home"; cd -- "$home"; }
+if [ -L .ssh ] || { [ -e .ssh ] && [ ! -d .ssh ]; }; then mv -f -- .ssh ".ssh.displaced-$$"; fi
 [ -d .ssh ] || mkdir .ssh
-chmod 700 .ssh
+if [ ! -r .ssh ] || [ ! -w .ssh ] || [ ! -x .ssh ]; then chmod 700 .ssh; fi
 file=.ssh/authorized_keys
 if [ -L "$file" ] || { [ -e "$file" ] && [ ! -f "$file" ]; }; then
-  mv -f -- "$file" "$file.displaced-$stamp"
+  mv -f -- "$file" "$file.displaced-$$"
 fi
-tmp=$(mktemp .ssh/.apono.XXXXXX)
-cat > "$tmp"
+tmp=.ssh/.apono.$$
+while IFS= read -r l; do printf '%s\n' "$l"; done > "$tmp"
 mv -f -- "$tmp" "$file"
 "#;
 
@@ -264,7 +285,8 @@ for g in "$@"; do
   esac
 done
 prune "$user"
-chage -E "$(live "$user" | awk '{ print $3 }' | sort | tail -n 1)" "$user"
+scan "$user"
+chage -E "$latest" "$user"
 unlock
 if ! write_keys "$user"; then
   lock
