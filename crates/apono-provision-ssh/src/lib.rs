@@ -324,6 +324,12 @@ impl SshProvisioner {
                     source: None,
                 });
             }
+            Some(7) => {
+                return Err(ProvisionError::InvalidGrant(format!(
+                    "by the clock of server {} the grant has already ended",
+                    server.name
+                )));
+            }
             _ => return Err(script_failed(server, "grant", &out)),
         }
         let groups_added: Vec<String> = tagged(&out.stdout, "apono:added")

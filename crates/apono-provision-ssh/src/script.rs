@@ -247,7 +247,8 @@ mv -f -- "$tmp" "$file"
 /// (seconds since the epoch), account expiry date (`YYYY-MM-DD`), groups…; standard input:
 /// the `authorized_keys` line. Exit 3: the account exists and is not ours; exit 4: a group
 /// does not exist; exit 5: the key could not be written to the account's home directory (the
-/// grant's record is taken back).
+/// grant's record is taken back); exit 7: by the server's clock the grant has already ended
+/// (likewise taken back).
 pub const GRANT: &str = concat!(
     prelude!(),
     r#"edit=$1 user=$2 shell=$3 grant=$4 end=$5 expiry=$6
@@ -286,6 +287,12 @@ for g in "$@"; do
 done
 prune "$user"
 scan "$user"
+if [ -z "$latest" ]; then
+  # By the server's clock the grant has already ended: take everything back at once.
+  settle "$user" "$@"
+  echo "apono:ended-on-server"
+  exit 7
+fi
 chage -E "$latest" "$user"
 unlock
 if ! write_keys "$user"; then

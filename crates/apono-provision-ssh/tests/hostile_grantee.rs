@@ -467,3 +467,48 @@ async fn processes_die_without_the_protected_killer_too() {
     assert_eq!(live_processes(&t.server, "mallory"), "", "her processes");
     assert!(login(&t.server, &granted, &["true"]).is_none());
 }
+
+/// A grant that has already ended by the server's clock leaves nothing usable behind: the
+/// script takes it back before it writes any key.
+#[test]
+fn a_grant_ended_by_the_servers_clock_is_taken_back() {
+    use std::io::Write;
+    let server = start_server();
+    let command = apono_provision_ssh::script::command_line(
+        apono_provision_ssh::script::GRANT,
+        &[
+            apono_provision_ssh::script::EDIT_KEYS,
+            "mallory",
+            "/bin/bash",
+            "g-late",
+            "1",
+            "1970-01-03",
+            "devs",
+        ],
+    )
+    .unwrap();
+    let mut child = server
+        .ssh_command()
+        .arg(command)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            b"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFr2O5rbzGDlcMbyW8Ihq9Fmb6QyO2m3Yb7/Sx+Rr1oX x\n",
+        )
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+    assert_expired(&must(&server, &["chage", "-l", "mallory"]));
+    let id = must(&server, &["id", "-Gn", "mallory"]);
+    assert_eq!(groups_of(&id), set(&["mallory", "apono-managed"]));
+    let keys = server
+        .exec(&["cat", "/home/mallory/.ssh/authorized_keys"])
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&keys.stdout).contains("ssh-ed25519"));
+}
