@@ -55,8 +55,8 @@ impl SshServerBuilder {
 
     /// Installs a root-owned file with permission bits `mode` inside the namespace before
     /// `sshd` starts. `path` must be absolute and lie under one of the namespace's private
-    /// directories (`/etc`, `/home`, `/root`, `/run`, `/var/lib`, `/var/log`); [`Self::start`] fails
-    /// otherwise, so that nothing is ever written to the host.
+    /// directories (`/etc`, `/home`, `/root`, `/run`, `/var/lib`, `/var/log`);
+    /// [`Self::start`] fails otherwise, so that nothing is ever written to the host.
     pub fn file(
         mut self,
         path: impl Into<PathBuf>,
@@ -274,7 +274,8 @@ impl Programs {
 }
 
 /// The script `unshare` runs as the namespace's first process: it makes `/etc`, `/home`,
-/// `/root`, `/run`, `/var/lib` and `/var/log` private, creates the administrator and becomes `sshd`.
+/// `/root`, `/run`, `/var/lib` and `/var/log` private, creates the administrator and becomes
+/// `sshd`.
 fn setup_script(root: &Path, sshd: &Path, config: &Path, installs: &[String]) -> String {
     let root = shell_quote(root);
     format!(
