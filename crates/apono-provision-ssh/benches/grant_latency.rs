@@ -101,11 +101,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ],
             )
             .ok_or("bad argument")?;
-            let revoke = script::command_line(
-                script::REVOKE,
-                &[script::EDIT_KEYS, "bench", &grant_id, "devs"],
-            )
-            .ok_or("bad argument")?;
+            let revoke =
+                script::command_line(script::REVOKE, &[script::EDIT_KEYS, "bench", &grant_id])
+                    .ok_or("bad argument")?;
             samples[row].0.push(openssh(
                 &server,
                 mux.then_some(&socket),

@@ -50,7 +50,6 @@ pub mod script;
 mod session;
 mod trust;
 
-use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -527,20 +526,14 @@ impl Provisioner for SshProvisioner {
             .config
             .server(&state.server)
             .ok_or_else(|| ProvisionError::InvalidGrant("unknown ssh server".into()))?;
-        let mut candidates = BTreeSet::new();
+        // A stored state that does not parse is refused before anything is sent. Which groups go
+        // is not taken from it, though: the script leaves the account exactly the groups of
+        // its remaining root-owned records (and touches only accounts that are ours).
         for g in state.groups.iter().chain(&state.groups_added) {
-            let group = LinuxGroupName::parse(g.as_str())?;
-            // Only groups the integration offers are ever removed: a stored state cannot make
-            // revoke touch any other membership.
-            if self.groups.contains(&group) {
-                candidates.insert(group);
-            } else {
-                tracing::warn!(group = %group, "group is no longer offered; membership left for an operator");
-            }
+            LinuxGroupName::parse(g.as_str())?;
         }
         let admin = admin_key(ctx)?;
-        let mut args = vec![script::EDIT_KEYS, user.as_str(), grant.grant_id.as_str()];
-        args.extend(candidates.iter().map(LinuxGroupName::as_str));
+        let args = [script::EDIT_KEYS, user.as_str(), grant.grant_id.as_str()];
         let out = self
             .run(ctx, server, &admin, script::REVOKE, &args, &[])
             .await?;

@@ -177,29 +177,24 @@ end_account() {
   forget_jobs "$1"
   kill_all "$1" || killfail=1
 }
-# Makes the account hold exactly the union of its live grants. Arguments: user, then the
-# groups that may have to go (the revoked grant's).
+# Makes the account hold exactly the union of its live grants: no live grant ends the account;
+# otherwise every supplementary group but the marker that no live record names goes (killing
+# the user's processes, which still carry it), and the expiry is the latest record's.
 settle() {
   u=$1
-  shift
   scan "$u"
   if [ -z "$latest" ]; then
     end_account "$u"
     return 0
   fi
   kill=0
-  held=" $(id -Gn -- "$u") "
-  for g in "$@"; do
-    [ "$g" != - ] || continue
+  primary=$(id -gn -- "$u")
+  for g in $(id -Gn -- "$u"); do
+    if [ "$g" = "$primary" ] || [ "$g" = "$marker" ]; then continue; fi
     case $needed in *",$g,"*) continue ;; esac
-    case $held in
-      *" $g "*)
-        gpasswd -d "$u" "$g" >/dev/null
-        held=${held%%" $g "*}" "${held#*" $g "}
-        echo "apono:removed $g"
-        kill=1
-        ;;
-    esac
+    gpasswd -d "$u" "$g" >/dev/null
+    echo "apono:removed $g"
+    kill=1
   done
   chage -E "$latest" "$u"
   if [ "$kill" = 1 ]; then kill_all "$u" || killfail=1; fi
@@ -289,7 +284,7 @@ prune "$user"
 scan "$user"
 if [ -z "$latest" ]; then
   # By the server's clock the grant has already ended: take everything back at once.
-  settle "$user" "$@"
+  settle "$user"
   echo "apono:ended-on-server"
   exit 7
 fi
@@ -298,7 +293,7 @@ unlock
 if ! write_keys "$user"; then
   lock
   rm -f -- "$d/$grant.grant" "$d/$grant.key"
-  settle "$user" "$@"
+  settle "$user"
   unlock
   echo "apono:keys-failed"
   exit 5
@@ -306,17 +301,15 @@ fi
 "#
 );
 
-/// Revoke. Arguments: edit script, user, grant id, candidate groups… (the groups the grant
-/// asked for, from the connector's own state). Deletes the grant's record; when no grant
+/// Revoke. Arguments: edit script, user, grant id. Deletes the grant's record; when no grant
 /// remains, ends the account (expired, password locked, supplementary groups, scheduled jobs
-/// and every process gone); otherwise removes the groups no remaining grant needs (killing
-/// the user's processes if one went) and sets the expiry the remaining records say. Then,
-/// best effort, rewrites the key file. Exit 6: a process of the user survived every attempt
-/// to kill it (the account is locked all the same).
+/// and every process gone); otherwise leaves exactly the groups and the expiry of the
+/// remaining records (killing the user's processes if a group went). Then, best effort,
+/// rewrites the key file. Exit 6: a process of the user survived every attempt to kill it
+/// (the account is locked all the same).
 pub const REVOKE: &str = concat!(
     prelude!(),
     r#"edit=$1 user=$2 grant=$3
-shift 3
 check_grant "$grant"
 lock
 prepare_state
@@ -327,11 +320,9 @@ if ! getent passwd "$user" >/dev/null; then
   exit 0
 fi
 is_ours "$user" || { echo "apono:not-ours"; exit 0; }
-had=-
-if [ -f "$d/$grant.grant" ]; then read -r _ _ had < "$d/$grant.grant" || true; fi
 rm -f -- "$d/$grant.grant" "$d/$grant.key"
 prune "$user"
-settle "$user" "$@" $(printf '%s' "$had" | tr ',' ' ')
+settle "$user"
 unlock
 write_keys "$user" || echo "apono:keys-unchanged"
 if [ "$killfail" != 0 ]; then echo "apono:processes-remain"; exit 6; fi
