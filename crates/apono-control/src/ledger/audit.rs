@@ -80,16 +80,13 @@ pub(crate) struct Chain {
 }
 
 impl Chain {
-    /// Locks the head row (an `UPDATE`, which on PostgreSQL holds the row lock until commit and
-    /// on SQLite runs inside the write transaction) and reads it.
+    /// Locks the head row and reads it in one statement (an `UPDATE … RETURNING`, which on
+    /// PostgreSQL holds the row lock until commit and on SQLite runs inside the write
+    /// transaction).
     pub(crate) async fn open(conn: &mut AnyConnection) -> Result<Self, ControlError> {
         let err = |e| ControlError::store("appending to the audit log", e);
-        sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1")
-            .execute(&mut *conn)
-            .await
-            .map_err(err)?;
         let (seq, hash): (i64, String) =
-            sqlx::query_as("SELECT seq, hash FROM audit_head WHERE id = 1")
+            sqlx::query_as("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash")
                 .fetch_one(&mut *conn)
                 .await
                 .map_err(err)?;

@@ -206,9 +206,25 @@ impl Committer {
 
 async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<Item>) {
     let mut items = Vec::new();
+    let mut last_commit: Option<tokio::time::Instant> = None;
     while rx.recv_many(&mut items, MAX_BATCH).await > 0 {
+        // Busy (the last commit ended moments ago): gather a millisecond's worth of outcomes
+        // so one transaction records many. Idle: commit the lone item at once.
+        if items.len() < MAX_BATCH
+            && last_commit.is_some_and(|t| t.elapsed() < std::time::Duration::from_millis(5))
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            while items.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(item) => items.push(item),
+                    Err(_) => break,
+                }
+            }
+        }
         let refs: Vec<&Item> = items.iter().collect();
-        match apply(&store, &refs).await {
+        let result = apply(&store, &refs).await;
+        last_commit = Some(tokio::time::Instant::now());
+        match result {
             Ok(applied) => {
                 for (item, applied) in items.drain(..).zip(applied) {
                     let _ = item.reply.send(Ok(applied));
@@ -353,8 +369,10 @@ async fn revoked(
             .map(|&i| items[i].release.subject.clone())
             .collect();
         let moved = {
+            // `(status || '')`: the primary key finds the rows; the status index would scan
+            // every revoking grant.
             let sql = format!(
-                "UPDATE grants SET status = $1, updated_at = $2, revoked_at = $2, last_error = NULL, credential_status = NULL, lease_owner = NULL, leased_until = NULL WHERE status = $3 AND id IN ({}) RETURNING id",
+                "UPDATE grants SET status = $1, updated_at = $2, revoked_at = $2, last_error = NULL, credential_status = NULL, lease_owner = NULL, leased_until = NULL WHERE (status || '') = $3 AND id IN ({}) RETURNING id",
                 marks(4, ids.len())
             );
             let mut query = sqlx::query_as::<_, (String,)>(sqlx::AssertSqlSafe(sql))
@@ -386,7 +404,7 @@ async fn revoked(
                 .await
                 .map_err(db("recording revokes"))?;
         }
-        {
+        if moved.len() < ids.len() {
             // A grant that was not `Revoking` keeps its state; its lease is released all the
             // same.
             let sql = format!(

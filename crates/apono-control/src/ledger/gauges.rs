@@ -33,19 +33,38 @@ impl Deltas {
         }
     }
 
-    /// Writes the changes (one statement per status that changed) and clears them.
+    /// Writes the changes (one statement for all the statuses that changed) and clears them.
     pub(crate) async fn flush(&mut self, conn: &mut AnyConnection) -> Result<(), ControlError> {
-        for (status, delta) in GrantStatus::ALL.iter().zip(self.0.iter_mut()) {
-            if *delta != 0 {
-                sqlx::query("UPDATE grant_counts SET n = n + $1 WHERE status = $2")
-                    .bind(*delta)
-                    .bind(status.as_str())
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(db("counting grants"))?;
-                *delta = 0;
-            }
+        let changed: Vec<(GrantStatus, i64)> = GrantStatus::ALL
+            .iter()
+            .zip(self.0.iter())
+            .filter(|(_, d)| **d != 0)
+            .map(|(s, d)| (*s, *d))
+            .collect();
+        if changed.is_empty() {
+            return Ok(());
         }
+        // Only placeholders are added to the text; every value is bound.
+        let cases: Vec<String> = (0..changed.len())
+            .map(|i| format!("WHEN ${} THEN ${}", 2 * i + 1, 2 * i + 2))
+            .collect();
+        let sql = format!(
+            "UPDATE grant_counts SET n = n + CASE status {} ELSE 0 END WHERE status IN ({})",
+            cases.join(" "),
+            super::marks(2 * changed.len() + 1, changed.len())
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (status, delta) in &changed {
+            query = query.bind(status.as_str()).bind(*delta);
+        }
+        for (status, _) in &changed {
+            query = query.bind(status.as_str());
+        }
+        query
+            .execute(&mut *conn)
+            .await
+            .map_err(db("counting grants"))?;
+        self.0 = Default::default();
         Ok(())
     }
 }

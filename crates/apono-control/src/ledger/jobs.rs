@@ -306,8 +306,10 @@ impl Ledger {
         let mut leased: HashSet<(JobKind, String)> = HashSet::new();
         for (kind, subjects) in &by_kind {
             for chunk in subjects.chunks(IN_CHUNK) {
+                // `+due_at`: the primary key finds the rows; an index on the due time would scan
+                // every due job.
                 let sql = format!(
-                    "UPDATE jobs SET lease_owner = $1, leased_until = $2, due_at = $2 WHERE kind = $3 AND due_at <= $4 AND (leased_until IS NULL OR leased_until < $4) AND subject IN ({}) RETURNING subject",
+                    "UPDATE jobs SET lease_owner = $1, leased_until = $2, due_at = $2 WHERE kind = $3 AND +due_at <= $4 AND (leased_until IS NULL OR leased_until < $4) AND subject IN ({}) RETURNING subject",
                     marks(5, chunk.len())
                 );
                 let mut query = sqlx::query_as::<_, (String,)>(sqlx::AssertSqlSafe(sql))

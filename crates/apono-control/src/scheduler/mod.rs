@@ -270,6 +270,15 @@ impl Scheduler {
                 }
                 continue;
             }
+            let (global, _) = self.limits();
+            if !tasks.is_empty() && self.free() < global / 8 {
+                // Under load, let a few more slots free up so one claim takes several jobs
+                // (each claim is a write transaction).
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(Duration::from_millis(1)) => {},
+                }
+            }
             let claimed = match self.claim_startable().await {
                 Ok(claimed) => claimed,
                 Err(e) => {
