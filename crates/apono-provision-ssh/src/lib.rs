@@ -50,7 +50,6 @@ pub mod script;
 mod session;
 mod trust;
 
-use std::future::Future;
 use std::sync::Arc;
 
 use apono_core::{
@@ -198,7 +197,7 @@ impl SshProvisioner {
             reason: "refusing to send an empty or NUL-containing argument".into(),
             source: None,
         })?;
-        bounded(ctx, async {
+        ctx.bounded(tokio::time::sleep, async {
             self.pool
                 .run(server, admin, &command, stdin)
                 .await
@@ -418,34 +417,43 @@ impl SshProvisioner {
             Ok(admin) => admin,
             Err(e) => return vec![check("authenticated", Err(e.to_string()))],
         };
-        let auth = bounded(ctx, async {
-            self.pool
-                .authenticate(server, &admin)
-                .await
-                .map_err(|e| transport_error(server, e))
-        })
-        .await;
+        let auth = ctx
+            .bounded(tokio::time::sleep, async {
+                self.pool
+                    .authenticate(server, &admin)
+                    .await
+                    .map_err(|e| transport_error(server, e))
+            })
+            .await;
         if let Err(e) = auth {
             let reachable = !matches!(
                 &e,
                 ProvisionError::Unavailable { .. } | ProvisionError::Timeout
             );
             return vec![
-                check("reachable", if reachable { Ok(()) } else { Err(chain(&e)) }),
-                check("authenticated", Err(chain(&e))),
+                check(
+                    "reachable",
+                    if reachable {
+                        Ok(())
+                    } else {
+                        Err(apono_core::error_chain(&e))
+                    },
+                ),
+                check("authenticated", Err(apono_core::error_chain(&e))),
             ];
         }
-        let sudo = bounded(ctx, async {
-            self.pool
-                .run(server, &admin, "sudo -n true", &[])
-                .await
-                .map_err(|e| transport_error(server, e))
-        })
-        .await;
+        let sudo = ctx
+            .bounded(tokio::time::sleep, async {
+                self.pool
+                    .run(server, &admin, "sudo -n true", &[])
+                    .await
+                    .map_err(|e| transport_error(server, e))
+            })
+            .await;
         let sudo = match sudo {
             Ok(out) if out.status == Some(0) => Ok(()),
             Ok(out) => Err(format!("sudo -n true failed: {}", sanitize(&out.stderr))),
-            Err(e) => Err(chain(&e)),
+            Err(e) => Err(apono_core::error_chain(&e)),
         };
         vec![
             check("reachable", Ok(())),
@@ -607,27 +615,6 @@ impl Provisioner for SshProvisioner {
             Some(6) => Err(processes_remain(server, &user)),
             _ => Err(script_failed(server, "cleanup", &out)),
         }
-    }
-}
-
-/// Runs `work` unless the context is cancelled or its deadline passes first.
-async fn bounded<T>(
-    ctx: &ActionContext,
-    work: impl Future<Output = Result<T, ProvisionError>>,
-) -> Result<T, ProvisionError> {
-    ctx.checkpoint()?;
-    let cancelled = ctx.cancel_signal().cancelled();
-    let timed = async {
-        match ctx.remaining() {
-            Some(left) => tokio::time::timeout(left, work)
-                .await
-                .unwrap_or(Err(ProvisionError::Timeout)),
-            None => work.await,
-        }
-    };
-    tokio::select! {
-        result = timed => result,
-        () = cancelled => Err(ProvisionError::Cancelled),
     }
 }
 
@@ -809,15 +796,4 @@ fn sanitize(text: &str) -> String {
         Some((i, _)) => format!("{}…", &trimmed[..i]),
         None => trimmed.to_owned(),
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

@@ -12,7 +12,7 @@ use vaultrs::api::AuthInfo;
 use vaultrs::client::{Client as _, VaultClient, VaultClientSettings, VaultClientSettingsBuilder};
 use vaultrs::error::ClientError;
 
-use crate::error::{VaultError, described, quote, transport_chain};
+use crate::error::{VaultError, described, quote};
 
 /// Default timeout of one HTTP request.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -83,7 +83,7 @@ impl ClientSettings {
                         reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|e| {
                             config(
                                 "the CA certificate is not a valid PEM bundle",
-                                described(transport_chain(&e)),
+                                described(apono_core::error_chain(&e)),
                             )
                         })?;
                     if certs.is_empty() {
@@ -105,7 +105,7 @@ impl ClientSettings {
         let http = http.build().map_err(|e| {
             config(
                 "the HTTP client could not be built",
-                described(transport_chain(&e)),
+                described(apono_core::error_chain(&e)),
             )
         })?;
         // The token goes into each client's copy; these settings hold none.
@@ -1275,7 +1275,7 @@ fn transport(address: &str, operation: &'static str, e: &reqwest::Error) -> Vaul
     VaultError::Unavailable {
         address: address.to_owned(),
         operation,
-        source: described(transport_chain(e)),
+        source: described(apono_core::error_chain(e)),
     }
 }
 
@@ -1325,7 +1325,7 @@ fn classify(
                     VaultError::Unavailable {
                         address: address.to_owned(),
                         operation,
-                        source: described(transport_chain(cause)),
+                        source: described(apono_core::error_chain(cause)),
                     }
                 }
             }

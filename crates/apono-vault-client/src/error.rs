@@ -145,14 +145,3 @@ impl VaultError {
 pub(crate) fn described(text: impl Into<String>) -> Option<BoxError> {
     Some(text.into().into())
 }
-
-/// The `Display` chain of a transport error, without anything from a response body.
-pub(crate) fn transport_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![error.to_string()];
-    let mut next = error.source();
-    while let Some(e) = next {
-        parts.push(e.to_string());
-        next = e.source();
-    }
-    parts.join(": ")
-}

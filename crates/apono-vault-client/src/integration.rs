@@ -31,7 +31,6 @@
 //! in the same way, which revokes the old one.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::time::Duration;
 
 use apono_core::{
@@ -40,7 +39,6 @@ use apono_core::{
     Provisioner, Resource, ResourceType, StatusCheck, StatusReport, async_trait,
 };
 use chrono::Utc;
-use rand::RngExt;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -59,8 +57,6 @@ pub const SECRET: &str = "secret";
 pub const MANAGEMENT: &str = "management";
 /// The default kv-v2 mount.
 pub const DEFAULT_MOUNT: &str = "apono-store";
-/// Length of generated passwords.
-const PASSWORD_LEN: usize = 32;
 /// Name of the one-time credential: the grant's OpenBao token.
 pub const TOKEN: &str = "token";
 /// Keys of the integration secret.
@@ -232,19 +228,6 @@ impl AponoVaultProvisioner {
         }
     }
 
-    /// Runs `work` under the context's deadline.
-    async fn bounded<T>(
-        ctx: &ActionContext,
-        work: impl Future<Output = Result<T, ProvisionError>>,
-    ) -> Result<T, ProvisionError> {
-        match ctx.remaining() {
-            None => work.await,
-            Some(left) => tokio::time::timeout(left, work)
-                .await
-                .unwrap_or(Err(ProvisionError::Timeout)),
-        }
-    }
-
     fn scope(&self, grant: &GrantSpec) -> Result<GrantScope, ProvisionError> {
         let resource = &grant.resource;
         let permission = grant.permission.as_str();
@@ -363,7 +346,7 @@ impl AponoVaultProvisioner {
         ctx.checkpoint()?;
         // The TTL is counted as late as possible: a token from this login ends by expires_at.
         let ttl = self.ttl_left(grant)?;
-        let password = generate_password();
+        let password = apono_core::generate_password();
         admin
             .userpass_write(
                 userpass,
@@ -573,22 +556,13 @@ impl AponoVaultProvisioner {
     }
 }
 
-fn generate_password() -> SecretString {
-    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
-    let mut rng = rand::rng();
-    let password: String = (0..PASSWORD_LEN)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect();
-    SecretString::from(password)
-}
-
 #[async_trait]
 impl Provisioner for AponoVaultProvisioner {
     #[instrument(skip_all, fields(integration = %self.integration))]
     async fn get_status(&self, ctx: &ActionContext) -> Result<StatusReport, ProvisionError> {
         let mount = self.config.mount.clone();
         let userpass = self.config.userpass_mount.clone();
-        Self::bounded(ctx, async {
+        ctx.bounded(tokio::time::sleep, async {
             let client = self.admin(ctx).await?;
             let mut checks = vec![StatusCheck {
                 name: "AppRole login".into(),
@@ -619,16 +593,17 @@ impl Provisioner for AponoVaultProvisioner {
     #[instrument(skip_all, fields(integration = %self.integration))]
     async fn list_resources(&self, ctx: &ActionContext) -> Result<Inventory, ProvisionError> {
         let mount = self.config.mount.clone();
-        let paths = Self::bounded(ctx, async {
-            let client = self.admin(ctx).await?;
-            let result = client
-                .kv_list_recursive(&mount, "")
-                .await
-                .map_err(|e| self.map(e));
-            self.logout(client).await;
-            result
-        })
-        .await?;
+        let paths = ctx
+            .bounded(tokio::time::sleep, async {
+                let client = self.admin(ctx).await?;
+                let result = client
+                    .kv_list_recursive(&mount, "")
+                    .await
+                    .map_err(|e| self.map(e));
+                self.logout(client).await;
+                result
+            })
+            .await?;
         let resource = |resource_type: &str, id: &str| Resource {
             integration: self.integration.clone(),
             resource_type: ResourceType::from(resource_type),
@@ -683,25 +658,26 @@ impl Provisioner for AponoVaultProvisioner {
             userpass_mount: self.config.userpass_mount.clone(),
             entity: None,
         };
-        let (token, ttl) = Self::bounded(ctx, async {
-            let owned = self.admin(ctx).await?;
-            let admin = &owned;
-            let state = &state;
-            let result = async {
-                // Refuse a foreign account before touching anything.
-                self.ensure_ours(admin, &state.username, &[&state.policy])
-                    .await?;
-                // Alias (with its fresh entity), then the user and its one token: revoke undoes
-                // each.
-                self.ensure_alias(admin, state, &metadata).await?;
-                ctx.checkpoint()?;
-                self.issue_token(ctx, admin, grant, state, &scope).await
-            }
-            .await;
-            self.logout(owned).await;
-            result
-        })
-        .await?;
+        let (token, ttl) = ctx
+            .bounded(tokio::time::sleep, async {
+                let owned = self.admin(ctx).await?;
+                let admin = &owned;
+                let state = &state;
+                let result = async {
+                    // Refuse a foreign account before touching anything.
+                    self.ensure_ours(admin, &state.username, &[&state.policy])
+                        .await?;
+                    // Alias (with its fresh entity), then the user and its one token: revoke undoes
+                    // each.
+                    self.ensure_alias(admin, state, &metadata).await?;
+                    ctx.checkpoint()?;
+                    self.issue_token(ctx, admin, grant, state, &scope).await
+                }
+                .await;
+                self.logout(owned).await;
+                result
+            })
+            .await?;
         info!(username = %state.username, ttl_secs = ttl.as_secs(), "granted");
         Ok(Granted {
             state: GrantState::encode(&state)?,
@@ -718,7 +694,7 @@ impl Provisioner for AponoVaultProvisioner {
     ) -> Result<(), ProvisionError> {
         ctx.checkpoint()?;
         let state: VaultGrantState = state.decode()?;
-        Self::bounded(ctx, async {
+        ctx.bounded(tokio::time::sleep, async {
             let client = self.admin(ctx).await?;
             let result = self.remove(&client, &state).await;
             self.logout(client).await;
@@ -748,29 +724,30 @@ impl Provisioner for AponoVaultProvisioner {
         };
         // An expired grant is refused before OpenBao is touched.
         self.ttl_left(grant)?;
-        let token = Self::bounded(ctx, async {
-            let owned = self.admin(ctx).await?;
-            let admin = &owned;
-            let state = &decoded;
-            let result = async {
-                // An older grant's user carries its per-grant policy, or already the fixed one
-                // if an earlier reset got that far.
-                let accepted = [state.policy.as_str(), old.policy.as_str()];
-                if !self.ensure_ours(admin, &old.username, &accepted).await? {
-                    return Err(ProvisionError::Conflict {
-                        target: self.target(),
-                        reason: format!("userpass user {} no longer exists", state.username),
-                    });
+        let token = ctx
+            .bounded(tokio::time::sleep, async {
+                let owned = self.admin(ctx).await?;
+                let admin = &owned;
+                let state = &decoded;
+                let result = async {
+                    // An older grant's user carries its per-grant policy, or already the fixed one
+                    // if an earlier reset got that far.
+                    let accepted = [state.policy.as_str(), old.policy.as_str()];
+                    if !self.ensure_ours(admin, &old.username, &accepted).await? {
+                        return Err(ProvisionError::Conflict {
+                            target: self.target(),
+                            reason: format!("userpass user {} no longer exists", state.username),
+                        });
+                    }
+                    self.ensure_alias(admin, state, &metadata).await?;
+                    // Revokes the old token before the new login.
+                    self.issue_token(ctx, admin, grant, state, &scope).await
                 }
-                self.ensure_alias(admin, state, &metadata).await?;
-                // Revokes the old token before the new login.
-                self.issue_token(ctx, admin, grant, state, &scope).await
-            }
-            .await;
-            self.logout(owned).await;
-            result
-        })
-        .await?;
+                .await;
+                self.logout(owned).await;
+                result
+            })
+            .await?;
         Ok(Granted {
             state: GrantState::encode(&decoded)?,
             access: self.access_details(&decoded.username, token.0, grant),
@@ -812,8 +789,11 @@ mod tests {
     #[test]
     fn passwords_are_long_and_fresh() {
         use secrecy::ExposeSecret;
-        let (a, b) = (generate_password(), generate_password());
-        assert_eq!(a.expose_secret().len(), PASSWORD_LEN);
+        let (a, b) = (
+            apono_core::generate_password(),
+            apono_core::generate_password(),
+        );
+        assert_eq!(a.expose_secret().len(), apono_core::password::PASSWORD_LEN);
         assert_ne!(a.expose_secret(), b.expose_secret());
     }
 }

@@ -4,7 +4,9 @@
 use apono_core::{CancelSignal, ErrorKind};
 use serde_json::json;
 
-use super::{Outcome, Scheduler, error_chain};
+use apono_core::error_chain;
+
+use super::{Outcome, Scheduler};
 use crate::error::ControlError;
 use crate::ledger::commit::Change;
 use crate::ledger::jobs::{GrantRow, Job};

@@ -4,7 +4,9 @@
 use apono_core::CancelSignal;
 use tracing::debug;
 
-use super::{Next, Outcome, Scheduler, Then, error_chain};
+use apono_core::error_chain;
+
+use super::{Next, Outcome, Scheduler, Then};
 use crate::error::ControlError;
 use crate::ledger::commit::Change;
 use crate::ledger::jobs::Job;

@@ -2,7 +2,9 @@
 
 use apono_core::{CancelSignal, ErrorKind, GrantStatus};
 
-use super::{Next, Outcome, Scheduler, Then, error_chain};
+use apono_core::error_chain;
+
+use super::{Next, Outcome, Scheduler, Then};
 use crate::error::ControlError;
 use crate::ledger::commit::Change;
 use crate::ledger::jobs::{GrantRow, target_of};

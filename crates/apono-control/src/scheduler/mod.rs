@@ -417,18 +417,6 @@ impl Scheduler {
     }
 }
 
-/// An error and its sources on one line (errors never carry secrets).
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
-
 /// Orders jobs so that each target gets a turn before any gets a second one, keeping the
 /// due-time order within a target.
 fn round_robin(jobs: Vec<Job>) -> Vec<Job> {

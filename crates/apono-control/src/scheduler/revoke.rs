@@ -2,7 +2,9 @@
 
 use apono_core::{CancelSignal, GrantState};
 
-use super::{Next, Outcome, Scheduler, Then, error_chain};
+use apono_core::error_chain;
+
+use super::{Next, Outcome, Scheduler, Then};
 use crate::error::ControlError;
 use crate::ledger::commit::Change;
 use crate::ledger::jobs::{GrantRow, Job, target_of};
