@@ -32,25 +32,35 @@ fn bao(server: &OpenBao, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8(out.stdout)?.trim().to_owned())
 }
 
-/// kv-v2 at `apono-store`, userpass and AppRole, and the connector's AppRole with exactly
-/// the policy the integration documents; returns its role id and secret id.
+/// kv-v2 at `apono-store`, userpass and AppRole, the grants' fixed policies, and the
+/// connector's AppRole with exactly the policy the integration documents; returns its role id
+/// and secret id.
 fn prepare(server: &OpenBao) -> Result<(String, String)> {
     bao(server, &["secrets", "enable", "-path=apono-store", "kv-v2"])?;
     bao(server, &["auth", "enable", "userpass"])?;
     bao(server, &["auth", "enable", "approle"])?;
-    let policy = apono_vault_client::policy::connector_policy_hcl(MOUNT, "userpass")?;
+    // The operator writes the grants' fixed policies and the connector's AppRole policy,
+    // both tied to the userpass mount's accessor (docs/vault-policy.md).
+    let accessor = bao(server, &["read", "-field=accessor", "sys/auth/userpass"])?;
     let dir = tempfile::tempdir()?;
-    let file = dir.path().join("policy.hcl");
-    std::fs::write(&file, policy)?;
-    bao(
-        server,
-        &[
-            "policy",
-            "write",
-            "apono-connector",
-            file.to_str().context("utf-8 path")?,
-        ],
-    )?;
+    let mut policies = apono_vault_client::policy::grant_policies(MOUNT, &accessor)?;
+    policies.push((
+        "apono-connector".into(),
+        apono_vault_client::policy::connector_policy_hcl(MOUNT, "userpass", &accessor)?,
+    ));
+    for (name, hcl) in policies {
+        let file = dir.path().join(format!("{name}.hcl"));
+        std::fs::write(&file, hcl)?;
+        bao(
+            server,
+            &[
+                "policy",
+                "write",
+                &name,
+                file.to_str().context("utf-8 path")?,
+            ],
+        )?;
+    }
     bao(
         server,
         &[
