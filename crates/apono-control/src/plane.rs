@@ -129,7 +129,7 @@ impl ControlPlane {
         Ok(())
     }
 
-    /// Runs the scheduler until `shutdown` fires (see [`crate::scheduler`]).
+    /// Runs the scheduler until `shutdown` fires (claims due jobs and runs them on the executor).
     pub async fn run_scheduler(
         self: Arc<Self>,
         shutdown: CancelSignal,
@@ -142,7 +142,7 @@ impl ControlPlane {
         self.scheduler.run_due_once().await
     }
 
-    /// The metrics in Prometheus text format (see [`crate::metrics`]).
+    /// The metrics in Prometheus text format (the list of metrics is in `docs/control-plane.md`).
     pub async fn metrics_text(&self) -> Result<String, ControlError> {
         let gauges = self.ledger.gauges().await?;
         Ok(metrics::render(

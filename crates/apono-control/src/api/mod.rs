@@ -1,6 +1,6 @@
 //! The HTTP API (axum) under `/api/v1`, plus `/healthz`, `/readyz` and `/metrics`.
 //!
-//! * [`extract`]: the authenticated caller, ids, query strings and bodies, each refused with
+//! * `extract`: the authenticated caller, ids, query strings and bodies, each refused with
 //!   the JSON error shape.
 //! * `routes`: one handler per operation, each a call of one [`ControlPlane`] method.
 //! * [`openapi`]: the OpenAPI document.
