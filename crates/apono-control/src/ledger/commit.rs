@@ -293,8 +293,8 @@ async fn apply(store: &Store, items: &[&Item]) -> Result<Vec<Applied>, ControlEr
         release(&mut tx, &item.release, &after).await?;
         applied[i] = outcome;
     }
-    deltas.flush(&mut tx).await?;
-    // The chain's head is locked last and held only for the inserts and the commit.
+    // The audit head, then the status counters: the order every transaction takes them in, so
+    // two transactions on PostgreSQL never wait for each other in a circle.
     if !audits.is_empty() {
         let entries: Vec<AuditEntry<'_>> = audits
             .iter()
@@ -310,6 +310,7 @@ async fn apply(store: &Store, items: &[&Item]) -> Result<Vec<Applied>, ControlEr
         chain.append_all(&mut tx, &entries).await?;
         chain.close(&mut tx).await?;
     }
+    deltas.flush(&mut tx).await?;
     tx.commit().await.map_err(db("recording a job's outcome"))?;
     Ok(applied)
 }

@@ -448,7 +448,7 @@ impl Ledger {
                 .await
                 .map_err(db("claiming grants"))?;
         }
-        deltas.flush(&mut tx).await?;
+        // The audit head, then the status counters: the order every transaction takes them in.
         if !audits.is_empty() {
             let entries: Vec<AuditEntry<'_>> = audits
                 .iter()
@@ -464,6 +464,7 @@ impl Ledger {
             chain.append_all(&mut tx, &entries).await?;
             chain.close(&mut tx).await?;
         }
+        deltas.flush(&mut tx).await?;
         tx.commit().await.map_err(db("claiming jobs"))?;
         Ok(jobs
             .into_iter()

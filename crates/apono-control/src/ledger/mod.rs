@@ -139,6 +139,8 @@ pub(crate) struct Tx {
 }
 
 impl Tx {
+    /// Writes the status counters last (after any audit record, as every transaction does:
+    /// the audit head, then the counters) and commits.
     async fn commit(mut self, context: &'static str) -> Result<(), ControlError> {
         self.deltas.flush(&mut self.tx).await?;
         self.tx.commit().await.map_err(db(context))
