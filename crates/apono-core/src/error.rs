@@ -204,3 +204,23 @@ mod tests {
         assert!(shown.ends_with("…\""));
     }
 }
+
+/// A name that failed its grammar. The input is shown escaped and shortened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} {shown} {reason}")]
+pub struct NameError {
+    what: String,
+    shown: String,
+    reason: String,
+}
+
+impl NameError {
+    /// Builds an error for `input`, which is shown escaped and shortened.
+    pub fn new(what: impl Into<String>, input: &str, reason: impl Into<String>) -> Self {
+        Self {
+            what: what.into(),
+            shown: quote_untrusted(input),
+            reason: reason.into(),
+        }
+    }
+}

@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::error::NameError;
 use crate::integration::{Permission, Resource};
-use crate::names::NameError;
 
 /// The id of a grant (an access session).
 ///

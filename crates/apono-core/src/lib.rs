@@ -90,7 +90,7 @@ pub use async_trait::async_trait;
 
 pub use cancel::{CancelSignal, Cancelled};
 pub use duration::{DurationError, format_duration, parse_duration};
-pub use error::{BoxError, ErrorKind, error_chain};
+pub use error::{BoxError, ErrorKind, NameError, error_chain};
 pub use grant::{
     AccessDetails, Credential, GrantId, GrantSpec, GrantState, GrantStateError, Granted, Grantee,
     Instructions,
@@ -99,7 +99,7 @@ pub use integration::{
     CustomAccessDetails, Integration, IntegrationType, InvalidIntegration, Inventory, Permission,
     PermissionInfo, Resource, ResourceType,
 };
-pub use names::{AccountName, AccountNaming, GroupName, LinuxGroupName, LinuxUsername, NameError};
+pub use names::{AccountName, AccountNaming, GroupName, LinuxGroupName, LinuxUsername};
 pub use password::generate_password;
 pub use provision::{
     Action, ActionContext, ProvisionError, Provisioner, StatusCheck, StatusReport,

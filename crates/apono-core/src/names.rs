@@ -32,7 +32,7 @@ use data_encoding::BASE32_NOPAD;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
-use crate::error::quote_untrusted;
+pub use crate::error::NameError;
 use crate::grant::Grantee;
 
 mod sealed {
@@ -301,26 +301,6 @@ impl NameKind for MySql {
             return Err("may contain only A-Z, a-z, 0-9 and '_'");
         }
         Ok(())
-    }
-}
-
-/// A name that failed its grammar. The input is shown escaped and shortened.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{what} {shown} {reason}")]
-pub struct NameError {
-    what: String,
-    shown: String,
-    reason: String,
-}
-
-impl NameError {
-    /// Builds an error for `input`, which is shown escaped and shortened.
-    pub fn new(what: impl Into<String>, input: &str, reason: impl Into<String>) -> Self {
-        Self {
-            what: what.into(),
-            shown: quote_untrusted(input),
-            reason: reason.into(),
-        }
     }
 }
 

@@ -48,9 +48,7 @@ use crate::client::{ClientSettings, OpenBaoClient, OpenBaoConnection, UserpassUs
 use crate::error::VaultError;
 use crate::policy::{GRANT_POLICY_PREFIX, GrantPolicy, GrantScope, VaultPermission};
 
-/// Prefix of every user and entity alias the integration creates; no other user or alias is ever
-/// changed or deleted.
-pub const NAME_PREFIX: &str = "apono-g-";
+pub use crate::policy::NAME_PREFIX;
 /// Resource type of one secret.
 pub const SECRET: &str = "secret";
 /// Resource type of the whole mount.
@@ -75,6 +73,7 @@ fn default_approle() -> String {
 
 /// The integration's `config`. Unknown keys are errors.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AponoVaultConfig {
     /// Where the connector reaches OpenBao.
@@ -96,7 +95,22 @@ pub struct AponoVaultConfig {
     pub approle_mount: String,
     /// How grantees' identities become account names.
     #[serde(default)]
+    #[cfg_attr(feature = "schemars", schemars(with = "AccountNamingSchema"))]
     pub account_naming: AccountNaming,
+}
+
+/// The JSON Schema of [`AccountNaming`], which carries none of its own: the same keys.
+/// `apono-connector`'s configuration reference test checks both against each other.
+#[cfg(feature = "schemars")]
+#[derive(schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(inline)]
+#[allow(dead_code)] // a schema only
+struct AccountNamingSchema {
+    /// Identities in this email domain whose local part is clean keep it as their account
+    /// name (`alice@corp.example` → `alice`); all others get a hash suffix.
+    #[serde(default)]
+    home_domain: Option<String>,
 }
 
 impl AponoVaultConfig {

@@ -25,6 +25,10 @@ use std::fmt;
 use crate::client::{OpenBaoClient, check_kv_path, check_mount, check_name};
 use crate::error::VaultError;
 
+/// Prefix of every user and entity alias the integration creates; no other user or alias is ever
+/// changed or deleted.
+pub const NAME_PREFIX: &str = "apono-g-";
+
 /// A vault operation the permission matrix speaks of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum VaultOperation {
@@ -169,7 +173,7 @@ fn segment_key(depth: usize, index: usize) -> String {
 }
 
 /// Prefix of the four fixed grant policies' names. The connector can neither write nor delete
-/// them (unlike [`crate::integration::NAME_PREFIX`], which names per-grant users).
+/// them (unlike [`NAME_PREFIX`], which names per-grant users).
 pub const GRANT_POLICY_PREFIX: &str = "apono-grant-";
 
 /// One of the four fixed ACL policies a grant's token carries. They are written once by the
@@ -364,7 +368,7 @@ path "sys/auth" {{
   capabilities = ["read"]
 }}
 "#,
-        prefix = crate::integration::NAME_PREFIX,
+        prefix = NAME_PREFIX,
         allowed = allowed.join(", "),
     ))
 }
@@ -548,11 +552,7 @@ mod tests {
             ]
         );
         // Outside the connector's `apono-g-*` names.
-        assert!(
-            names
-                .iter()
-                .all(|n| !n.starts_with(crate::integration::NAME_PREFIX))
-        );
+        assert!(names.iter().all(|n| !n.starts_with(NAME_PREFIX)));
         assert!(GrantPolicy::Secret.name("Store").is_err());
     }
 }
