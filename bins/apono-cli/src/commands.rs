@@ -19,7 +19,7 @@ use crate::cli::{
     RequestsCommand, Scope, UseFormat, ValueArg, VaultArgs, VaultCommand,
 };
 use crate::context::{Context, Explain, fail, usage};
-use crate::output::{emit, line, table, time};
+use crate::output::{emit, line, table, time, time_left};
 
 const POLL: Duration = Duration::from_millis(300);
 
@@ -637,6 +637,7 @@ impl Spinner {
 // ------------------------------------------------------------------ access
 
 fn sessions_table(list: &[AccessSession]) -> comfy_table::Table {
+    let now = Utc::now();
     table(
         &[
             "ID",
@@ -657,7 +658,10 @@ fn sessions_table(list: &[AccessSession]) -> comfy_table::Table {
                 s.resource_id.clone(),
                 s.permission.clone(),
                 s.account_name.clone(),
-                s.expires_at.as_ref().map(time).unwrap_or_default(),
+                s.expires_at
+                    .as_ref()
+                    .map(|at| time_left(at, now))
+                    .unwrap_or_default(),
             ]
         }),
     )
@@ -735,8 +739,88 @@ fn ssh_target(details: &AccessDetails) -> Option<(String, u16, String)> {
     Some((host, port, user))
 }
 
-fn ssh_command_line(key: &std::path::Path, (host, port, user): &(String, u16, String)) -> String {
-    format!("ssh -i {} -p {port} {user}@{host}", key.display())
+/// An SSH login as this machine makes it: the session's coordinates, its cached one-time key
+/// and, when the connector pinned the server's host key, a `known_hosts` file holding only it.
+pub(crate) struct SshLogin {
+    host: String,
+    port: u16,
+    user: String,
+    key: PathBuf,
+    known_hosts: Option<PathBuf>,
+}
+
+impl SshLogin {
+    /// The arguments of `ssh` before the remote command: the key, only that key, the server's
+    /// own host key checked strictly (a different key is refused, no question asked), the port
+    /// and the destination.
+    fn args(&self) -> Vec<String> {
+        let mut args = vec![
+            "-i".to_owned(),
+            self.key.display().to_string(),
+            "-o".into(),
+            "IdentitiesOnly=yes".into(),
+        ];
+        if let Some(file) = &self.known_hosts {
+            args.extend([
+                "-o".into(),
+                format!("UserKnownHostsFile={}", file.display()),
+                "-o".into(),
+                "StrictHostKeyChecking=yes".into(),
+            ]);
+        }
+        args.extend([
+            "-p".into(),
+            self.port.to_string(),
+            format!("{}@{}", self.user, self.host),
+        ]);
+        args
+    }
+
+    /// The command line to paste into a shell.
+    fn command_line(&self) -> String {
+        let mut line = "ssh".to_owned();
+        for arg in self.args() {
+            line.push(' ');
+            line.push_str(&shell_word(&arg));
+        }
+        line
+    }
+}
+
+/// `word` quoted for a POSIX shell when it needs it.
+fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=@:+,%~".contains(c));
+    if plain && !word.starts_with('~') {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+/// When access ends, and why a login's "Your account will expire in 1 day" does not contradict
+/// it: the key's `expiry-time` is exact, the account's expiry date only a day-granular backstop.
+fn ends_note(session: &AccessSession) -> Option<String> {
+    session.expires_at.as_ref().map(|until| {
+        format!(
+            "Access ends at {}: the key stops working then, to the second. If the server says \"Your account will expire in 1 day\", that is only the account's day-granular backstop.",
+            time_left(until, Utc::now())
+        )
+    })
+}
+
+/// The integration's `custom_access_details`, if it has any (none when it cannot be read).
+async fn custom_details(client: &Client, session: &AccessSession) -> Option<String> {
+    client
+        .integrations()
+        .await
+        .ok()?
+        .into_iter()
+        .find(|i| i.name == session.integration)?
+        .custom_access_details
+        .filter(|c| !c.trim().is_empty())
 }
 
 /// Where `use_session` keeps what it is shown once: private keys, and vault tokens (which
@@ -792,8 +876,25 @@ pub(crate) async fn use_session(
         );
     }
     let ssh = ssh_target(&details);
+    // The server's host key, written beside the key with the same lifetime.
+    let known_hosts = match details.json.get("known_hosts").and_then(|v| v.as_str()) {
+        Some(line) if key_file.is_some() => {
+            Some(cache.store_known_hosts(session_id, line).explained()?)
+        }
+        _ => None,
+    };
+    let login = match (&ssh, &key_file) {
+        (Some((host, port, user)), Some(key)) => Some(SshLogin {
+            host: host.clone(),
+            port: *port,
+            user: user.clone(),
+            key: key.clone(),
+            known_hosts,
+        }),
+        _ => None,
+    };
     if run {
-        let (Some(target), Some(key)) = (&ssh, &key_file) else {
+        let Some(login) = &login else {
             return Err(fail(if ssh.is_none() {
                 format!(
                     "--run supports SSH sessions; run the command of apono access use {session_id} -o cli yourself"
@@ -804,14 +905,16 @@ pub(crate) async fn use_session(
                 )
             }));
         };
-        let (host, port, user) = target;
+        if let Some(custom) = custom_details(client, &session).await {
+            eprintln!("{custom}");
+        }
+        if let Some(note) = ends_note(&session) {
+            eprintln!("note: {note}");
+        }
         let status = tokio::process::Command::new("ssh")
-            .arg("-i")
-            .arg(key)
-            .args(["-o", "IdentitiesOnly=yes", "-p", &port.to_string()])
+            .args(login.args())
             // After the destination: OpenSSH still reads options there (`-o …`), and the first
             // other word starts the remote command, as with `ssh user@host COMMAND`.
-            .arg(format!("{user}@{host}"))
             .args(args)
             .status()
             .await
@@ -833,11 +936,20 @@ pub(crate) async fn use_session(
                 .as_ref()
                 .map(|p| serde_json::Value::from(p.display().to_string()))
                 .unwrap_or(serde_json::Value::Null);
+            if let Some(login) = &login {
+                // The connector cannot know where this machine keeps the key; this can.
+                value["cli"] = login.command_line().into();
+                value["known_hosts_file"] = login
+                    .known_hosts
+                    .as_ref()
+                    .map(|p| serde_json::Value::from(p.display().to_string()))
+                    .unwrap_or(serde_json::Value::Null);
+            }
             line(serde_json::to_string_pretty(&value)?);
         }
-        UseFormat::Cli => match (&ssh, &key_file) {
-            (Some(target), Some(key)) => line(ssh_command_line(key, target)),
-            _ => match &details.cli {
+        UseFormat::Cli => match &login {
+            Some(login) => line(login.command_line()),
+            None => match &details.cli {
                 Some(cli) => line(cli),
                 None => {
                     return Err(fail(format!(
@@ -855,14 +967,21 @@ pub(crate) async fn use_session(
             }
         },
         UseFormat::Instructions => {
-            if let (Some(target), Some(key)) = (&ssh, &key_file) {
+            if let Some(login) = &login {
+                let host_key = match &login.known_hosts {
+                    Some(file) => format!(", the server's host key in {}", file.display()),
+                    None => String::new(),
+                };
                 line(format!(
-                    "The private key is saved in {} (mode 0600) until the access ends. Connect with:\n\n  {}\n\nor run: apono access use {session_id} --run",
-                    key.display(),
-                    ssh_command_line(key, target)
+                    "The private key is saved in {} (mode 0600){host_key} until the access ends. Connect with:\n\n  {}\n\nor run: apono access use {session_id} --run",
+                    login.key.display(),
+                    login.command_line()
                 ));
-                if let Some(until) = &session.expires_at {
-                    line(format!("\nAccess ends at {}.", time(until)));
+                if let Some(note) = ends_note(&session) {
+                    line(format!("\n{note}"));
+                }
+                if let Some(custom) = custom_details(client, &session).await {
+                    line(format!("\n{custom}"));
                 }
             } else {
                 line(&details.instructions.plain);

@@ -79,7 +79,52 @@ pub(crate) fn line(text: impl std::fmt::Display) {
     println!("{text}");
 }
 
-/// `2026-11-21 06:30 UTC`.
+/// `2026-11-21 06:30:05 UTC`: to the second, as grants may last a minute.
 pub(crate) fn time(at: &chrono::DateTime<chrono::Utc>) -> String {
-    at.format("%Y-%m-%d %H:%M UTC").to_string()
+    at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+/// `2026-11-21 06:30:05 UTC (in 1m 59s)`, or `(ended)` once `at` has passed.
+pub(crate) fn time_left(
+    at: &chrono::DateTime<chrono::Utc>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> String {
+    let left = (*at - now).num_seconds();
+    if left <= 0 {
+        return format!("{} (ended)", time(at));
+    }
+    let (d, h, m, s) = (left / 86_400, left / 3_600 % 24, left / 60 % 60, left % 60);
+    let relative = match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    };
+    format!("{} (in {relative})", time(at))
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+
+    use super::{time, time_left};
+
+    #[test]
+    fn times_are_shown_to_the_second() {
+        let at = Utc.with_ymd_and_hms(2026, 11, 21, 6, 30, 5).unwrap();
+        assert_eq!(time(&at), "2026-11-21 06:30:05 UTC");
+        let check = |secs: i64, want: &str| {
+            let now = at - chrono::Duration::seconds(secs);
+            assert_eq!(
+                time_left(&at, now),
+                format!("2026-11-21 06:30:05 UTC {want}")
+            );
+        };
+        check(59, "(in 59s)");
+        check(119, "(in 1m 59s)");
+        check(3_600 + 61, "(in 1h 1m)");
+        check(2 * 86_400 + 3_600, "(in 2d 1h)");
+        check(0, "(ended)");
+        check(-5, "(ended)");
+    }
 }

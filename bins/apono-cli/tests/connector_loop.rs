@@ -16,6 +16,7 @@ use common::{Out, User, mode};
 const ALICE: &str = "alice@example.com";
 const BOB: &str = "bob@example.com";
 const CAROL: &str = "carol@example.com";
+const CUSTOM: &str = "Log in through the bastion only during the change window.";
 
 /// alice (developers) requests; bob approves the `ops` flow; carol is an admin.
 fn config(server: &SshServer) -> String {
@@ -44,6 +45,7 @@ admin = true
 name = "servers"
 type = "ssh"
 connected_resource_types = ["ssh-server"]
+custom_access_details = "{CUSTOM}"
 secret_store = {secret_store}
 config = {{ servers = [{web_1}] }}
 
@@ -340,6 +342,160 @@ fn full_loop_on_real_sshd() -> Result<()> {
         .run(&["access", "use", &session_id])?
         .error(1, "access has ended")?;
     Ok(())
+}
+
+/// `sh -c "LINE ARGS"` as `user`: a printed command pasted into a shell.
+fn pasted(user: &User, line: &str, args: &str) -> Result<std::process::Output> {
+    Ok(user
+        .command("sh")
+        .arg("-c")
+        .arg(format!("{line} {args}"))
+        .output()?)
+}
+
+#[test]
+fn host_key_custom_details_and_expiry_reach_the_user() -> Result<()> {
+    let w = World::start()?;
+    let alice = &w.alice;
+    let (out, request_id) = w.create_and_decide(
+        &create_args(&["-j", "first hour", "-d", "5m", "-o", "json"]),
+        &["requests", "approve"],
+    )?;
+    let session_id = out.json()?[0]["session_ids"][0]
+        .as_str()
+        .context("a session id")?
+        .to_owned();
+
+    // The text a person reads: the command with the host key checked strictly, the exact
+    // end, why "expire in 1 day" does not matter, and the integration's own words.
+    let text = alice.run(&["access", "use", &session_id])?;
+    let text = text.ok()?;
+    for needle in [
+        "UserKnownHostsFile=",
+        "StrictHostKeyChecking=yes",
+        "the key stops working then, to the second",
+        "Your account will expire in 1 day",
+        CUSTOM,
+    ] {
+        ensure!(text.contains(needle), "{needle:?} missing:\n{text}");
+    }
+    let ends = regex_free_time(text).context("an end time to the second")?;
+    ensure!(ends.contains("(in 4m") || ends.contains("(in 5m"), "{text}");
+
+    // EXPIRES to the second, with the time left.
+    let list = alice.run(&["access", "list"])?;
+    let row = list
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with(session_id.as_str()))
+        .context("the session's row")?
+        .to_owned();
+    ensure!(
+        regex_free_time(&row).is_some_and(|t| t.contains("(in ")),
+        "{row}"
+    );
+
+    // The JSON: the server's host key as OpenSSH writes it, the file beside the key, and a
+    // `cli` that names the real key file.
+    let details = alice
+        .run(&["access", "use", &session_id, "-o", "json"])?
+        .json()?;
+    let host_key = w
+        .server
+        .host_public_key()
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let known = format!("[{}]:{} {host_key}", w.server.host(), w.server.port());
+    ensure!(
+        details["json"]["known_hosts"] == known.as_str(),
+        "{details}"
+    );
+    ensure!(
+        details["json"]["host_key"] == host_key.as_str(),
+        "{details}"
+    );
+    let key_file = details["key_file"].as_str().context("key_file")?.to_owned();
+    let hosts_file = std::path::PathBuf::from(
+        details["known_hosts_file"]
+            .as_str()
+            .context("known_hosts_file")?,
+    );
+    ensure!(hosts_file.starts_with(alice.key_dir()) && mode(&hosts_file)? == 0o600);
+    ensure!(std::fs::read_to_string(&hosts_file)?.trim() == known);
+    let cli = details["cli"].as_str().context("cli")?;
+    ensure!(
+        cli.contains(&key_file) && cli.contains("StrictHostKeyChecking=yes"),
+        "{cli}"
+    );
+    ensure!(!cli.contains("~/.ssh"), "{cli}");
+
+    // --run logs in with no ssh option from the user.
+    let username = details["json"]["username"]
+        .as_str()
+        .context("username")?
+        .to_owned();
+    let run = alice.run(&["access", "use", &session_id, "--run", "--", "id", "-un"])?;
+    ensure!(run.ok()?.trim() == username, "{run:#?}");
+    ensure!(run.stderr.contains(CUSTOM), "{run:#?}");
+
+    // The printed command works pasted as it is, and refuses a server with another key.
+    let line = alice.run(&["access", "use", &session_id, "-o", "cli"])?;
+    let line = line.ok()?.trim().to_owned();
+    let pasted_ok = pasted(alice, &line, "id -un")?;
+    ensure!(
+        pasted_ok.status.success() && String::from_utf8_lossy(&pasted_ok.stdout).trim() == username,
+        "{line}: {pasted_ok:?}"
+    );
+    let other = alice
+        .command("ssh-keygen")
+        .args(["-y", "-f", &key_file])
+        .output()?;
+    ensure!(other.status.success(), "{other:?}");
+    let other = String::from_utf8(other.stdout)?;
+    let other: Vec<&str> = other.split_whitespace().take(2).collect();
+    std::fs::write(
+        &hosts_file,
+        format!(
+            "[{}]:{} {}\n",
+            w.server.host(),
+            w.server.port(),
+            other.join(" ")
+        ),
+    )?;
+    let refused = pasted(alice, &line, "-o BatchMode=yes true")?;
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    ensure!(
+        !refused.status.success() && stderr.contains("Host key verification failed"),
+        "a different host key was accepted: {refused:?}"
+    );
+
+    // The host key file goes with the key.
+    alice
+        .run(&["requests", "revoke", &request_id, "--wait", "-o", "json"])?
+        .json()?;
+    ensure!(
+        !hosts_file.exists() && !Path::new(&key_file).exists(),
+        "key or host key left after revoke"
+    );
+    Ok(())
+}
+
+/// The first `YYYY-MM-DD HH:MM:SS UTC …` in `text`, to the end of its line.
+fn regex_free_time(text: &str) -> Option<&str> {
+    text.lines().find_map(|line| {
+        let at = line.find(" UTC")?;
+        let start = at.checked_sub(19)?;
+        let stamp = line.get(start..at)?;
+        let shape = stamp.bytes().enumerate().all(|(i, b)| match i {
+            4 | 7 => b == b'-',
+            10 => b == b' ',
+            13 | 16 => b == b':',
+            _ => b.is_ascii_digit(),
+        });
+        shape.then(|| &line[start..])
+    })
 }
 
 #[test]

@@ -160,7 +160,8 @@ fn check_profile_name(name: &str) -> Result<(), ClientError> {
 
 /// Private keys of access sessions, kept in `0600` files (`<dir>/<session id>.key`, with the
 /// expiry beside it) for as long as the session lasts, because the connector shows a key only
-/// once.
+/// once; beside them the server's host key (`<session id>.known_hosts`), so `ssh` checks the
+/// server without asking.
 #[derive(Clone, Debug)]
 pub struct KeyCache {
     dir: PathBuf,
@@ -173,6 +174,11 @@ impl KeyCache {
     }
 
     fn paths(&self, session_id: &str) -> Result<(PathBuf, PathBuf), ClientError> {
+        let key = self.file(session_id, "key")?;
+        Ok((key, self.file(session_id, "expires")?))
+    }
+
+    fn file(&self, session_id: &str, extension: &str) -> Result<PathBuf, ClientError> {
         let ok = !session_id.is_empty()
             && session_id.len() <= 200
             && session_id
@@ -183,10 +189,7 @@ impl KeyCache {
                 "{session_id:?} is not a session id"
             )));
         }
-        Ok((
-            self.dir.join(format!("{session_id}.key")),
-            self.dir.join(format!("{session_id}.expires")),
-        ))
+        Ok(self.dir.join(format!("{session_id}.{extension}")))
     }
 
     /// Stores a session's private key; returns the key file.
@@ -208,6 +211,26 @@ impl KeyCache {
         Ok(key_path)
     }
 
+    /// Stores a session's `known_hosts` line (`[host]:port type data`, as OpenSSH reads it) in a
+    /// `0600` file beside its key, removed with the key; returns the file.
+    pub fn store_known_hosts(&self, session_id: &str, line: &str) -> Result<PathBuf, ClientError> {
+        let path = self.file(session_id, "known_hosts")?;
+        let line = line.trim();
+        if line.is_empty() || line.contains(['\n', '\r']) {
+            return Err(ClientError::Usage(format!(
+                "the host key of session {session_id} is not one known_hosts line"
+            )));
+        }
+        write_private(&path, format!("{line}\n").as_bytes())?;
+        Ok(path)
+    }
+
+    /// The `known_hosts` file of a session, if cached.
+    pub fn find_known_hosts(&self, session_id: &str) -> Option<PathBuf> {
+        let path = self.file(session_id, "known_hosts").ok()?;
+        path.is_file().then_some(path)
+    }
+
     /// The key file of a session, if cached.
     pub fn find(&self, session_id: &str) -> Option<PathBuf> {
         let (key, _) = self.paths(session_id).ok()?;
@@ -218,6 +241,7 @@ impl KeyCache {
     pub fn remove(&self, session_id: &str) -> Result<bool, ClientError> {
         let (key, expiry) = self.paths(session_id)?;
         let _ = std::fs::remove_file(expiry);
+        let _ = std::fs::remove_file(self.file(session_id, "known_hosts")?);
         match std::fs::remove_file(&key) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
@@ -330,11 +354,18 @@ mod tests {
         cache
             .store("g-b", &"KEY".into(), Some(future))
             .expect("store");
+        let hosts = cache
+            .store_known_hosts("g-a", "[h]:2222 ssh-ed25519 AAAA")
+            .expect("store known_hosts");
+        assert_eq!(mode(&hosts), 0o600);
+        assert_eq!(cache.find_known_hosts("g-a"), Some(hosts.clone()));
+        assert!(cache.store_known_hosts("g-a", "h k\nx y").is_err());
         assert_eq!(mode(&a), 0o600);
         assert_eq!(std::fs::read_to_string(&a).expect("read"), "KEY\n");
         assert_eq!(cache.sessions(), ["g-a", "g-b"]);
         assert_eq!(cache.remove_expired(Utc::now()), ["g-a"]);
         assert!(cache.find("g-a").is_none() && cache.find("g-b").is_some());
+        assert!(!hosts.exists() && cache.find_known_hosts("g-a").is_none());
         assert!(cache.store("../x", &"K".into(), None).is_err());
     }
 }

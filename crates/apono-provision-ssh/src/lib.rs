@@ -401,6 +401,14 @@ impl SshProvisioner {
         if let Some(cert) = certificate {
             access.json.insert("certificate".into(), cert.into());
         }
+        // The server's pinned host key, so the requester's ssh can check the server without
+        // asking: `host_key` as configured (type and data), `known_hosts` as the line OpenSSH
+        // reads (`[host]:port` for a port other than 22).
+        if let Some(key) = server.host_key.as_deref().and_then(host_key_fields) {
+            let known = format!("{} {key}", trust::host_port(&server.host, server.port));
+            access.json.insert("host_key".into(), key.into());
+            access.json.insert("known_hosts".into(), known.into());
+        }
         access
             .credentials
             .push(Credential::one_time("private_key", private_key));
@@ -704,6 +712,15 @@ fn sign_certificate(
     }
     let cert = builder.sign(ca).map_err(fail)?;
     cert.to_openssh().map_err(fail)
+}
+
+/// The type and data of an OpenSSH public key line, without its comment.
+fn host_key_fields(line: &str) -> Option<String> {
+    let mut fields = line.split_whitespace();
+    let (kind, data) = (fields.next()?, fields.next()?);
+    russh::keys::PublicKey::from_openssh(&format!("{kind} {data}"))
+        .is_ok()
+        .then(|| format!("{kind} {data}"))
 }
 
 /// The extra certificate principal that ties one certificate to its grant's `authorized_keys`
