@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use apono_core::Integration;
+use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// A duration written as `90s`, `15m`, `2h`, `1d` or a sum such as `1h30m`.
@@ -43,6 +44,21 @@ impl fmt::Display for HumanDuration {
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         Self::parse(&String::deserialize(deserializer)?).map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for HumanDuration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "HumanDuration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "A duration greater than zero: whole numbers of days (d), hours (h), minutes (m) and seconds (s) added up, such as `90s`, `15m`, `2h`, `1d` or `1h30m`; a bare number is seconds.",
+            "pattern": "^\\s*(?:[0-9]+|(?:[0-9]+[dhms]\\s*)+)\\s*$",
+            "examples": ["30s", "15m", "1h30m", "1d"],
+        })
     }
 }
 
@@ -93,7 +109,7 @@ fn default_true() -> bool {
 }
 
 /// `[connector]`: this connector's identity, listener, store and scheduler settings.
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectorSettings {
     /// The connector's id (integrations may bind to it with `connector`).
@@ -201,7 +217,7 @@ impl ConnectorSettings {
 }
 
 /// `[[users]]`: a person who may use the API.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct User {
     /// Email; the identity requests, approvals and tokens refer to.
@@ -215,7 +231,7 @@ pub struct User {
 }
 
 /// How an access flow is triggered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Trigger {
     /// Users request access; approvers (if any) decide.
@@ -225,7 +241,7 @@ pub enum Trigger {
 }
 
 /// Users and groups.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Principals {
     /// Emails.
@@ -252,7 +268,7 @@ impl Principals {
 }
 
 /// How many approvers must approve.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ApprovalMode {
     /// One approval from any approver suffices.
@@ -264,7 +280,7 @@ pub enum ApprovalMode {
 }
 
 /// `approvers = { mode = "any_of", users = […], groups = […] }` (or `mode = "all_of"`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Approvers {
     /// The approval mode.
@@ -290,7 +306,7 @@ impl Approvers {
 
 /// Which resources a flow target covers: all, or those with all the given tags, or the given
 /// ids.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResourceSelector {
     /// Tags every selected resource carries.
@@ -313,7 +329,7 @@ impl ResourceSelector {
 }
 
 /// One target of an access flow.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FlowTarget {
     /// Integration name.
@@ -328,7 +344,7 @@ pub struct FlowTarget {
 }
 
 /// `[[access_flows]]`: who may request what, who approves, for how long at most.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccessFlow {
     /// Unique name.
@@ -361,7 +377,11 @@ impl AccessFlow {
 }
 
 /// The whole configuration file.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+///
+/// Its JSON Schema ([`schemars::schema_for!`]`(Config)`) names every key; the reference,
+/// `docs/configuration.md`, is checked against it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, JsonSchema)]
+#[schemars(default, deny_unknown_fields)]
 pub struct Config {
     /// `[connector]`.
     pub connector: ConnectorSettings,

@@ -13,6 +13,7 @@ macro_rules! string_newtype {
     ($(#[$meta:meta])* $name:ident) => {
         $(#[$meta])*
         #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
         #[serde(transparent)]
         pub struct $name(String);
 
@@ -140,6 +141,22 @@ impl fmt::Display for IntegrationType {
     }
 }
 
+#[cfg(feature = "schemars")]
+impl schemars::JsonSchema for IntegrationType {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "IntegrationType".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let known: Vec<&str> = Self::KNOWN.iter().map(|(_, name)| *name).collect();
+        schemars::json_schema!({
+            "type": "string",
+            "description": "The integration type: one of ours, or a third party's.",
+            "examples": known,
+        })
+    }
+}
+
 impl Serialize for IntegrationType {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(self.as_str())
@@ -156,8 +173,11 @@ impl<'de> Deserialize<'de> for IntegrationType {
 /// Text shown to requesters with every grant of an integration; at most
 /// [`CustomAccessDetails::MAX_CHARS`] characters, as in Apono.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(transparent)]
-pub struct CustomAccessDetails(String);
+pub struct CustomAccessDetails(
+    #[cfg_attr(feature = "schemars", schemars(length(max = 400)))] String,
+);
 
 impl CustomAccessDetails {
     /// Apono's limit on the length of custom access details.
@@ -192,6 +212,7 @@ impl<'de> Deserialize<'de> for CustomAccessDetails {
 /// [`Integration::config_as`] into its own struct and rejects unknown keys there. Unknown keys
 /// at this level are rejected too.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Integration {
     /// Unique name.
@@ -202,10 +223,16 @@ pub struct Integration {
     /// The resource types this integration offers for requests; empty means all it discovers.
     #[serde(default)]
     pub connected_resource_types: Vec<ResourceType>,
-    /// Type-specific settings.
+    /// Type-specific settings; their keys depend on `type`.
     #[serde(default = "empty_object")]
+    #[cfg_attr(
+        feature = "schemars",
+        schemars(with = "BTreeMap<String, serde_json::Value>")
+    )]
     pub config: serde_json::Value,
-    /// Where the integration's admin credentials are read from.
+    /// Where the integration's admin credentials are read from: a table with exactly one key
+    /// naming the store.
+    #[cfg_attr(feature = "schemars", schemars(with = "schema::SecretStoreRef"))]
     pub secret_store: SecretStoreRef,
     /// Text added to every grant's access details.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -308,6 +335,62 @@ pub struct Inventory {
     pub resources: Vec<Resource>,
     /// Permissions that can be requested, per resource type.
     pub permissions: Vec<PermissionInfo>,
+}
+
+/// The JSON Schema of [`SecretStoreRef`], whose own module carries no schema: the same
+/// variants and keys, with the same serde attributes. `apono-connector`'s configuration
+/// reference test checks both against each other through serde's messages.
+#[cfg(feature = "schemars")]
+mod schema {
+    use std::collections::BTreeMap;
+
+    /// Where an integration's secret is kept: exactly one of the stores Apono supports.
+    #[derive(schemars::JsonSchema)]
+    #[serde(rename_all = "snake_case", deny_unknown_fields)]
+    #[allow(dead_code)] // a schema only
+    pub(super) enum SecretStoreRef {
+        /// Parameters written inline in the integration's configuration. Convenient for trials;
+        /// not for production, since the secret then lives in the configuration itself.
+        Apono {
+            /// The secret's fields.
+            parameters: BTreeMap<String, String>,
+        },
+        /// A Kubernetes `Secret`; its `data` keys become the fields.
+        Kubernetes {
+            /// Namespace of the secret.
+            namespace: String,
+            /// Name of the secret.
+            name: String,
+        },
+        /// An AWS Secrets Manager secret whose value is a JSON object.
+        Aws {
+            /// Region of the secret, such as `eu-west-1`.
+            region: String,
+            /// Name or ARN of the secret.
+            secret_id: String,
+        },
+        /// An Azure Key Vault secret whose value is a JSON object.
+        Azure {
+            /// The vault's URL, such as `https://my-vault.vault.azure.net`.
+            vault_url: String,
+            /// Name of the secret.
+            name: String,
+        },
+        /// A GCP Secret Manager secret whose latest version holds a JSON object.
+        Gcp {
+            /// Project id.
+            project: String,
+            /// Secret id within the project.
+            secret_id: String,
+        },
+        /// A HashiCorp Vault (or OpenBao) kv-v2 secret.
+        HashicorpVault {
+            /// Mount path of the kv-v2 engine.
+            secret_engine: String,
+            /// Path of the secret within the engine.
+            path: String,
+        },
+    }
 }
 
 #[cfg(test)]

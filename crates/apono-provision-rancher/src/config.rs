@@ -12,6 +12,7 @@ pub const DEFAULT_EXPIRY_WARNING_DAYS: u32 = 14;
 /// The integration's secret holds `access_key` and `secret_key`: the API key of the dedicated
 /// Rancher user (see the crate docs for the rights it needs).
 #[derive(Clone, PartialEq, Eq, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RancherConfig {
     /// Hostname (or IP address) of the Rancher server, without scheme or path.

@@ -16,6 +16,7 @@ pub const DEFAULT_PERMISSION: &str = "Default";
 /// Unknown keys are errors. `servers` is accepted both as a list of objects and as the
 /// minified JSON string that Apono's Terraform provider sends.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SshConfig {
     /// The servers of the integration; each one is an `ssh-server` resource.
@@ -57,6 +58,7 @@ pub struct SshConfig {
 
 /// One SSH server of the integration.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// Unique name; the resource id.

@@ -43,6 +43,7 @@ impl WindowsTarget {
 
 /// WinRM authentication.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum WinrmAuth {
     /// HTTP Basic (what Apono's setup guide enables). Over plain HTTP only with
@@ -59,6 +60,7 @@ pub enum WinrmAuth {
 /// Unknown keys are errors. The secret holds `username` and `password` (a domain account may be
 /// given as `DOMAIN\user` or `user@domain`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct WindowsConfig {
     /// DNS name or IP address of the server (the name its HTTPS certificate is issued for).
@@ -84,6 +86,7 @@ pub struct WindowsConfig {
     pub allow_unencrypted_basic: bool,
     /// How grantee identities become account names.
     #[serde(default)]
+    #[cfg_attr(feature = "schemars", schemars(with = "AccountNamingSchema"))]
     pub account_naming: AccountNaming,
     /// Rotate credentials of active grants after this many days (also accepted at the
     /// integration's top level, as in Apono).
@@ -95,6 +98,20 @@ pub struct WindowsConfig {
     /// Seconds allowed for one WinRM operation; default 60.
     #[serde(default = "default_operation_timeout")]
     pub operation_timeout_secs: u64,
+}
+
+/// The JSON Schema of [`AccountNaming`], which carries none of its own: the same keys.
+/// `apono-connector`'s configuration reference test checks both against each other.
+#[cfg(feature = "schemars")]
+#[derive(schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(inline)]
+#[allow(dead_code)] // a schema only
+struct AccountNamingSchema {
+    /// Identities in this email domain whose local part is clean keep it as their account
+    /// name (`alice@corp.example` → `alice`); all others get a hash suffix.
+    #[serde(default)]
+    home_domain: Option<String>,
 }
 
 fn default_rdp_port() -> u16 {
