@@ -85,13 +85,14 @@ $TARGET_HOST:$TARGET_PORT. Tokens: alice (requester) and bob (approver).
 3. bob approves it (his token for this one command; REQUEST_ID from step 2):
   APONO_URL=$URL APONO_TOKEN=\$BOB apono requests approve REQUEST_ID
 
-4. alice finds her session and logs in with the one-time key (kept for her in ~/.cache/apono):
+4. alice finds her session and logs in with the one-time key (kept for her in ~/.cache/apono,
+   with the server's host key beside it, so ssh asks nothing and refuses any other server):
   apono access list
-  apono access use SESSION_ID --run -- -o UserKnownHostsFile=$TARGET_KNOWN_HOSTS
+  apono access use SESSION_ID --run
 
 5. watch it expire (one minute); after that, the same login is refused ("access has ended"):
   watch -n1 "apono access list; curl -s $URL/metrics | grep -E '^apono_(active_grants|revokes|revoke_lag_seconds_(sum|count))'"
-  apono access use SESSION_ID --run -- -o UserKnownHostsFile=$TARGET_KNOWN_HOSTS
+  apono access use SESSION_ID --run
 
 The same over HTTP: curl -H "Authorization: Bearer \$ALICE" $URL/api/v1/access-sessions
 

@@ -62,7 +62,7 @@
 //! | `requests describe`, `approve`, `reject`, `revoke` | one [`AccessRequest`] (`id`, `status`, `session_ids`, `approvals`, `awaiting`, …) |
 //! | `requests list` | array of [`AccessRequest`] |
 //! | `access list` | array of [`AccessSession`] (`id`, `request_id`, `status`, …) |
-//! | `access use -o json` | the access details: `instructions` {`plain`, `markdown`}, `cli`, `link`, `json`, `credentials` (an object of one-time values the first time, then a string saying they were shown), `credential_status`, plus `key_file` when a private key was saved |
+//! | `access use -o json` | the access details: `instructions` {`plain`, `markdown`}, `cli`, `link`, `json`, `credentials` (an object of one-time values the first time, then a string saying they were shown), `credential_status`, plus `key_file` when a private key was saved and, for an SSH login, `known_hosts_file` (the server's host key beside the key, or null) with `cli` rewritten to the `ssh` command that uses both |
 //! | `access reset-credentials` | one [`AccessSession`] |
 //! | `audit list` | array of [`AuditRecord`] |
 //! | `vault list` | array of secret paths relative to the mount, recursive, sorted |

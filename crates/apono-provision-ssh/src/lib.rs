@@ -377,14 +377,28 @@ impl SshProvisioner {
         } else {
             String::new()
         };
+        // The server's pinned host key, so the requester's ssh can check the server without
+        // asking: `host_key` as configured (type and data), `known_hosts` as the line OpenSSH
+        // reads (`[host]:port` for a port other than 22).
+        let host_key = server.host_key.as_deref().and_then(host_key_fields);
+        let known_hosts = host_key
+            .as_ref()
+            .map(|key| format!("{} {key}", trust::host_port(&server.host, server.port)));
+        let (plain_host, markdown_host) = match &known_hosts {
+            Some(line) => (
+                format!("\nThe server's host key, for ~/.ssh/known_hosts: {line}"),
+                format!("\n\nThe server's host key, for `~/.ssh/known_hosts`:\n\n```\n{line}\n```"),
+            ),
+            None => (String::new(), String::new()),
+        };
         let plain = format!(
-            "Save the private key as {key_file} (chmod 600){cert_note}, then run: {cli}\n\
+            "Save the private key as {key_file} (chmod 600){cert_note}, then run: {cli}{plain_host}\n\
              Access to {} ends at {until}.",
             server.name
         );
         let markdown = format!(
             "Save the private key as `{key_file}` (`chmod 600`){cert_note}, then run:\n\n\
-             ```\n{cli}\n```\n\nAccess to **{}** ends at {until}.",
+             ```\n{cli}\n```{markdown_host}\n\nAccess to **{}** ends at {until}.",
             server.name
         );
         let mut access = AccessDetails {
@@ -401,13 +415,9 @@ impl SshProvisioner {
         if let Some(cert) = certificate {
             access.json.insert("certificate".into(), cert.into());
         }
-        // The server's pinned host key, so the requester's ssh can check the server without
-        // asking: `host_key` as configured (type and data), `known_hosts` as the line OpenSSH
-        // reads (`[host]:port` for a port other than 22).
-        if let Some(key) = server.host_key.as_deref().and_then(host_key_fields) {
-            let known = format!("{} {key}", trust::host_port(&server.host, server.port));
+        if let (Some(key), Some(line)) = (host_key, known_hosts) {
             access.json.insert("host_key".into(), key.into());
-            access.json.insert("known_hosts".into(), known.into());
+            access.json.insert("known_hosts".into(), line.into());
         }
         access
             .credentials
@@ -812,5 +822,66 @@ fn sanitize(text: &str) -> String {
     match trimmed.char_indices().nth(300) {
         Some((i, _)) => format!("{}…", &trimmed[..i]),
         None => trimmed.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use apono_core::{GrantId, Grantee};
+
+    use super::*;
+
+    const HOST_KEY: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+
+    fn details(port: u16, host_key: Option<&str>) -> AccessDetails {
+        let mut server = serde_json::json!({"name": "web-1", "host": "10.0.0.5", "port": port});
+        if let Some(key) = host_key {
+            server["host_key"] = key.into();
+        }
+        let config = SshConfig::from_json(&serde_json::json!({ "servers": [server] }))
+            .expect("valid config");
+        let provisioner = SshProvisioner::new(config).expect("provisioner");
+        let server = provisioner.config().servers[0].clone();
+        let grant = GrantSpec {
+            grant_id: GrantId::new("g-1").expect("id"),
+            grantee: Grantee {
+                id: "idp-alice".into(),
+                email: "alice@example.com".into(),
+                display_name: "alice".into(),
+                groups: vec![],
+            },
+            resource: Resource {
+                integration: "servers".into(),
+                resource_type: "ssh-server".into(),
+                id: "web-1".into(),
+                name: "web-1".into(),
+                tags: Default::default(),
+            },
+            permission: Permission::from("Default"),
+            expires_at: Utc::now() + ChronoDuration::minutes(1),
+            custom_parameters: Default::default(),
+        };
+        let user = provisioner.account_for(&grant);
+        provisioner.access_details(&server, &user, &grant, "KEY".to_owned().into(), None)
+    }
+
+    #[test]
+    fn access_details_carry_the_pinned_host_key_as_openssh_reads_it() {
+        let with_comment = format!("{HOST_KEY} root@web-1");
+        let access = details(2222, Some(&with_comment));
+        assert_eq!(access.json["host_key"], HOST_KEY);
+        let line = format!("[10.0.0.5]:2222 {HOST_KEY}");
+        assert_eq!(access.json["known_hosts"], line.as_str());
+        assert!(access.instructions.plain.contains(&line));
+        assert!(access.instructions.markdown.contains(&line));
+        let access = details(22, Some(HOST_KEY));
+        assert_eq!(
+            access.json["known_hosts"],
+            format!("10.0.0.5 {HOST_KEY}").as_str()
+        );
+        let access = details(22, None);
+        assert!(!access.json.contains_key("host_key") && !access.json.contains_key("known_hosts"));
+        assert!(!access.instructions.plain.contains("host key"));
     }
 }
