@@ -800,12 +800,13 @@ fn shell_word(word: &str) -> String {
     }
 }
 
-/// When access ends, and why a login's "Your account will expire in 1 day" does not contradict
-/// it: the key's `expiry-time` is exact, the account's expiry date only a day-granular backstop.
+/// When access ends (after "access"), and why a login's "Your account will expire in 1 day" does
+/// not contradict it: the key's `expiry-time` is exact, the account's expiry date only a
+/// day-granular backstop.
 fn ends_note(session: &AccessSession) -> Option<String> {
     session.expires_at.as_ref().map(|until| {
         format!(
-            "Access ends at {}: the key stops working then, to the second. If the server says \"Your account will expire in 1 day\", that is only the account's day-granular backstop.",
+            "ends at {}: the key stops working then, to the second. If the server says \"Your account will expire in 1 day\", that is only the account's day-granular backstop.",
             time_left(until, Utc::now())
         )
     })
@@ -909,7 +910,7 @@ pub(crate) async fn use_session(
             eprintln!("{custom}");
         }
         if let Some(note) = ends_note(&session) {
-            eprintln!("note: {note}");
+            eprintln!("note: access {note}");
         }
         let status = tokio::process::Command::new("ssh")
             .args(login.args())
@@ -978,7 +979,7 @@ pub(crate) async fn use_session(
                     login.command_line()
                 ));
                 if let Some(note) = ends_note(&session) {
-                    line(format!("\n{note}"));
+                    line(format!("\nAccess {note}"));
                 }
                 if let Some(custom) = custom_details(client, &session).await {
                     line(format!("\n{custom}"));
