@@ -110,6 +110,7 @@ pub struct SshProvisioner {
     naming: AccountNaming,
     groups: Vec<LinuxGroupName>,
     pool: SessionPool,
+    trust: Arc<HostTrust>,
 }
 
 impl SshProvisioner {
@@ -130,12 +131,13 @@ impl SshProvisioner {
             config.known_hosts_file.clone(),
             config.trust_on_first_use,
         ));
-        let pool = SessionPool::new(options, trust, &config.servers);
+        let pool = SessionPool::new(options, trust.clone(), &config.servers);
         Ok(Self {
             config,
             naming,
             groups,
             pool,
+            trust,
         })
     }
 
@@ -377,10 +379,21 @@ impl SshProvisioner {
         } else {
             String::new()
         };
-        // The server's pinned host key, so the requester's ssh can check the server without
-        // asking: `host_key` as configured (type and data), `known_hosts` as the line OpenSSH
-        // reads (`[host]:port` for a port other than 22).
-        let host_key = server.host_key.as_deref().and_then(host_key_fields);
+        // The server's host key, so the requester's ssh can check the server without asking:
+        // `host_key` as configured (type and data), else the key the connector's own connection
+        // trusted (known_hosts file or first use); `known_hosts` as the line OpenSSH reads
+        // (`[host]:port` for a port other than 22).
+        let host_key = server
+            .host_key
+            .as_deref()
+            .and_then(host_key_fields)
+            .or_else(|| {
+                self.trust
+                    .accepted(&trust::host_port(&server.host, server.port))
+                    .and_then(|key| key.to_openssh().ok())
+                    .as_deref()
+                    .and_then(host_key_fields)
+            });
         let known_hosts = host_key
             .as_ref()
             .map(|key| format!("{} {key}", trust::host_port(&server.host, server.port)));

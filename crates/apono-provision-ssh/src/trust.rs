@@ -32,6 +32,9 @@ pub(crate) struct HostTrust {
     trust_on_first_use: bool,
     /// Keys recorded by trust on first use (in memory, and in the `known_hosts` file if set).
     first_seen: Mutex<HashMap<String, PublicKey>>,
+    /// The plain host key each server last presented and was trusted with, by `host:port`,
+    /// so access details can hand it to the requester.
+    accepted: Mutex<HashMap<String, PublicKey>>,
 }
 
 /// One `known_hosts` line.
@@ -47,11 +50,36 @@ impl HostTrust {
             known_hosts_file,
             trust_on_first_use,
             first_seen: Mutex::new(HashMap::new()),
+            accepted: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Decides whether `offered` is trusted for `server`.
+    /// The plain host key `host_port` last presented and was trusted with, if any.
+    pub(crate) fn accepted(&self, host_port: &str) -> Option<PublicKey> {
+        self.accepted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(host_port)
+            .cloned()
+    }
+
+    /// Decides whether `offered` is trusted for `server`, and remembers a trusted plain key.
     pub(crate) fn verify(
+        &self,
+        server: &ServerConfig,
+        offered: &PublicKeyOrCertificate,
+    ) -> Result<(), HostKeyRejected> {
+        self.decide(server, offered)?;
+        if let PublicKeyOrCertificate::PublicKey { key, .. } = offered {
+            self.accepted
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(host_port(&server.host, server.port), key.clone());
+        }
+        Ok(())
+    }
+
+    fn decide(
         &self,
         server: &ServerConfig,
         offered: &PublicKeyOrCertificate,

@@ -224,6 +224,24 @@ async fn unknown_and_changed_host_keys_are_refused() {
         p.get_status(&ctx(&server)).await.unwrap().status,
         IntegrationStatus::Active
     );
+    // …and the key the connector trusted reaches the requester with the access details, so
+    // their ssh checks the server without asking, though no host_key is pinned.
+    let spec = grant("dave", "g-dave-known-hosts", "Default", in_an_hour());
+    let granted = p.grant_access(&ctx(&server), &spec).await.unwrap();
+    let fields: Vec<&str> = server
+        .host_public_key()
+        .split_whitespace()
+        .take(2)
+        .collect();
+    let line = granted.access.json["known_hosts"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(line.ends_with(&fields.join(" ")), "{line}");
+    assert!(line.starts_with('['), "{line}");
+    p.revoke_access(&ctx(&server), &spec, &granted.state)
+        .await
+        .unwrap();
 
     // Trust on first use records the key…
     let dir = tempfile::tempdir().unwrap();
