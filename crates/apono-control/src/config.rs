@@ -13,6 +13,11 @@
 //!
 //! Unknown keys are errors. `APONO_CONNECTOR_<KEY>` environment variables override
 //! `[connector]` keys (`APONO_CONNECTOR_ALLOWED_SECRETS_TO_READ` as a comma-separated list).
+//!
+//! Every key, with its type, default and an example, is in the repository's
+//! `docs/configuration.md`, which a test of `apono-connector` checks against the JSON Schema
+//! derived from these types (`apono-connector config-schema` prints it). The connector reads
+//! the file once, at start: a change takes effect when it is restarted.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
