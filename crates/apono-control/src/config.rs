@@ -415,7 +415,7 @@ impl fmt::Display for ConfigProblem {
 
 /// The configuration could not be used; every problem found is listed.
 #[derive(Debug, thiserror::Error)]
-#[error("configuration has {} problem(s): {}", problems.len(), problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+#[error("configuration has {} problem{}: {}", problems.len(), if problems.len() == 1 { "" } else { "s" }, problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
 pub struct ConfigError {
     /// Every problem, in file order.
     pub problems: Vec<ConfigProblem>,
@@ -463,7 +463,8 @@ impl Config {
         let mut table: toml::Table = match text.parse() {
             Ok(t) => t,
             Err(e) => {
-                problem("(file)".into(), e.to_string().trim().replace('\n', " "));
+                // TOML's own message points at the line with a caret: keep its line breaks.
+                problem("(file)".into(), e.to_string().trim().to_owned());
                 return (Self::default(), problems);
             }
         };
@@ -640,8 +641,15 @@ impl Config {
                             problem(
                                 format!("{key}.targets[{j}].resource_type"),
                                 format!(
-                                    "integration {:?} does not offer {:?}",
-                                    integration.name, target.resource_type
+                                    "{:?} is not in integration {:?}'s connected_resource_types ({}): check both for a typo",
+                                    target.resource_type,
+                                    integration.name,
+                                    integration
+                                        .connected_resource_types
+                                        .iter()
+                                        .map(|t| format!("{:?}", t.as_str()))
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
                                 ),
                             );
                         }

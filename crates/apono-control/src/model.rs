@@ -103,6 +103,13 @@ pub struct AccessSession {
     /// The last action error (secret-free).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// How access ended, once it has: `expired` (at `expires_at`) or `revoked` (early).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended: Option<String>,
+    /// Who ended it early: a user's email, or `connector` for a person removed from the
+    /// configuration.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended_by: Option<String>,
 }
 
 /// A new access request, as the API receives it.

@@ -526,3 +526,51 @@ async fn metrics_follow_the_ledger() -> Result<()> {
     }
     Ok(())
 }
+
+/// A session says how access ended and who ended it; an `any_of` approval is listed with the
+/// request; a request's `updated_at` moves when its sessions end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_say_how_access_ended() -> Result<()> {
+    let db = database(false)?;
+    let target = Arc::new(Target::default());
+    let plane = plane(&db.url, &target, &config(2, "", "1h")).await?;
+    let u0 = user(&plane, "u0@example.com");
+    let u1 = user(&plane, "u1@example.com");
+    let bob = user(&plane, "bob@example.com");
+
+    let mut short = on("box-1");
+    short.duration = Some("1s".into());
+    let expiring = plane.create_request(&u0, &short).await?;
+    let early = plane.create_request(&u1, &on("box-1")).await?;
+    plane.run_due_once().await?;
+    let before = plane.request(&u0, &expiring.id).await?.updated_at;
+    plane.revoke(&u1, &early.id).await?;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    plane.run_due_once().await?;
+
+    let expired = plane.session(&u0, &expiring.session_ids[0]).await?;
+    assert_eq!(expired.status, GrantStatus::Revoked);
+    assert_eq!(expired.ended.as_deref(), Some("expired"), "{expired:?}");
+    assert_eq!(expired.ended_by, None);
+    let revoked = plane.session(&u1, &early.session_ids[0]).await?;
+    assert_eq!(revoked.ended.as_deref(), Some("revoked"), "{revoked:?}");
+    assert_eq!(revoked.ended_by.as_deref(), Some("u1@example.com"));
+    let after = plane.request(&u0, &expiring.id).await?;
+    assert_eq!(after.status, RequestStatus::Revoked);
+    assert!(
+        after.updated_at > before,
+        "{before} then {}",
+        after.updated_at
+    );
+
+    let asked = plane.create_request(&u0, &on("box-2")).await?;
+    let approved = plane.approve(&bob, &asked.id, None).await?;
+    assert_eq!(approved.decided_by.as_deref(), Some("bob@example.com"));
+    let approvers: Vec<&str> = approved
+        .approvals
+        .iter()
+        .map(|a| a.approver.as_str())
+        .collect();
+    assert_eq!(approvers, ["bob@example.com"]);
+    Ok(())
+}

@@ -91,7 +91,7 @@ fn schemas() -> serde_json::Value {
             "reason": { "type": "string", "description": "the approver's (optional) or rejecter's reason" },
             "created_at": time, "updated_at": time,
             "session_ids": { "type": "array", "items": { "type": "string" }, "description": "the sessions serving it, in lists too" },
-            "approvals": { "type": "array", "items": schema_ref("RequestApproval"), "description": "all_of flows: the approvals given so far, oldest first; empty under any_of (see decided_by)" },
+            "approvals": { "type": "array", "items": schema_ref("RequestApproval"), "description": "the approvals given, oldest first: all_of flows so far, any_of the one that approved; empty for automatic approval and for rejections (see decided_by)" },
             "awaiting": { "type": "array", "items": { "type": "string" }, "examples": [["user:bob@example.com", "group:sre"]], "description": "all_of flows while Pending: the approver entries still unmet, each needing a different person; empty once decided and under any_of" } } },
         "RequestApproval": { "type": "object", "required": ["approver", "decided_at"], "properties": {
             "approver": string, "decided_at": time } },
@@ -132,7 +132,9 @@ fn schemas() -> serde_json::Value {
             "duration_seconds": { "type": "integer" },
             "expires_at": time, "activated_at": time, "revoked_at": time,
             "credential_status": { "enum": ["new", "viewed"] },
-            "last_error": { "type": "string", "description": "the last action error, free of secrets" } } },
+            "last_error": { "type": "string", "description": "the last action error, free of secrets" },
+            "ended": { "enum": ["expired", "revoked"], "description": "how access ended, once it has: at expires_at, or revoked early" },
+            "ended_by": { "type": "string", "description": "who revoked it early: a user's email, or connector for a person removed from the configuration" } } },
         "AccessDetails": { "type": "object", "required": ["credentials", "credential_status"], "properties": {
             "instructions": { "description": "how to connect, as plain text and Markdown" }, "cli": string, "link": string,
             "credentials": { "oneOf": [{ "type": "object", "additionalProperties": { "type": "string" }, "description": "name → value, shown once" }, { "type": "string", "description": "a note saying they were shown already" }] },

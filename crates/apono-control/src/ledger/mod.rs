@@ -247,7 +247,7 @@ impl Ledger {
         .await
         .map_err(db("bootstrap"))?;
         for (id, email) in live.iter().filter(|(_, e)| !is_user(e)) {
-            request_grant_revoke(&mut tx, id, now).await?;
+            request_grant_revoke(&mut tx, id, "connector", now).await?;
             audit::append(
                 tx.conn(),
                 AuditEntry {
@@ -483,6 +483,14 @@ impl Ledger {
         let mut tx = self.begin(context).await?;
         decide_pending(&mut tx, id, actor, decision, reason, None).await?;
         if let (Decision::Approved, Some(plan)) = (decision, plan) {
+            // The one approval an `any_of` flow needs, listed like `all_of` approvals.
+            sqlx::query("INSERT INTO request_approvals (request_id, approver, decided_at) VALUES ($1, $2, $3) ON CONFLICT (request_id, approver) DO NOTHING")
+                .bind(id)
+                .bind(actor)
+                .bind(now_ms())
+                .execute(tx.conn())
+                .await
+                .map_err(db(context))?;
             start_grants(&mut tx, id, plan).await?;
         }
         tx.commit(context).await
@@ -585,7 +593,7 @@ impl Ledger {
         }
         let sessions = session_ids(tx.conn(), id).await?;
         for grant_id in &sessions {
-            request_grant_revoke(&mut tx, grant_id, now).await?;
+            request_grant_revoke(&mut tx, grant_id, actor, now).await?;
         }
         audit::append(
             tx.conn(),
@@ -667,9 +675,11 @@ impl Ledger {
         if !matches!(
             request.status,
             RequestStatus::Pending | RequestStatus::Rejected
-        ) && let Some(status) = derived_status(&mut conn, &request.id).await?
+        ) && let Some((status, changed)) = derived_status(&mut conn, &request.id).await?
         {
             request.status = status;
+            // A request changes when its sessions do (an expiry, a revoke).
+            request.updated_at = request.updated_at.max(ts(changed));
         }
         request.session_ids = session_ids(&mut conn, &request.id).await?;
         request.approvals = approvals_of(&mut conn, &request.id).await?;
@@ -1034,12 +1044,18 @@ async fn start_grants(tx: &mut Tx, request_id: &str, plan: &GrantPlan) -> Result
 /// the expiry moves to now; an `Active` (or `RevokeFailed`) grant turns `Revoking` with its
 /// revoke due; a `Pending` one is withdrawn by its grant job (due now) before the target is
 /// touched; a `Granting` one is revoked as soon as its action completes.
-async fn request_grant_revoke(tx: &mut Tx, grant_id: &str, now: i64) -> Result<(), ControlError> {
+async fn request_grant_revoke(
+    tx: &mut Tx,
+    grant_id: &str,
+    actor: &str,
+    now: i64,
+) -> Result<(), ControlError> {
     let row: Option<(String, String, String)> = sqlx::query_as(
-        "UPDATE grants SET revoke_requested_at = COALESCE(revoke_requested_at, $1), expires_at = CASE WHEN expires_at IS NULL OR expires_at > $1 THEN $1 ELSE expires_at END, updated_at = $1 WHERE id = $2 RETURNING status, integration, resource_id",
+        "UPDATE grants SET revoke_requested_by = CASE WHEN revoke_requested_at IS NULL THEN $3 ELSE revoke_requested_by END, revoke_requested_at = COALESCE(revoke_requested_at, $1), expires_at = CASE WHEN expires_at IS NULL OR expires_at > $1 THEN $1 ELSE expires_at END, updated_at = $1 WHERE id = $2 RETURNING status, integration, resource_id",
     )
     .bind(now)
     .bind(grant_id)
+    .bind(actor)
     .fetch_optional(tx.conn())
     .await
     .map_err(db("revoking"))?;
@@ -1110,13 +1126,14 @@ async fn approvals_of(
         .collect())
 }
 
-/// Derives a request's status from its sessions' (`None`: nothing to derive from).
+/// Derives a request's status from its sessions' (`None`: nothing to derive from), and the
+/// time its sessions last changed.
 async fn derived_status(
     conn: &mut AnyConnection,
     request_id: &str,
-) -> Result<Option<RequestStatus>, ControlError> {
-    let counts: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT g.status, COUNT(*) FROM grants g JOIN request_grants rg ON rg.grant_id = g.id WHERE rg.request_id = $1 GROUP BY g.status",
+) -> Result<Option<(RequestStatus, i64)>, ControlError> {
+    let counts: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT g.status, COUNT(*), MAX(g.updated_at) FROM grants g JOIN request_grants rg ON rg.grant_id = g.id WHERE rg.request_id = $1 GROUP BY g.status",
     )
     .bind(request_id)
     .fetch_all(&mut *conn)
@@ -1124,12 +1141,13 @@ async fn derived_status(
     .map_err(db("deriving a request's status"))?;
     let statuses: Vec<GrantStatus> = counts
         .iter()
-        .map(|(s, _)| {
+        .map(|(s, _, _)| {
             s.parse()
                 .map_err(|e: apono_core::UnknownStatus| ControlError::Corrupt(e.to_string()))
         })
         .collect::<Result<_, _>>()?;
-    Ok(RequestStatus::from_grants(&statuses))
+    let changed = counts.iter().map(|(_, _, at)| *at).max().unwrap_or(0);
+    Ok(RequestStatus::from_grants(&statuses).map(|s| (s, changed)))
 }
 
 /// Writes a request's derived status down (requests still `Pending` or `Rejected` keep theirs).
@@ -1145,7 +1163,7 @@ async fn refresh_request(tx: &mut Tx, request_id: &str) -> Result<(), ControlErr
     if current == RequestStatus::Rejected.as_str() || current == RequestStatus::Pending.as_str() {
         return Ok(());
     }
-    if let Some(next) = derived_status(tx.conn(), request_id).await?
+    if let Some((next, _)) = derived_status(tx.conn(), request_id).await?
         && next.as_str() != current
     {
         sqlx::query("UPDATE requests SET status = $1, updated_at = $2 WHERE id = $3")

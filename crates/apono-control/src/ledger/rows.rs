@@ -2,13 +2,15 @@
 
 use sqlx::any::AnyRow;
 
+use apono_core::GrantStatus;
+
 use super::get;
 use crate::error::ControlError;
 use crate::model::{AccessRequest, AccessSession, ts};
 
 pub(crate) const REQUEST_COLUMNS: &str = "id, status, requester, flow, integration, resource_type, resource_ids, permission, justification, duration_secs, decided_by, reason, created_at, updated_at";
 
-pub(crate) const SESSION_COLUMNS: &str = "id, request_id, status, integration, resource_type, resource_id, permission, grantee_email, account_name, duration_secs, expires_at, activated_at, revoked_at, credential_status, last_error";
+pub(crate) const SESSION_COLUMNS: &str = "id, request_id, status, integration, resource_type, resource_id, permission, grantee_email, account_name, duration_secs, expires_at, activated_at, revoked_at, credential_status, last_error, revoke_requested_at, revoke_requested_by";
 
 impl AccessRequest {
     pub(crate) fn from_row(r: &AnyRow) -> Result<Self, ControlError> {
@@ -59,6 +61,28 @@ impl AccessSession {
             revoked_at: get::<Option<i64>>(r, "revoked_at")?.map(ts),
             credential_status: credential.map(|c| c.parse()).transpose().map_err(corrupt)?,
             last_error: get(r, "last_error")?,
+            ended: ended(status_of(r)?, get(r, "revoke_requested_at")?),
+            ended_by: get(r, "revoke_requested_by")?,
         })
+    }
+}
+
+fn status_of(r: &AnyRow) -> Result<GrantStatus, ControlError> {
+    get::<String>(r, "status")?
+        .parse()
+        .map_err(|e: apono_core::UnknownStatus| ControlError::Corrupt(e.to_string()))
+}
+
+/// How a session that no longer holds access ended: at its expiry, or revoked early.
+fn ended(status: GrantStatus, revoke_requested_at: Option<i64>) -> Option<String> {
+    match (status, revoke_requested_at) {
+        (GrantStatus::Revoked | GrantStatus::Revoking | GrantStatus::RevokeFailed, None) => {
+            Some("expired".into())
+        }
+        (GrantStatus::Revoked | GrantStatus::Revoking | GrantStatus::RevokeFailed, Some(_)) => {
+            Some("revoked".into())
+        }
+        (GrantStatus::Failed, Some(_)) => Some("revoked".into()),
+        _ => None,
     }
 }

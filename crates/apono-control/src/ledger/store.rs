@@ -164,6 +164,14 @@ CREATE TABLE grant_counts (
 CREATE INDEX jobs_by_kind_due ON jobs (kind, due_at)
 ",
     ),
+    (
+        4,
+        // Who asked for a grant's early end (a user's email, or `connector` for someone removed
+        // from the configuration); empty when it ended at its expiry.
+        r"
+ALTER TABLE grants ADD COLUMN revoke_requested_by TEXT
+",
+    ),
 ];
 
 /// A connection pool to the control plane's database.
