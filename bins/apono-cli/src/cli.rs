@@ -13,7 +13,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     version,
     max_term_width = 100,
     after_help = "Environment: APONO_URL and APONO_TOKEN, when both set, are used without \
-                  any login\n(unless --profile is given). Profiles live in \
+                  any login\n(unless --profile is given); APONO_TOKEN alone goes with the \
+                  active profile's URL. Profiles live in \
                   $XDG_CONFIG_HOME/apono/config.json (mode 0600).\n\
                   Exit status: 0 success, 1 failure, 2 usage error."
 )]

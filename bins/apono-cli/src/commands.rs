@@ -6,6 +6,7 @@ use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use apono_client::{
     AccessDetails, AccessRequest, AccessSession, Client, ClientError, Credentials, GrantStatus,
     NewRequest, Problem, Profile, RequestScope, RequestStatus, SecretValue, VaultAccess,
@@ -47,8 +48,11 @@ pub(crate) async fn run(ctx: &Context, command: Command) -> anyhow::Result<()> {
         }
         Command::Completion { shell } => {
             let mut cmd = <crate::cli::Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut cmd, "apono", &mut std::io::stdout());
-            Ok(())
+            // Generated in memory: clap_complete panics when its writer fails, and a closed
+            // pipe (`apono completion bash | head -1`) is no failure.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "apono", &mut script);
+            crate::output::out(&script).context("writing to stdout")
         }
         Command::Version => {
             line(format!("apono {}", env!("CARGO_PKG_VERSION")));
@@ -204,6 +208,7 @@ async fn inventory(client: &Client, cmd: InventoryCommand) -> anyhow::Result<()>
             output: o,
         } => {
             let integration = client.find_integration(&integration).await.explained()?;
+            check_resource_type(client, &integration.name, &resource_type).await?;
             let list: Vec<_> = client
                 .resources(Some(&integration.name))
                 .await
@@ -235,6 +240,7 @@ async fn inventory(client: &Client, cmd: InventoryCommand) -> anyhow::Result<()>
             output: o,
         } => {
             let integration = client.find_integration(&integration).await.explained()?;
+            check_resource_type(client, &integration.name, &resource_type).await?;
             let list: Vec<_> = client
                 .permissions(Some(&integration.name))
                 .await
@@ -356,6 +362,12 @@ async fn requests(ctx: &Context, cmd: RequestsCommand) -> anyhow::Result<()> {
                 .into_iter()
                 .filter(|r| since.is_none_or(|s| r.created_at >= s))
                 .collect();
+            if list.is_empty() && o.output == Format::Table && scope == RequestScope::Mine {
+                eprintln!(
+                    "you have no requests{}; those awaiting your approval: apono requests list --scope approvals",
+                    if days.is_some() { " in that time" } else { "" }
+                );
+            }
             emit(o.output, &list, |l| requests_table(l))
         }
         RequestsCommand::Describe { id, output: o } => {
@@ -437,7 +449,7 @@ async fn requests(ctx: &Context, cmd: RequestsCommand) -> anyhow::Result<()> {
                 eprintln!(
                     "request {} {}",
                     r.id,
-                    if wait {
+                    if wait || r.status.is_final() {
                         format!("is {}: access removed", r.status)
                     } else {
                         format!("is {}: revoking (use --wait to wait)", r.status)
@@ -463,12 +475,37 @@ fn wait_error(e: ClientError, id: &str) -> anyhow::Error {
     }
 }
 
+/// Refuses a resource type the integration does not offer, naming the types it does: a
+/// typo such as `ssh-servers` is a wrong type, not an unknown resource.
+async fn check_resource_type(
+    client: &Client,
+    integration: &str,
+    resource_type: &str,
+) -> anyhow::Result<()> {
+    let types = client.resource_types(Some(integration)).await.explained()?;
+    if types.iter().any(|t| t.resource_type == resource_type) {
+        return Ok(());
+    }
+    let names: Vec<&str> = types.iter().map(|t| t.resource_type.as_str()).collect();
+    Err(fail(if names.is_empty() {
+        format!("unknown resource type {resource_type:?}: integration {integration} offers none")
+    } else {
+        format!(
+            "unknown resource type {resource_type:?} in integration {integration}: use -t with one of {}",
+            names.join(", ")
+        )
+    }))
+}
+
 /// A dry-run problem with what to do about it, chosen by its code (never by its wording).
-fn hint(problem: &Problem, max: Option<&str>) -> String {
+fn hint(problem: &Problem, max: Option<&str>, bare_seconds: bool) -> String {
     let text = &problem.message;
     match problem.code.as_str() {
         problem_code::JUSTIFICATION_REQUIRED => format!("{text} (add -j JUSTIFICATION)"),
         problem_code::DURATION_OVER_MAX => match problem.max.as_deref().or(max) {
+            Some(max) if bare_seconds => {
+                format!("{text} (use -d {max} or less; a bare number is seconds)")
+            }
             Some(max) => format!("{text} (use -d {max} or less)"),
             None => text.clone(),
         },
@@ -487,13 +524,23 @@ fn hint(problem: &Problem, max: Option<&str>) -> String {
 
 pub(crate) async fn create(client: &Client, args: CreateArgs) -> anyhow::Result<()> {
     let timeout = parse_duration(&args.timeout).explained()?;
-    if let Some(d) = &args.duration {
-        parse_duration(d).explained()?;
+    if let Some(d) = &args.duration
+        && let Err(e) = parse_duration(d)
+    {
+        // Refused like any other request the dry run would refuse: exit 1, the same words.
+        return Err(fail(format!(
+            "request not allowed: {e} (use -d such as 90s, 30m or 2h; a bare number is seconds)"
+        )));
     }
     let integration = client
         .find_integration(&args.integration)
         .await
         .explained()?;
+    check_resource_type(client, &integration.name, &args.resource_type).await?;
+    let bare_seconds = args
+        .duration
+        .as_deref()
+        .is_some_and(|d| !d.is_empty() && d.trim().bytes().all(|b| b.is_ascii_digit()));
     let mut news = Vec::new();
     let mut problems = Vec::new();
     let mut approval = Vec::new();
@@ -512,7 +559,7 @@ pub(crate) async fn create(client: &Client, args: CreateArgs) -> anyhow::Result<
                 check
                     .problems
                     .iter()
-                    .map(|p| hint(p, check.max_duration.as_deref())),
+                    .map(|p| hint(p, check.max_duration.as_deref(), bare_seconds)),
             );
         }
         if check.approval_required {

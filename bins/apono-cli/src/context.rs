@@ -157,7 +157,8 @@ impl Context {
         Profiles::load(&self.config_path()?).explained()
     }
 
-    /// The client: `APONO_URL` + `APONO_TOKEN` when set, else the profile.
+    /// The client: `APONO_URL` + `APONO_TOKEN` when set, else the profile (whose URL goes with
+    /// an `APONO_TOKEN` set alone).
     pub(crate) fn client(&self) -> anyhow::Result<Client> {
         let url = std::env::var("APONO_URL").ok().filter(|v| !v.is_empty());
         let token = std::env::var("APONO_TOKEN").ok().filter(|v| !v.is_empty());
@@ -166,8 +167,17 @@ impl Context {
             (Some(_), None) if self.profile.is_none() => {
                 return Err(fail("APONO_URL is set but APONO_TOKEN is not: set both"));
             }
-            (None, Some(_)) if self.profile.is_none() => {
-                return Err(fail("APONO_TOKEN is set but APONO_URL is not: set both"));
+            (None, Some(token)) if self.profile.is_none() => {
+                // The token from the environment, the URL from the active profile.
+                let profiles = self.profiles()?;
+                match profiles.get(None) {
+                    Some((_, p)) => (p.url.clone(), SecretString::from(token)),
+                    None => {
+                        return Err(fail(
+                            "APONO_TOKEN is set but APONO_URL is not, and no profile has a URL: set APONO_URL or run apono login",
+                        ));
+                    }
+                }
             }
             _ => {
                 let profiles = self.profiles()?;

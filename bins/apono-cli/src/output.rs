@@ -55,28 +55,47 @@ pub(crate) fn emit<T: Serialize>(
     value: &T,
     table_of: impl FnOnce(&T) -> Table,
 ) -> anyhow::Result<()> {
-    match format {
-        Format::Json => println!(
-            "{}",
+    let text = match format {
+        Format::Json => format!(
+            "{}\n",
             serde_json::to_string_pretty(value).context("encoding JSON")?
         ),
-        Format::Yaml => print!(
-            "{}",
-            serde_yaml_ng::to_string(value).context("encoding YAML")?
-        ),
+        Format::Yaml => serde_yaml_ng::to_string(value).context("encoding YAML")?,
         Format::Table => {
             let table = table_of(value);
+            let mut text = String::new();
             for line in table.lines() {
-                println!("{}", line.trim_end());
+                text.push_str(line.trim_end());
+                text.push('\n');
             }
+            text
         }
-    }
-    Ok(())
+    };
+    out(text.as_bytes()).context("writing to stdout")
 }
 
 /// Prints a line on stdout.
 pub(crate) fn line(text: impl std::fmt::Display) {
-    println!("{text}");
+    if let Err(e) = out(format!("{text}\n").as_bytes()) {
+        // The one other place that reports an error: stdout is gone.
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("error: writing to stdout: {e}");
+        }
+        std::process::exit(1);
+    }
+}
+
+/// Writes `bytes` to stdout. A reader that went away (`apono … | head -1`) ends the
+/// command quietly with status 0, as a `SIGPIPE` would without a message: what it wanted
+/// has been written.
+pub(crate) fn out(bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        other => other,
+    }
 }
 
 /// `2026-11-21 06:30:05 UTC`: to the second, as grants may last a minute.

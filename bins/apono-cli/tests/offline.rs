@@ -71,6 +71,7 @@ fn data_server() -> Result<FakeServer> {
             .route("/api/v1/integrations", get(guarded(integrations)))
             .route("/api/v1/resources", get(guarded(resources)))
             .route("/api/v1/access-sessions", get(guarded(|| json!([]))))
+            .route("/api/v1/access-requests", get(guarded(|| json!([]))))
             .route(
                 "/api/v1/resource-types",
                 get(guarded(
@@ -435,6 +436,12 @@ fn dry_run_hints_follow_the_problem_codes_not_the_wording() -> Result<()> {
             .route(
                 "/api/v1/access-requests/dry-run",
                 axum::routing::post(dry_run),
+            )
+            .route(
+                "/api/v1/resource-types",
+                get(|| async {
+                    axum::Json(json!([{"integration": "servers", "resource_type": "ssh-server"}]))
+                }),
             ),
     )?;
     let user = User::with_env(&server.url, TOKEN)?;
@@ -462,6 +469,161 @@ fn dry_run_hints_follow_the_problem_codes_not_the_wording() -> Result<()> {
     ] {
         ensure!(line.contains(part), "{part:?} missing: {line}");
     }
+    // A bare number is seconds, in the CLI as in the connector: `-d 90` refused by the
+    // server and `-d abc` refused by the CLI read alike and exit alike.
+    let create = |duration: &'static str| {
+        user.run(&[
+            "requests",
+            "create",
+            "-i",
+            "servers",
+            "-t",
+            "ssh-server",
+            "-r",
+            "web-1",
+            "-p",
+            "Default",
+            "-d",
+            duration,
+        ])
+    };
+    create("90000")?.error(
+        1,
+        "too long for flow ops (use -d 10m or less; a bare number is seconds)",
+    )?;
+    create("abc")?.error(1, "request not allowed: \"abc\" is not a duration")?;
+    create("abc")?.error(1, "a bare number is seconds")?;
+    // A resource type the integration does not offer is named as a type, with the types.
+    user.run(&[
+        "requests",
+        "create",
+        "-i",
+        "servers",
+        "-t",
+        "ssh-servers",
+        "-r",
+        "web-1",
+        "-p",
+        "Default",
+    ])?
+    .error(
+        1,
+        "unknown resource type \"ssh-servers\" in integration servers: use -t with one of ssh-server",
+    )?;
+    Ok(())
+}
+
+#[test]
+fn misspelt_commands_get_a_suggestion() -> Result<()> {
+    let user = User::new()?;
+    let out = user.run(&["requets", "list"])?;
+    ensure!(out.code == Some(2), "{out:#?}");
+    ensure!(
+        out.stderr.contains("similar") && out.stderr.contains("'requests'"),
+        "{out:#?}"
+    );
+    let out = user.run(&["requests", "lst"])?;
+    ensure!(
+        out.code == Some(2) && out.stderr.contains("'list'"),
+        "{out:#?}"
+    );
+    Ok(())
+}
+
+/// Runs `apono ARGS` with stdout a pipe whose reader is already gone, as in
+/// `apono completion bash | head -1` once `head` has exited.
+fn run_into_closed_pipe(user: &User, args: &[&str]) -> Result<common::Out> {
+    let (reader, writer) = std::io::pipe()?;
+    drop(reader);
+    let output = user
+        .apono(args)
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()?;
+    Ok(common::Out::from(args, output))
+}
+
+#[test]
+fn a_closed_stdout_ends_quietly_never_with_a_panic() -> Result<()> {
+    let server = data_server()?;
+    let user = User::with_env(&server.url, TOKEN)?;
+    for args in [
+        &["completion", "bash"][..],
+        &["version"],
+        &["inventory", "integrations"],
+        &[
+            "inventory",
+            "resources",
+            "-i",
+            "servers",
+            "-t",
+            "ssh-server",
+            "-o",
+            "json",
+        ],
+        &["inventory", "integrations", "-o", "yaml"],
+    ] {
+        let out = run_into_closed_pipe(&user, args)?;
+        ensure!(out.code == Some(0), "{out:#?}");
+        ensure!(out.stderr.is_empty(), "{out:#?}");
+    }
+    Ok(())
+}
+
+#[test]
+fn wrong_resource_types_and_empty_lists_say_what_to_do() -> Result<()> {
+    let server = data_server()?;
+    let user = User::with_env(&server.url, TOKEN)?;
+    for sub in ["resources", "permissions"] {
+        user.run(&["inventory", sub, "-i", "servers", "-t", "ssh-servers"])?
+            .error(
+                1,
+                "unknown resource type \"ssh-servers\" in integration servers: use -t with one of ssh-server",
+            )?;
+    }
+    // An approver's own list is empty: the note names the scope that has their work.
+    let out = user.run(&["requests", "list"])?;
+    ensure!(out.code == Some(0), "{out:#?}");
+    ensure!(
+        out.stderr
+            .contains("those awaiting your approval: apono requests list --scope approvals"),
+        "{out:#?}"
+    );
+    // JSON stays JSON, with no note.
+    let out = user.run(&["requests", "list", "-o", "json"])?;
+    ensure!(
+        out.json()? == json!([]) && out.stderr.is_empty(),
+        "{out:#?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_token_alone_in_the_environment_uses_the_profile_url() -> Result<()> {
+    let server = data_server()?;
+    let user = User::new()?;
+    user.run(&["login", "--url", &server.url, "--personal-token", TOKEN])?
+        .ok()?;
+    let mut env_token = User::new()?;
+    env_token.home = user.home;
+    // The environment's token wins over the profile's: a wrong one is refused by the server
+    // at the profile's URL, the right one works.
+    env_token
+        .env
+        .push(("APONO_TOKEN".into(), "apono_wrong_token_000000000".into()));
+    env_token
+        .run(&["inventory", "integrations"])?
+        .error(1, "refused the personal token")?;
+    env_token.env.clear();
+    env_token.env.push(("APONO_TOKEN".into(), TOKEN.into()));
+    env_token.run(&["inventory", "integrations"])?.ok()?;
+    // Without any profile the URL is missing, and the error says so.
+    let mut alone = User::new()?;
+    alone.env.push(("APONO_TOKEN".into(), TOKEN.into()));
+    alone.run(&["requests", "list"])?.error(
+        1,
+        "APONO_TOKEN is set but APONO_URL is not, and no profile has a URL",
+    )?;
     Ok(())
 }
 

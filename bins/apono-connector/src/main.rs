@@ -73,11 +73,16 @@ fn load(arg: &ConfigArg, registry: &ProvisionerRegistry) -> anyhow::Result<Confi
     let text = std::fs::read_to_string(&arg.config)
         .with_context(|| format!("reading {}", arg.config.display()))?;
     check_config(&text, std::env::vars(), registry).map_err(|e| {
-        let lines: Vec<String> = e.problems.iter().map(|p| format!("  {p}")).collect();
+        // A problem may span lines (TOML's syntax errors point with a caret): indent each.
+        let lines: Vec<String> = e
+            .problems
+            .iter()
+            .map(|p| format!("  {}", p.to_string().replace('\n', "\n  ")))
+            .collect();
         anyhow::anyhow!(
-            "{} has {} problem(s):\n{}",
+            "{} has {}:\n{}",
             arg.config.display(),
-            lines.len(),
+            plural(lines.len(), "problem"),
             lines.join("\n")
         )
     })
@@ -182,7 +187,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let plane = plane(load(&arg, &registry)?, registry).await?;
             let report = audit::verify(plane.store()).await?;
             match report.first_broken {
-                None => println!("audit chain intact: {} records", report.records),
+                None => println!(
+                    "audit chain intact: {}",
+                    plural(
+                        usize::try_from(report.records).unwrap_or(usize::MAX),
+                        "record"
+                    )
+                ),
                 Some(seq) => bail!(
                     "audit chain broken at record {seq} ({} records verified before it)",
                     report.records
@@ -203,9 +214,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(arg) => {
             let plane = plane(load(&arg, &registry)?, registry).await?;
             plane.bootstrap().await?;
-            let listener = tokio::net::TcpListener::bind(&plane.config().connector.listen)
+            let listen = &plane.config().connector.listen;
+            let listener = tokio::net::TcpListener::bind(listen)
                 .await
-                .context("binding the listener")?;
+                .with_context(|| format!("cannot listen on {listen} (connector.listen)"))?;
             tracing::info!(listen = %listener.local_addr()?, "apono-connector listening");
             let shutdown = CancelSignal::new();
             let scheduler = tokio::spawn(plane.clone().run_scheduler(shutdown.clone()));
@@ -268,9 +280,9 @@ fn config_schema() -> serde_json::Value {
 
 fn serde_json_line(name: &str, inventory: &apono_core::Inventory) -> String {
     format!(
-        "{name}: {} resources, {} permissions: {}",
-        inventory.resources.len(),
-        inventory.permissions.len(),
+        "{name}: {}, {}: {}",
+        plural(inventory.resources.len(), "resource"),
+        plural(inventory.permissions.len(), "permission"),
         inventory
             .resources
             .iter()
@@ -278,4 +290,13 @@ fn serde_json_line(name: &str, inventory: &apono_core::Inventory) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     )
+}
+
+/// `1 problem`, `2 problems`.
+fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("{n} {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
