@@ -576,6 +576,40 @@ fn request_errors_from_a_real_connector() -> Result<()> {
         .run(&["requests", "revoke", &waiting, "-o", "json"])?
         .json()?;
     ensure!(withdrawn["status"] == "Revoked", "{withdrawn}");
+    // Revoking it again: nothing is left to revoke, and the words say so.
+    let again = alice.run(&["requests", "revoke", &waiting])?;
+    ensure!(again.code == Some(0), "{again:#?}");
+    ensure!(
+        again.stderr.trim() == format!("request {waiting} is Revoked: access removed"),
+        "{again:#?}"
+    );
+    // bob approves but requested nothing: his empty list names the scope with his work.
+    let empty = bob.run(&["requests", "list"])?;
+    ensure!(
+        empty.code == Some(0)
+            && empty
+                .stderr
+                .contains("those awaiting your approval: apono requests list --scope approvals"),
+        "{empty:#?}"
+    );
+    // A misspelt resource type is a type, and the real connector's types are listed.
+    alice
+        .run(&[
+            "requests",
+            "create",
+            "-i",
+            "servers",
+            "-t",
+            "ssh-servers",
+            "-r",
+            "web-1",
+            "-p",
+            "Default",
+        ])?
+        .error(
+            1,
+            "unknown resource type \"ssh-servers\" in integration servers: use -t with one of ssh-server",
+        )?;
 
     // --no-wait returns the pending request at once.
     let quick = alice
@@ -734,5 +768,92 @@ fn all_of_approval_progress() -> Result<()> {
         "{json}"
     );
     alice.run(&["requests", "revoke", &id, "--wait"])?.ok()?;
+    Ok(())
+}
+
+/// `apono-connector check-config` and `run` on broken files and a busy address: what is
+/// wrong, where, in words that fit the count.
+#[test]
+fn connector_configuration_errors_read_well() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let bin = apono_e2e::connector_bin()?;
+    let connector = |args: &[&str], text: &str| -> Result<std::process::Output> {
+        let path = dir.path().join("connector.toml");
+        std::fs::write(&path, text)?;
+        let mut cmd = std::process::Command::new(&bin);
+        cmd.args(args)
+            .arg("--config")
+            .arg(&path)
+            .env_remove("APONO_CONFIG")
+            .stdin(Stdio::null());
+        Ok(cmd.output()?)
+    };
+    let stderr = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+
+    // A TOML syntax error keeps TOML's own lines: the line number, the line and the caret.
+    let out = connector(
+        &["check-config"],
+        "[connector]\nid = \"x\"\n[[users]\nemail = \"a@example.com\"\n",
+    )?;
+    let text = stderr(&out);
+    ensure!(out.status.code() == Some(1), "{text}");
+    ensure!(text.contains("has 1 problem:\n"), "{text}");
+    ensure!(text.contains("\n  3 | [[users]\n"), "{text}");
+    ensure!(text.contains("^"), "{text}");
+
+    // A typo in connected_resource_types is named as such, not as the integration lacking a type.
+    let good = format!(
+        r#"
+[connector]
+id = "x"
+listen = "{{listen}}"
+data_dir = "{data}"
+
+[[users]]
+email = "{ALICE}"
+
+[[integrations]]
+name = "servers"
+type = "ssh"
+connected_resource_types = ["ssh-server"]
+secret_store = {{ apono = {{ parameters = {{ base64_private_key = "eA==" }} }} }}
+config = {{ servers = [{{ name = "web-1", host = "127.0.0.1", port = 22, user = "root" }}] }}
+
+[[access_flows]]
+name = "ops"
+trigger = "self_serve"
+requestors = {{ users = ["{ALICE}"] }}
+approvers = {{ users = ["{ALICE}"] }}
+targets = [{{ integration = "servers", resource_type = "ssh-server", permissions = ["Default"] }}]
+grant_duration = "10m"
+"#,
+        data = dir.path().join("data").display(),
+    );
+    let typo = good
+        .replace("{listen}", "127.0.0.1:0")
+        .replace(r#"["ssh-server"]"#, r#"["ssh-servr"]"#);
+    let out = connector(&["check-config"], &typo)?;
+    let text = stderr(&out);
+    ensure!(out.status.code() == Some(1), "{text}");
+    ensure!(
+        text.contains(
+            r#"access_flows[0].targets[0].resource_type: "ssh-server" is not in integration "servers"'s connected_resource_types ("ssh-servr"): check both for a typo"#
+        ),
+        "{text}"
+    );
+    ensure!(text.contains("has 1 problem:"), "{text}");
+
+    // A busy address: the error names connector.listen and the address.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let address = busy.local_addr()?.to_string();
+    let out = connector(&["run"], &good.replace("{listen}", &address))?;
+    let text = stderr(&out);
+    ensure!(out.status.code() == Some(1), "{text}");
+    ensure!(
+        text.contains(&format!(
+            "error: cannot listen on {address} (connector.listen): "
+        )),
+        "{text}"
+    );
     Ok(())
 }
