@@ -6,6 +6,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
+# python3 picks a free port for the connector; checked first, so nothing is built or
+# started for nothing.
+if ! command -v python3 >/dev/null; then
+  echo "quickstart: python3 is required (it picks a free port for the connector); install it (apt-get install python3) and run again" >&2
+  exit 1
+fi
+
 missing=()
 [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
 command -v ssh >/dev/null || missing+=(openssh-client)
@@ -99,6 +106,6 @@ The same over HTTP: curl -H "Authorization: Bearer \$ALICE" $URL/api/v1/access-s
 Audit log (admins only; make bob an admin in $WORK/connector.toml to read it), verify the chain:
   $BIN/apono-connector audit verify --config $WORK/connector.toml
 
-Stop everything:
-  kill \$(cat $WORK/connector.pid) \$(cat $WORK/target.pid)
+Stop everything and remove $WORK (it holds the sshd's admin key and the tokens' database):
+  kill \$(cat $WORK/connector.pid) \$(cat $WORK/target.pid); rm -rf $WORK
 TEXT
