@@ -65,6 +65,7 @@ mod metrics;
 mod model;
 mod plane;
 mod policy;
+mod refusals;
 mod scheduler;
 
 pub use config::{

@@ -24,6 +24,7 @@ use crate::metrics::{self, RevokeLag};
 use crate::model::now_ms;
 use crate::model::{AccessRequest, AccessSession, DryRun, NewRequest};
 use crate::policy::{Evaluation, Policy};
+use crate::refusals::Refusals;
 use crate::scheduler::Scheduler;
 
 /// Which requests a list shows.
@@ -51,6 +52,7 @@ pub struct ControlPlane {
     wake: Arc<Notify>,
     naming: AccountNaming,
     token_seen: Mutex<HashMap<String, i64>>,
+    refusals: Refusals,
 }
 
 fn hash_token(token: &str) -> String {
@@ -83,6 +85,7 @@ impl ControlPlane {
             wake,
             naming: AccountNaming::new(),
             token_seen: Mutex::new(HashMap::new()),
+            refusals: Refusals::default(),
         })
     }
 
@@ -105,6 +108,46 @@ impl ControlPlane {
         Policy::new(&self.config)
     }
 
+    /// Audits a refusal (rate-limited, see `refusals.rs`) and hands the error back. A failure
+    /// to audit never hides the refusal itself.
+    async fn refused(
+        &self,
+        actor: &str,
+        action: &'static str,
+        subject: &str,
+        error: ControlError,
+    ) -> ControlError {
+        if let Some(left_out) = self.refusals.admit(actor, action) {
+            let entry = AuditEntry {
+                actor,
+                action,
+                subject,
+                outcome: "denied",
+                details: json!({ "error": error.to_string(), "refusals_left_out": left_out }),
+            };
+            if let Err(e) = self.ledger.audit(entry).await {
+                tracing::warn!(error = %e, "cannot audit a refusal");
+            }
+        }
+        error
+    }
+
+    /// `result`, with a refusal (`Forbidden`) audited.
+    async fn audited<T>(
+        &self,
+        actor: &str,
+        action: &'static str,
+        subject: &str,
+        result: Result<T, ControlError>,
+    ) -> Result<T, ControlError> {
+        match result {
+            Err(e @ ControlError::Forbidden(_)) => {
+                Err(self.refused(actor, action, subject, e).await)
+            }
+            other => other,
+        }
+    }
+
     /// Records the configuration load in the audit log, makes sure every integration has a
     /// discovery job, and revokes the grants (and withdraws the pending requests) of people no
     /// longer in the configuration.
@@ -120,6 +163,15 @@ impl ControlPlane {
             "users": self.config.users.len(),
             "access_flows": self.config.access_flows.iter().map(|f| &f.name).collect::<Vec<_>>(),
         });
+        for integration in &self.config.integrations {
+            if integration.secret_store.kind() == apono_core::SecretStoreKind::Apono {
+                tracing::warn!(
+                    integration = %integration.name,
+                    "the integration's admin secret is written inline in the configuration; \
+                     not recommended for production, use a secret manager"
+                );
+            }
+        }
         self.ledger
             .bootstrap(&self.config.connector.id, summary, &names, |email| {
                 self.config.user(email).is_some()
@@ -176,16 +228,25 @@ impl ControlPlane {
     /// The user a bearer token belongs to. A person removed from the configuration is refused
     /// at once.
     pub async fn authenticate(&self, token: &str) -> Result<User, ControlError> {
-        let (id, email) = self
-            .ledger
-            .token(&hash_token(token))
-            .await?
-            .ok_or(ControlError::Unauthenticated)?;
-        let user = self
-            .config
-            .user(&email)
-            .cloned()
-            .ok_or(ControlError::Unauthenticated)?;
+        let hash = hash_token(token);
+        let Some((id, email)) = self.ledger.token(&hash).await? else {
+            // Unknown tokens are audited under one actor, so a flood of them is one record a
+            // minute; the subject is a short prefix of the token's hash, never the token.
+            let subject = format!("sha256:{}", &hash[..12]);
+            return Err(self
+                .refused(
+                    "anonymous",
+                    "token.use",
+                    &subject,
+                    ControlError::Unauthenticated,
+                )
+                .await);
+        };
+        let Some(user) = self.config.user(&email).cloned() else {
+            return Err(self
+                .refused(&email, "token.use", &id, ControlError::Unauthenticated)
+                .await);
+        };
         // Token use is audited at most once a minute per token, so polling does not flood the log.
         let now = now_ms();
         let due = {
@@ -316,16 +377,14 @@ impl ControlPlane {
         else {
             let messages: Vec<String> =
                 evaluation.problems.into_iter().map(|p| p.message).collect();
-            self.ledger
-                .audit(AuditEntry {
-                    actor: &user.email,
-                    action: "request.created",
-                    subject: &req.integration,
-                    outcome: "denied",
-                    details: json!({ "problems": messages }),
-                })
-                .await?;
-            return Err(ControlError::Invalid(messages));
+            return Err(self
+                .refused(
+                    &user.email,
+                    "request.create",
+                    &req.integration,
+                    ControlError::Invalid(messages),
+                )
+                .await);
         };
         let justification = req.justification.clone().unwrap_or_default();
         let record = RequestRecord {
@@ -406,7 +465,13 @@ impl ControlPlane {
         let policy = self.policy();
         policy.check_reason(reason)?;
         let request = self.request(user, id).await?;
-        policy.may_approve(user, &request)?;
+        self.audited(
+            &user.email,
+            "request.approve",
+            id,
+            policy.may_approve(user, &request),
+        )
+        .await?;
         if request.status != apono_core::RequestStatus::Pending {
             return Err(ControlError::Conflict(format!(
                 "request is {}, not Pending",
@@ -456,7 +521,13 @@ impl ControlPlane {
         let policy = self.policy();
         policy.check_reason(Some(reason))?;
         let request = self.request(user, id).await?;
-        policy.may_approve(user, &request)?;
+        self.audited(
+            &user.email,
+            "request.reject",
+            id,
+            policy.may_approve(user, &request),
+        )
+        .await?;
         self.ledger
             .decide(id, &user.email, Decision::Rejected, Some(reason), None)
             .await?;
@@ -470,10 +541,13 @@ impl ControlPlane {
         // Visibility first: a request the caller may not see does not exist for them.
         self.request(user, id).await?;
         let policy = self.policy();
-        self.ledger
+        let revoked = self
+            .ledger
             .revoke_request(id, &user.email, |requester| {
                 policy.may_revoke(user, requester)
             })
+            .await;
+        self.audited(&user.email, "request.revoke", id, revoked)
             .await?;
         self.wake.notify_one();
         self.request(user, id).await

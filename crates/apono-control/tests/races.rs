@@ -574,3 +574,46 @@ async fn sessions_say_how_access_ended() -> Result<()> {
     assert_eq!(approvers, ["bob@example.com"]);
     Ok(())
 }
+
+/// Refused attempts leave a trace in the audit log, one record a minute per actor and action
+/// however many there are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_audited_without_flooding_the_log() -> Result<()> {
+    let db = database(false)?;
+    let target = Arc::new(Target::default());
+    let plane = plane(&db.url, &target, &config(2, "", "1h")).await?;
+    let u0 = user(&plane, "u0@example.com");
+    let u1 = user(&plane, "u1@example.com");
+    let request = plane.create_request(&u0, &on("box-2")).await?;
+    for _ in 0..50 {
+        assert!(matches!(
+            plane.approve(&u0, &request.id, None).await,
+            Err(ControlError::Forbidden(_))
+        ));
+        assert!(matches!(
+            plane.authenticate("apono_not_a_token").await,
+            Err(ControlError::Unauthenticated)
+        ));
+        assert!(matches!(
+            plane.revoke(&u1, &request.id).await,
+            Err(ControlError::Forbidden(_) | ControlError::NotFound(_))
+        ));
+    }
+    let records = audit::records(plane.store(), 0, 10_000, None).await?;
+    let denied: Vec<(&str, &str)> = records
+        .iter()
+        .filter(|r| r.outcome == "denied")
+        .map(|r| (r.actor.as_str(), r.action.as_str()))
+        .collect();
+    assert_eq!(
+        denied,
+        [
+            ("u0@example.com", "request.approve"),
+            ("anonymous", "token.use")
+        ],
+        "{records:?}"
+    );
+    let token = records.iter().find(|r| r.action == "token.use").unwrap();
+    assert!(token.subject.starts_with("sha256:") && !token.details.contains("apono_not"));
+    Ok(())
+}

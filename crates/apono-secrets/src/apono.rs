@@ -8,8 +8,9 @@ use tracing::{instrument, warn};
 /// integration's configuration.
 ///
 /// **Not for production.** The secret then lives in the configuration itself (and wherever
-/// that is copied); Apono's own documentation recommends a secret manager instead. Every read
-/// logs a warning saying so.
+/// that is copied); Apono's own documentation recommends a secret manager instead. The first
+/// read in a process logs a warning saying so (once: a warning per action would drown the log;
+/// the connector also names each integration that uses inline parameters when it starts).
 ///
 /// An integration whose inline parameters are empty has no secret: reading it is
 /// [`SecretError::NotFound`].
@@ -43,11 +44,14 @@ impl SecretStore for AponoStore {
                 source: None,
             });
         }
-        warn!(
-            keys = parameters.len(),
-            "using inline secret parameters from the integration configuration; \
-             not recommended for production, use a secret manager"
-        );
+        static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            warn!(
+                keys = parameters.len(),
+                "using inline secret parameters from the integration configuration; \
+                 not recommended for production, use a secret manager"
+            );
+        }
         Ok(parameters.clone())
     }
 }

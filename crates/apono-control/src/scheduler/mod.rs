@@ -386,7 +386,24 @@ impl Scheduler {
             lease: claimed.lease.clone(),
             after,
         };
-        match self.ledger.record(outcome.change, release).await {
+        let granted = matches!(outcome.change, Change::Granted { .. });
+        let revoked = matches!(outcome.change, Change::Revoked { .. });
+        let applied = self.ledger.record(outcome.change, release).await;
+        if let (Ok(Applied::Done), Some(grant)) = (&applied, &claimed.grant)
+            && (granted || revoked)
+            && tracing::enabled!(tracing::Level::INFO)
+        {
+            // One line per grant and revoke for the operator: who, what, where, and the lag.
+            let spec = grant.spec().ok();
+            let grantee = spec.as_ref().map(|s| s.grantee.email.clone());
+            let lag_ms = grant.expires_at.map(|e| (now_ms() - e).max(0));
+            if granted {
+                info!(grant = %grant.id, grantee = ?grantee, integration = %grant.integration, resource = %grant.resource_id, expires_at = ?grant.expires_at.map(crate::model::ts), "access granted");
+            } else {
+                info!(grant = %grant.id, grantee = ?grantee, integration = %grant.integration, resource = %grant.resource_id, lag_ms = ?lag_ms, "access revoked");
+            }
+        }
+        match applied {
             Ok(Applied::Done) => match outcome.then {
                 Then::Nothing => {}
                 Then::KeepCredentials(credentials) => {
