@@ -67,3 +67,10 @@ impl ControlError {
         }
     }
 }
+
+impl From<apono_core::UnknownStatus> for ControlError {
+    /// A stored status no version of this crate writes.
+    fn from(e: apono_core::UnknownStatus) -> Self {
+        Self::Corrupt(e.to_string())
+    }
+}

@@ -1,6 +1,9 @@
 //! The grant ledger and the durable scheduler, on SQLite and on PostgreSQL, with an in-memory
 //! provisioner whose target state the tests observe.
 
+#[macro_use]
+mod support;
+
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,24 +20,7 @@ use apono_core::{
 };
 use apono_runtime::{Executor, ExecutorLimits, ProvisionerRegistry};
 use apono_secrets::{AponoStore, SecretResolver};
-
-/// The tests `NAME::sqlite` and `NAME::postgres`, which run `async fn NAME(postgres: bool)` on
-/// each database.
-macro_rules! on_both_databases {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() -> anyhow::Result<()> {
-                super::$name(false).await
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() -> anyhow::Result<()> {
-                super::$name(true).await
-            }
-        }
-    };
-}
+use support::database;
 
 /// What exists on the fake target: grant ids with access.
 #[derive(Debug, Default)]
@@ -184,8 +170,7 @@ requester_cannot_approve_self = true
 struct Harness {
     plane: Arc<ControlPlane>,
     target: Arc<Target>,
-    _pg: Option<apono_testkit::Postgres>,
-    _dir: tempfile::TempDir,
+    _db: support::Db,
 }
 
 async fn open(url: &str, target: Arc<Target>) -> Result<Arc<ControlPlane>> {
@@ -219,26 +204,13 @@ async fn harness(postgres: bool) -> Result<Harness> {
 }
 
 async fn harness_with(postgres: bool, config: &str) -> Result<Harness> {
-    let dir = tempfile::tempdir()?;
+    let db = database(postgres)?;
     let target = Arc::new(Target::default());
-    let (url, pg) = if postgres {
-        let pg = apono_testkit::Postgres::start()?;
-        (pg.url(), Some(pg))
-    } else {
-        (
-            format!(
-                "sqlite://{}?mode=rwc",
-                dir.path().join("db.sqlite3").display()
-            ),
-            None,
-        )
-    };
-    let plane = open_with(&url, target.clone(), config).await?;
+    let plane = open_with(&db.url, target.clone(), config).await?;
     Ok(Harness {
         plane,
         target,
-        _pg: pg,
-        _dir: dir,
+        _db: db,
     })
 }
 

@@ -4,6 +4,9 @@
 //! configuration loses access; oversized and hostile requests get a clear 4xx; an approval
 //! re-checks the request against the current configuration.
 
+#[macro_use]
+mod support;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,22 +23,7 @@ use apono_core::{
 };
 use apono_runtime::{Executor, ExecutorLimits, ProvisionerRegistry};
 use apono_secrets::{AponoStore, SecretResolver};
-
-macro_rules! on_both_databases {
-    ($name:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() -> anyhow::Result<()> {
-                super::$name(false).await
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() -> anyhow::Result<()> {
-                super::$name(true).await
-            }
-        }
-    };
-}
+use support::database;
 
 /// A target that counts grant calls per grant, holds access by grant id, and can be told to
 /// take a while to grant.
@@ -162,33 +150,6 @@ grant_duration = "{max}"
         ));
     }
     text
-}
-
-struct Db {
-    url: String,
-    _pg: Option<apono_testkit::Postgres>,
-    _dir: tempfile::TempDir,
-}
-
-fn database(postgres: bool) -> Result<Db> {
-    let dir = tempfile::tempdir()?;
-    Ok(if postgres {
-        let pg = apono_testkit::Postgres::start()?;
-        Db {
-            url: pg.url(),
-            _pg: Some(pg),
-            _dir: dir,
-        }
-    } else {
-        Db {
-            url: format!(
-                "sqlite://{}?mode=rwc",
-                dir.path().join("db.sqlite3").display()
-            ),
-            _pg: None,
-            _dir: dir,
-        }
-    })
 }
 
 async fn plane(url: &str, target: &Arc<Target>, text: &str) -> Result<Arc<ControlPlane>> {

@@ -106,9 +106,7 @@ impl GrantRow {
         let status: String = get(row, "status")?;
         Ok(Self {
             id: get(row, "id")?,
-            status: status
-                .parse()
-                .map_err(|e: apono_core::UnknownStatus| ControlError::Corrupt(e.to_string()))?,
+            status: status.parse()?,
             integration: get(row, "integration")?,
             resource_id: get(row, "resource_id")?,
             duration_secs: get(row, "duration_secs")?,
@@ -201,6 +199,8 @@ pub(crate) async fn delete(
 enum Admission {
     /// Run it.
     Run,
+    /// Run it, once its grant is written `Revoking` with the batch's other revokes.
+    Revoke,
     /// Nothing to do: the job row was deleted.
     Dropped,
 }
@@ -398,26 +398,12 @@ impl Ledger {
                 }
                 continue;
             };
-            if job.kind == JobKind::Revoke
-                && matches!(
-                    grant.status,
-                    GrantStatus::Active | GrantStatus::RevokeFailed
-                )
-            {
-                deltas.moved(grant.status, GrantStatus::Revoking, 1);
-                audits.push((
-                    "revoke.started",
-                    grant.id.clone(),
-                    "ok",
-                    json!({ "attempt": job.attempts + 1 }),
-                ));
-                grant.status = GrantStatus::Revoking;
-                revoking.push(i);
-                got[i] = Some(Some(grant));
-                continue;
-            }
             match admit(&mut tx, &mut deltas, &mut audits, job, &mut grant, now).await? {
                 Admission::Run => got[i] = Some(Some(grant)),
+                Admission::Revoke => {
+                    revoking.push(i);
+                    got[i] = Some(Some(grant));
+                }
                 Admission::Dropped => {
                     sqlx::query("UPDATE grants SET lease_owner = NULL, leased_until = NULL WHERE id = $1 AND lease_owner = $2")
                         .bind(&job.subject)
@@ -428,8 +414,6 @@ impl Ledger {
                 }
             }
         }
-        transition(GrantStatus::Active, GrantStatus::Revoking)?;
-        transition(GrantStatus::RevokeFailed, GrantStatus::Revoking)?;
         for chunk in revoking.chunks(IN_CHUNK) {
             let sql = format!(
                 "UPDATE grants SET status = $1, updated_at = $2 WHERE status IN ($3, $4) AND id IN ({})",
@@ -536,20 +520,10 @@ async fn admit(
         }
         (JobKind::Grant, Granting | Active) => Ok(Admission::Run),
         (JobKind::Revoke, Active | RevokeFailed) => {
-            let from = grant.status;
-            transition(from, Revoking)?;
-            let n = sqlx::query(
-                "UPDATE grants SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4",
-            )
-            .bind(Revoking.as_str())
-            .bind(now)
-            .bind(&id)
-            .bind(from.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(db("claiming a grant"))?
-            .rows_affected();
-            deltas.moved(from, Revoking, n);
+            // Counted and audited here; the status itself is written for the whole batch in
+            // one statement by `claim`.
+            transition(grant.status, Revoking)?;
+            deltas.moved(grant.status, Revoking, 1);
             grant.status = Revoking;
             audits.push((
                 "revoke.started",
@@ -557,7 +531,7 @@ async fn admit(
                 "ok",
                 json!({ "attempt": job.attempts + 1 }),
             ));
-            Ok(Admission::Run)
+            Ok(Admission::Revoke)
         }
         (JobKind::Revoke, Revoking) => Ok(Admission::Run),
         (JobKind::Rotate, Active) => Ok(Admission::Run),

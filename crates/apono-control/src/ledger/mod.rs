@@ -149,6 +149,28 @@ impl Tx {
     fn conn(&mut self) -> &mut AnyConnection {
         &mut self.tx
     }
+
+    /// Appends one audit record in this transaction.
+    async fn audit(
+        &mut self,
+        actor: &str,
+        action: &str,
+        subject: &str,
+        outcome: &str,
+        details: Value,
+    ) -> Result<(), ControlError> {
+        audit::append(
+            &mut self.tx,
+            AuditEntry {
+                actor,
+                action,
+                subject,
+                outcome,
+                details,
+            },
+        )
+        .await
+    }
 }
 
 /// The one owner of the store.
@@ -220,17 +242,8 @@ impl Ledger {
         is_user: impl Fn(&str) -> bool,
     ) -> Result<(), ControlError> {
         let mut tx = self.begin("bootstrap").await?;
-        audit::append(
-            tx.conn(),
-            AuditEntry {
-                actor: "connector",
-                action: "config.loaded",
-                subject: connector,
-                outcome: "ok",
-                details: summary,
-            },
-        )
-        .await?;
+        tx.audit("connector", "config.loaded", connector, "ok", summary)
+            .await?;
         let now = now_ms();
         for name in integrations {
             jobs::enqueue(tx.conn(), JobKind::Discover, name, name, now).await?;
@@ -248,16 +261,7 @@ impl Ledger {
         .map_err(db("bootstrap"))?;
         for (id, email) in live.iter().filter(|(_, e)| !is_user(e)) {
             request_grant_revoke(&mut tx, id, "connector", now).await?;
-            audit::append(
-                tx.conn(),
-                AuditEntry {
-                    actor: "connector",
-                    action: "grant.revoked",
-                    subject: id,
-                    outcome: "ok",
-                    details: json!({ "reason": "the grantee is no longer a user in the configuration", "grantee": email }),
-                },
-            )
+            tx.audit("connector", "grant.revoked", id, "ok", json!({ "reason": "the grantee is no longer a user in the configuration", "grantee": email }))
             .await?;
         }
         let pending: Vec<(String, String)> =
@@ -275,16 +279,7 @@ impl Ledger {
                 .execute(tx.conn())
                 .await
                 .map_err(db("bootstrap"))?;
-            audit::append(
-                tx.conn(),
-                AuditEntry {
-                    actor: "connector",
-                    action: "request.revoked",
-                    subject: id,
-                    outcome: "ok",
-                    details: json!({ "reason": "the requester is no longer a user in the configuration", "requester": requester }),
-                },
-            )
+            tx.audit("connector", "request.revoked", id, "ok", json!({ "reason": "the requester is no longer a user in the configuration", "requester": requester }))
             .await?;
         }
         tx.commit("bootstrap").await
@@ -310,17 +305,8 @@ impl Ledger {
         .execute(tx.conn())
         .await
         .map_err(db("creating a token"))?;
-        audit::append(
-            tx.conn(),
-            AuditEntry {
-                actor: email,
-                action: "token.created",
-                subject: &id,
-                outcome: "ok",
-                details: json!({}),
-            },
-        )
-        .await?;
+        tx.audit(email, "token.created", &id, "ok", json!({}))
+            .await?;
         tx.commit("creating a token").await?;
         Ok(id)
     }
@@ -343,17 +329,7 @@ impl Ledger {
             .execute(tx.conn())
             .await
             .map_err(db("recording token use"))?;
-        audit::append(
-            tx.conn(),
-            AuditEntry {
-                actor: email,
-                action: "token.used",
-                subject: id,
-                outcome: "ok",
-                details: json!({}),
-            },
-        )
-        .await?;
+        tx.audit(email, "token.used", id, "ok", json!({})).await?;
         tx.commit("recording token use").await
     }
 
@@ -431,17 +407,8 @@ impl Ledger {
         .execute(tx.conn())
         .await
         .map_err(db("creating a request"))?;
-        audit::append(
-            tx.conn(),
-            AuditEntry {
-                actor: record.requester,
-                action: "request.created",
-                subject: &id,
-                outcome: "ok",
-                details,
-            },
-        )
-        .await?;
+        tx.audit(record.requester, "request.created", &id, "ok", details)
+            .await?;
         if let Some(plan) = auto {
             sqlx::query("UPDATE requests SET status = $1, decided_by = 'connector' WHERE id = $2")
                 .bind(RequestStatus::Granting.as_str())
@@ -449,15 +416,12 @@ impl Ledger {
                 .execute(tx.conn())
                 .await
                 .map_err(db("creating a request"))?;
-            audit::append(
-                tx.conn(),
-                AuditEntry {
-                    actor: "connector",
-                    action: "request.approved",
-                    subject: &id,
-                    outcome: "ok",
-                    details: json!({ "automatic": true }),
-                },
+            tx.audit(
+                "connector",
+                "request.approved",
+                &id,
+                "ok",
+                json!({ "automatic": true }),
             )
             .await?;
             start_grants(&mut tx, &id, plan).await?;
@@ -546,17 +510,8 @@ impl Ledger {
                 true
             }
             AllOfStep::Recorded(details) => {
-                audit::append(
-                    tx.conn(),
-                    AuditEntry {
-                        actor,
-                        action: "request.approval_recorded",
-                        subject: id,
-                        outcome: "ok",
-                        details,
-                    },
-                )
-                .await?;
+                tx.audit(actor, "request.approval_recorded", id, "ok", details)
+                    .await?;
                 false
             }
         };
@@ -595,15 +550,12 @@ impl Ledger {
         for grant_id in &sessions {
             request_grant_revoke(&mut tx, grant_id, actor, now).await?;
         }
-        audit::append(
-            tx.conn(),
-            AuditEntry {
-                actor,
-                action: "request.revoked",
-                subject: id,
-                outcome: "ok",
-                details: json!({ "sessions": sessions, "withdrawn": withdrawn, "was": status }),
-            },
+        tx.audit(
+            actor,
+            "request.revoked",
+            id,
+            "ok",
+            json!({ "sessions": sessions, "withdrawn": withdrawn, "was": status }),
         )
         .await?;
         refresh_request(&mut tx, id).await?;
@@ -765,15 +717,12 @@ impl Ledger {
                 .map_err(db("showing access details"))?
                 .rows_affected()
                 == 1;
-        audit::append(
-            tx.conn(),
-            AuditEntry {
-                actor,
-                action: "session.access_details",
-                subject: id,
-                outcome: "ok",
-                details: json!({ "credentials_shown": shown }),
-            },
+        tx.audit(
+            actor,
+            "session.access_details",
+            id,
+            "ok",
+            json!({ "credentials_shown": shown }),
         )
         .await?;
         tx.commit("showing access details").await?;
@@ -789,15 +738,12 @@ impl Ledger {
     ) -> Result<(), ControlError> {
         let mut tx = self.begin("resetting credentials").await?;
         jobs::enqueue(tx.conn(), JobKind::Rotate, id, target, now_ms()).await?;
-        audit::append(
-            tx.conn(),
-            AuditEntry {
-                actor,
-                action: "session.reset_credentials",
-                subject: id,
-                outcome: "requested",
-                details: json!({}),
-            },
+        tx.audit(
+            actor,
+            "session.reset_credentials",
+            id,
+            "requested",
+            json!({}),
         )
         .await?;
         tx.commit("resetting credentials").await
@@ -933,17 +879,7 @@ async fn decide_pending(
     if let Some(approvals) = approvals {
         details["approvals"] = json!(approvals);
     }
-    audit::append(
-        tx.conn(),
-        AuditEntry {
-            actor,
-            action,
-            subject: id,
-            outcome: "ok",
-            details,
-        },
-    )
-    .await
+    tx.audit(actor, action, id, "ok", details).await
 }
 
 /// Creates (or extends) the grants of approved request `request_id`.
@@ -991,15 +927,12 @@ async fn start_grants(tx: &mut Tx, request_id: &str, plan: &GrantPlan) -> Result
                         .await
                         .map_err(db("extending a grant"))?;
                 }
-                audit::append(
-                    tx.conn(),
-                    AuditEntry {
-                        actor: "connector",
-                        action: "grant.extended",
-                        subject: &grant_id,
-                        outcome: "ok",
-                        details: json!({ "request_id": request_id, "duration_seconds": secs }),
-                    },
+                tx.audit(
+                    "connector",
+                    "grant.extended",
+                    &grant_id,
+                    "ok",
+                    json!({ "request_id": request_id, "duration_seconds": secs }),
                 )
                 .await?;
                 grant_id
@@ -1062,9 +995,7 @@ async fn request_grant_revoke(
     let Some((status, integration, resource_id)) = row else {
         return Ok(());
     };
-    let status: GrantStatus = status
-        .parse()
-        .map_err(|e: apono_core::UnknownStatus| ControlError::Corrupt(e.to_string()))?;
+    let status: GrantStatus = status.parse()?;
     let target = target_of(&integration, &resource_id);
     match status {
         GrantStatus::Active | GrantStatus::RevokeFailed => {
@@ -1141,10 +1072,7 @@ async fn derived_status(
     .map_err(db("deriving a request's status"))?;
     let statuses: Vec<GrantStatus> = counts
         .iter()
-        .map(|(s, _, _)| {
-            s.parse()
-                .map_err(|e: apono_core::UnknownStatus| ControlError::Corrupt(e.to_string()))
-        })
+        .map(|(s, _, _)| s.parse().map_err(ControlError::from))
         .collect::<Result<_, _>>()?;
     let changed = counts.iter().map(|(_, _, at)| *at).max().unwrap_or(0);
     Ok(RequestStatus::from_grants(&statuses).map(|s| (s, changed)))

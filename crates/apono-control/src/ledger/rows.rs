@@ -18,9 +18,7 @@ impl AccessRequest {
         let ids: String = get(r, "resource_ids")?;
         Ok(Self {
             id: get(r, "id")?,
-            status: status
-                .parse()
-                .map_err(|e: apono_core::UnknownStatus| ControlError::Corrupt(e.to_string()))?,
+            status: status.parse()?,
             requester: get(r, "requester")?,
             flow: get(r, "flow")?,
             integration: get(r, "integration")?,
@@ -44,11 +42,10 @@ impl AccessSession {
     pub(crate) fn from_row(r: &AnyRow) -> Result<Self, ControlError> {
         let status: String = get(r, "status")?;
         let credential: Option<String> = get(r, "credential_status")?;
-        let corrupt = |e: apono_core::UnknownStatus| ControlError::Corrupt(e.to_string());
         Ok(Self {
             id: get(r, "id")?,
             request_id: get(r, "request_id")?,
-            status: status.parse().map_err(corrupt)?,
+            status: status.parse()?,
             integration: get(r, "integration")?,
             resource_type: get(r, "resource_type")?,
             resource_id: get(r, "resource_id")?,
@@ -59,7 +56,7 @@ impl AccessSession {
             expires_at: get::<Option<i64>>(r, "expires_at")?.map(ts),
             activated_at: get::<Option<i64>>(r, "activated_at")?.map(ts),
             revoked_at: get::<Option<i64>>(r, "revoked_at")?.map(ts),
-            credential_status: credential.map(|c| c.parse()).transpose().map_err(corrupt)?,
+            credential_status: credential.map(|c| c.parse()).transpose()?,
             last_error: get(r, "last_error")?,
             ended: ended(status_of(r)?, get(r, "revoke_requested_at")?),
             ended_by: get(r, "revoke_requested_by")?,
@@ -70,7 +67,7 @@ impl AccessSession {
 fn status_of(r: &AnyRow) -> Result<GrantStatus, ControlError> {
     get::<String>(r, "status")?
         .parse()
-        .map_err(|e: apono_core::UnknownStatus| ControlError::Corrupt(e.to_string()))
+        .map_err(ControlError::from)
 }
 
 /// How a session that no longer holds access ended: at its expiry, or revoked early.

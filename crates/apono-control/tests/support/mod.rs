@@ -2,7 +2,7 @@
 //! with a fixed latency per action, the executor around it, and a count of grants by status.
 //! (`benches/revoke_lag.rs` includes this file by path.)
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_macros)]
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -97,4 +97,51 @@ pub async fn count(plane: &ControlPlane, status: &str) -> Result<i64> {
             .await?
             .try_get("n")?,
     )
+}
+
+/// The tests `NAME::sqlite` and `NAME::postgres`, which run `async fn NAME(postgres: bool)` on
+/// each database.
+macro_rules! on_both_databases {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() -> anyhow::Result<()> {
+                super::$name(false).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() -> anyhow::Result<()> {
+                super::$name(true).await
+            }
+        }
+    };
+}
+
+/// A database for one test: a private PostgreSQL cluster, or an SQLite file in a temporary
+/// directory; both go with the value.
+pub struct Db {
+    pub url: String,
+    _pg: Option<apono_testkit::Postgres>,
+    _dir: tempfile::TempDir,
+}
+
+pub fn database(postgres: bool) -> Result<Db> {
+    let dir = tempfile::tempdir()?;
+    Ok(if postgres {
+        let pg = apono_testkit::Postgres::start()?;
+        Db {
+            url: pg.url(),
+            _pg: Some(pg),
+            _dir: dir,
+        }
+    } else {
+        Db {
+            url: format!(
+                "sqlite://{}?mode=rwc",
+                dir.path().join("db.sqlite3").display()
+            ),
+            _pg: None,
+            _dir: dir,
+        }
+    })
 }
