@@ -174,7 +174,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let registry = ProvisionerRegistry::with_builtin();
     match cli.command {
         Command::Version => println!("apono-connector {}", env!("CARGO_PKG_VERSION")),
-        Command::ConfigSchema => println!("{}", serde_json::to_string_pretty(&config_schema())?),
+        Command::ConfigSchema => println!(
+            "{}",
+            serde_json::to_string_pretty(&apono_control::config_schema())?
+        ),
         Command::CheckConfig(arg) => {
             load(&arg, &registry)?;
             println!("{}: ok", arg.config.display());
@@ -236,46 +239,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// The configuration's JSON Schema: [`Config`]'s, where an integration's `config` follows its
-/// `type` (an `if`/`then` per built-in type in `$defs.Integration.allOf`).
-fn config_schema() -> serde_json::Value {
-    let mut generator = schemars::generate::SchemaSettings::draft2020_12().into_generator();
-    let windows = generator.subschema_for::<apono_provision_winrm::WindowsConfig>();
-    let typed = [
-        (
-            "ssh",
-            generator.subschema_for::<apono_provision_ssh::SshConfig>(),
-        ),
-        ("rdp", windows.clone()),
-        ("windows-domain-controller", windows),
-        (
-            "rancher",
-            generator.subschema_for::<apono_provision_rancher::RancherConfig>(),
-        ),
-        (
-            "apono-vault",
-            generator.subschema_for::<apono_vault_client::AponoVaultConfig>(),
-        ),
-    ];
-    let mut root = generator.root_schema_for::<Config>().to_value();
-    let rules: Vec<serde_json::Value> = typed
-        .into_iter()
-        .map(|(name, config)| {
-            serde_json::json!({
-                "if": {"properties": {"type": {"const": name}}, "required": ["type"]},
-                "then": {"properties": {"config": config}},
-            })
-        })
-        .collect();
-    if let Some(integration) = root
-        .pointer_mut("/$defs/Integration")
-        .and_then(serde_json::Value::as_object_mut)
-    {
-        integration.insert("allOf".into(), rules.into());
-    }
-    root
 }
 
 fn serde_json_line(name: &str, inventory: &apono_core::Inventory) -> String {

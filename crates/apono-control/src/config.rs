@@ -792,6 +792,31 @@ pub fn check_config(
     }
 }
 
+/// The configuration's JSON Schema (what `apono-connector config-schema` prints): [`Config`]'s,
+/// where an integration's `config` follows its `type`, for every built-in type this build
+/// registers (an `if`/`then` per built-in type in `$defs.Integration.allOf`).
+pub fn config_schema() -> serde_json::Value {
+    let mut generator = schemars::generate::SchemaSettings::draft2020_12().into_generator();
+    let typed = apono_runtime::integration_config_schemas(&mut generator);
+    let mut root = generator.root_schema_for::<Config>().to_value();
+    let rules: Vec<serde_json::Value> = typed
+        .into_iter()
+        .map(|(name, config)| {
+            serde_json::json!({
+                "if": {"properties": {"type": {"const": name}}, "required": ["type"]},
+                "then": {"properties": {"config": config}},
+            })
+        })
+        .collect();
+    if let Some(integration) = root
+        .pointer_mut("/$defs/Integration")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        integration.insert("allOf".into(), rules.into());
+    }
+    root
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -71,6 +71,7 @@ mod scheduler;
 pub use config::{
     AccessFlow, ApprovalMode, Approvers, Config, ConfigError, ConfigProblem, ConnectorSettings,
     FlowTarget, HumanDuration, Principals, ResourceSelector, Trigger, User, check_config,
+    config_schema,
 };
 pub use error::ControlError;
 pub use ledger::audit;

@@ -43,6 +43,8 @@ mod executor;
 mod registry;
 
 pub use executor::{Executor, ExecutorLimits, RuntimeError};
+#[cfg(feature = "schemars")]
+pub use registry::integration_config_schemas;
 pub use registry::{ProvisionerFactory, ProvisionerRegistry};
 
 pub use apono_core::ErrorKind;

@@ -213,3 +213,39 @@ mod tests {
         }
     }
 }
+
+/// The JSON Schema of the `config` of each built-in integration type this build registers
+/// (`ProvisionerRegistry::with_builtin`), by type name.
+#[cfg(feature = "schemars")]
+pub fn integration_config_schemas(
+    generator: &mut schemars::SchemaGenerator,
+) -> Vec<(&'static str, schemars::Schema)> {
+    #[allow(unused_mut)]
+    let mut out = Vec::new();
+    #[cfg(feature = "ssh")]
+    out.push((
+        apono_provision_ssh::INTEGRATION_TYPE,
+        generator.subschema_for::<apono_provision_ssh::SshConfig>(),
+    ));
+    #[cfg(feature = "winrm")]
+    {
+        let windows = generator.subschema_for::<apono_provision_winrm::WindowsConfig>();
+        out.push((apono_core::IntegrationType::Rdp.as_str(), windows.clone()));
+        out.push((
+            apono_core::IntegrationType::WindowsDomainController.as_str(),
+            windows,
+        ));
+    }
+    #[cfg(feature = "rancher")]
+    out.push((
+        apono_provision_rancher::INTEGRATION_TYPE,
+        generator.subschema_for::<apono_provision_rancher::RancherConfig>(),
+    ));
+    #[cfg(feature = "apono-vault")]
+    out.push((
+        apono_core::IntegrationType::AponoVault.as_str(),
+        generator.subschema_for::<apono_vault_client::AponoVaultConfig>(),
+    ));
+    let _ = &generator; // nothing to generate in a build without provisioners
+    out
+}
