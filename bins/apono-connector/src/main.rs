@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use apono_control::{Config, ControlPlane, Store, api, audit, check_config};
+use apono_control::{Config, ControlPlane, Store, api, check_config};
 use apono_core::{CancelSignal, SecretStoreKind};
 use apono_runtime::{Executor, ExecutorLimits, ProvisionerRegistry};
 use apono_secrets::SecretResolver;
@@ -94,6 +94,13 @@ async fn plane(config: Config, registry: ProvisionerRegistry) -> anyhow::Result<
         .integrations
         .iter()
         .map(|i| i.secret_store.kind())
+        .chain(
+            config
+                .connector
+                .master_key
+                .as_ref()
+                .and_then(|k| k.secret_store_kind()),
+        )
         .collect();
     let c = &config.connector;
     let mut resolver = SecretResolver::builder().store(Arc::new(apono_secrets::AponoStore::new()));
@@ -188,17 +195,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Audit(Audit::Verify(arg)) => {
             let plane = plane(load(&arg, &registry)?, registry).await?;
-            let report = audit::verify(plane.store()).await?;
+            let report = plane.verify_audit().await?;
+            let n = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
             match report.first_broken {
                 None => println!(
-                    "audit chain intact: {}",
-                    plural(
-                        usize::try_from(report.records).unwrap_or(usize::MAX),
-                        "record"
-                    )
+                    "audit chain intact: {} checked with key {} ({} linked before the chain was keyed)",
+                    plural(n(report.records), "record"),
+                    report.key_id,
+                    report.unkeyed
                 ),
                 Some(seq) => bail!(
-                    "audit chain broken at record {seq} ({} records verified before it)",
+                    "audit chain broken at record {seq}, checked with key {} ({} records verified before it)",
+                    report.key_id,
                     report.records
                 ),
             }

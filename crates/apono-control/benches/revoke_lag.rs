@@ -24,6 +24,7 @@ fn config(listen: &str) -> String {
         r#"
 [connector]
 listen = "{listen}"
+master_key = {{ secret_store = {{ apono = {{ parameters = {{ master_key = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a" }} }} }} }}
 max_concurrent_actions = 64
 [[users]]
 email = "alice@example.com"

@@ -172,6 +172,62 @@ pub struct ConnectorSettings {
     /// The largest API request body, in bytes.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// Where the 32-byte master key is kept (64 hex digits or base64): `{ file = "/path" }`,
+    /// or `{ secret_store = { … } }` whose secret has a field `master_key`. It seals one-time
+    /// credentials in the store and keys the audit chain; it is never stored in the database.
+    /// Absent: an SQLite connector generates `master.key` in `data_dir`; a PostgreSQL
+    /// connector refuses to start (every replica must hold the same key). A lost key makes
+    /// pending one-time credentials unrecoverable (the requester resets them).
+    #[serde(default)]
+    pub master_key: Option<MasterKeySource>,
+    /// How long a new API token lasts when its creator names no expiry.
+    #[serde(default = "default_token_expiry")]
+    pub token_default_expiry: HumanDuration,
+    /// The longest expiry a new API token may have.
+    #[serde(default = "default_token_max_expiry")]
+    pub token_max_expiry: HumanDuration,
+    /// The API listener's TLS certificate chain (PEM). With `tls_key`, the API is served
+    /// over TLS (rustls); both files are read again when they change, so a certificate
+    /// rotates without a restart.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `tls_cert`.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// Whether a `listen` address that is not loopback may serve plain HTTP (without TLS,
+    /// bearer tokens and credentials cross the network in clear). Refused unless set.
+    #[serde(default)]
+    pub allow_insecure_listen: bool,
+}
+
+/// Where the master key is kept (`connector.master_key`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum MasterKeySource {
+    /// A file holding the key (mode 0600, readable by the connector only).
+    File(PathBuf),
+    /// A secret in one of the secret stores (same shape as an integration's `secret_store`),
+    /// whose field `master_key` holds the key.
+    SecretStore(
+        #[schemars(with = "BTreeMap<String, serde_json::Value>")] apono_core::SecretStoreRef,
+    ),
+}
+
+impl MasterKeySource {
+    /// The secret store the key is read from, if any.
+    pub fn secret_store_kind(&self) -> Option<apono_core::SecretStoreKind> {
+        match self {
+            Self::File(_) => None,
+            Self::SecretStore(reference) => Some(reference.kind()),
+        }
+    }
+}
+
+fn default_token_expiry() -> HumanDuration {
+    secs(30 * 86_400)
+}
+fn default_token_max_expiry() -> HumanDuration {
+    secs(365 * 86_400)
 }
 
 fn default_max_resources() -> usize {
@@ -204,6 +260,12 @@ impl Default for ConnectorSettings {
             max_justification_length: default_max_text(),
             max_reason_length: default_max_text(),
             max_body_bytes: default_max_body(),
+            master_key: None,
+            token_default_expiry: default_token_expiry(),
+            token_max_expiry: default_token_max_expiry(),
+            tls_cert: None,
+            tls_key: None,
+            allow_insecure_listen: false,
         }
     }
 }
@@ -526,6 +588,37 @@ impl Config {
                 format!(
                     "{:?} is not an address such as 127.0.0.1:8080",
                     connector.listen
+                ),
+            );
+        }
+        match (&connector.tls_cert, &connector.tls_key) {
+            (Some(_), None) | (None, Some(_)) => problem(
+                "connector.tls_cert".into(),
+                "tls_cert and tls_key go together".into(),
+            ),
+            (None, None) => {
+                if let Ok(addr) = connector.listen.parse::<std::net::SocketAddr>()
+                    && !addr.ip().is_loopback()
+                    && !connector.allow_insecure_listen
+                {
+                    problem(
+                        "connector.listen".into(),
+                        format!(
+                            "{addr} is not a loopback address and no TLS is configured: set \
+                             tls_cert and tls_key, or allow_insecure_listen = true to serve \
+                             plain HTTP (tokens and credentials in clear)"
+                        ),
+                    );
+                }
+            }
+            (Some(_), Some(_)) => {}
+        }
+        if connector.token_default_expiry > connector.token_max_expiry {
+            problem(
+                "connector.token_default_expiry".into(),
+                format!(
+                    "{} is longer than token_max_expiry ({})",
+                    connector.token_default_expiry, connector.token_max_expiry
                 ),
             );
         }

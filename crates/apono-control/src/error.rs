@@ -39,6 +39,9 @@ pub enum ControlError {
     /// Stored data does not parse (written by another version?).
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The master key cannot be loaded (missing, unreadable, malformed); never names the key.
+    #[error("master key: {0}")]
+    Key(String),
     /// An I/O operation failed.
     #[error("i/o error while {context}")]
     Io {
@@ -58,7 +61,7 @@ impl ControlError {
     /// The kind of failure.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::Store { .. } | Self::Io { .. } => ErrorKind::Unavailable,
+            Self::Store { .. } | Self::Io { .. } | Self::Key(_) => ErrorKind::Unavailable,
             Self::Unauthenticated | Self::Forbidden(_) => ErrorKind::PermissionDenied,
             Self::NotFound(_) => ErrorKind::NotFound,
             Self::Invalid(_) | Self::Config(_) | Self::TooLarge(_) => ErrorKind::InvalidInput,

@@ -58,8 +58,8 @@
 
 pub mod api;
 mod config;
-mod credentials;
 mod error;
+mod keys;
 mod ledger;
 mod metrics;
 mod model;
@@ -70,10 +70,11 @@ mod scheduler;
 
 pub use config::{
     AccessFlow, ApprovalMode, Approvers, Config, ConfigError, ConfigProblem, ConnectorSettings,
-    FlowTarget, HumanDuration, Principals, ResourceSelector, Trigger, User, check_config,
-    config_schema,
+    FlowTarget, HumanDuration, MasterKeySource, Principals, ResourceSelector, Trigger, User,
+    check_config, config_schema,
 };
 pub use error::ControlError;
+pub use keys::{Keys, UnsealError};
 pub use ledger::audit;
 pub use ledger::store::{Backend, Store};
 pub use model::{

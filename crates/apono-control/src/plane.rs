@@ -14,8 +14,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
 use crate::config::{Config, User};
-use crate::credentials::Credentials;
 use crate::error::ControlError;
+use crate::keys::Keyring;
 use crate::ledger::audit::AuditEntry;
 use crate::ledger::jobs::target_of;
 use crate::ledger::store::Store;
@@ -47,7 +47,6 @@ pub struct ControlPlane {
     config: Arc<Config>,
     ledger: Arc<Ledger>,
     scheduler: Arc<Scheduler>,
-    credentials: Arc<Credentials>,
     lag: Arc<RevokeLag>,
     wake: Arc<Notify>,
     naming: AccountNaming,
@@ -61,18 +60,26 @@ fn hash_token(token: &str) -> String {
 
 impl ControlPlane {
     /// A control plane over `store` with `config`, executing through `executor`.
+    ///
+    /// The master key (`connector.master_key`) is loaded on first use (at the latest by
+    /// [`ControlPlane::bootstrap`]), through the executor's secret resolver when it is kept in
+    /// a secret store.
     pub fn new(store: Store, config: Config, executor: Arc<Executor>) -> Arc<Self> {
+        let keyring = Keyring::new(
+            config.connector.master_key.clone(),
+            config.connector.data_dir.clone(),
+            store.backend(),
+            executor.clone(),
+        );
         let owner = format!("{}/{}", config.connector.id, crate::ledger::new_id(""));
         let config = Arc::new(config);
-        let ledger = Arc::new(Ledger::new(store, owner));
-        let credentials = Arc::new(Credentials::default());
+        let ledger = Arc::new(Ledger::new(store, owner, Arc::new(keyring)));
         let lag = Arc::new(RevokeLag::default());
         let wake = Arc::new(Notify::new());
         let scheduler = Arc::new(Scheduler::new(
             ledger.clone(),
             config.clone(),
             executor,
-            credentials.clone(),
             lag.clone(),
             wake.clone(),
         ));
@@ -80,7 +87,6 @@ impl ControlPlane {
             config,
             ledger,
             scheduler,
-            credentials,
             lag,
             wake,
             naming: AccountNaming::new(),
@@ -102,6 +108,12 @@ impl ControlPlane {
     /// The executor.
     pub fn executor(&self) -> &Arc<Executor> {
         &self.scheduler.executor
+    }
+
+    /// Verifies the audit chain with this connector's audit key (the report names the key id).
+    pub async fn verify_audit(&self) -> Result<crate::audit::ChainReport, ControlError> {
+        let keys = self.ledger.keys().await?;
+        crate::audit::verify(self.ledger.store(), &keys).await
     }
 
     fn policy(&self) -> Policy<'_> {
@@ -601,25 +613,33 @@ impl ControlPlane {
             )));
         }
         let mut details = self.ledger.access(id).await?;
-        let have = self.credentials.has(id);
-        let shown = self.ledger.credentials_shown(id, &user.email, have).await?;
-        let credentials = if shown {
-            self.credentials.take(id)
-        } else {
-            None
+        let sealed = self.ledger.take_credentials(id, &user.email).await?;
+        let opened = match sealed {
+            Some(sealed) => Some(self.ledger.keys().await?.open(id, &sealed)),
+            None => None,
         };
-        match credentials {
-            Some(credentials) => {
+        let shown = match opened {
+            Some(Ok(credentials)) => {
                 let mut map = serde_json::Map::new();
-                for c in &credentials {
-                    map.insert(c.name.clone(), c.value.expose_secret().into());
+                for (name, value) in &credentials {
+                    map.insert(name.clone(), value.expose_secret().into());
                 }
                 details["credentials"] = serde_json::Value::Object(map);
+                true
+            }
+            Some(Err(e)) => {
+                // Deleted all the same: unreadable now means unreadable for good.
+                tracing::warn!(session = %id, error = %e, "one-time credentials could not be unsealed");
+                details["credentials"] = json!(format!(
+                    "[the one-time credentials could not be unsealed ({e}); use reset-credentials for new ones]"
+                ));
+                false
             }
             None => {
                 details["credentials"] = json!("[shown once; use reset-credentials for new ones]");
+                false
             }
-        }
+        };
         details["credential_status"] = json!(if shown { "new" } else { "viewed" });
         Ok(details)
     }

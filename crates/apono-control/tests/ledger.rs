@@ -104,6 +104,21 @@ impl Provisioner for FakeProvisioner {
             access,
         })
     }
+    async fn reset_credentials(
+        &self,
+        _ctx: &ActionContext,
+        _grant: &GrantSpec,
+        state: &GrantState,
+    ) -> Result<Granted, ProvisionError> {
+        let mut access = AccessDetails::default();
+        access
+            .credentials
+            .push(Credential::one_time("password", "one-time-canary"));
+        Ok(Granted {
+            state: state.clone(),
+            access,
+        })
+    }
     async fn revoke_access(
         &self,
         ctx: &ActionContext,
@@ -127,6 +142,7 @@ const CONFIG: &str = r#"
 [connector]
 id = "test"
 listen = "127.0.0.1:0"
+master_key = { secret_store = { apono = { parameters = { master_key = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a" } } } }
 retry_base = "1s"
 retry_max = "1s"
 revoke_failed_after_attempts = 2
@@ -280,7 +296,7 @@ async fn grant_expires_and_is_revoked(postgres: bool) -> Result<()> {
         RequestStatus::Revoked
     );
 
-    let report = audit::verify(h.plane.store()).await?;
+    let report = h.plane.verify_audit().await?;
     assert!(report.is_intact() && report.records > 5, "{report:?}");
     let all = audit::records(h.plane.store(), 0, 10_000, None).await?;
     let text = serde_json::to_string(&all)?;
@@ -589,7 +605,7 @@ async fn sqlite_audit_chain_detects_tampering() -> Result<()> {
     let alice = user(&h, "alice@example.com");
     h.plane.create_request(&alice, &dev_request()).await?;
     h.plane.run_due_once().await?;
-    let before = audit::verify(h.plane.store()).await?;
+    let before = h.plane.verify_audit().await?;
     assert!(before.is_intact(), "{before:?}");
 
     sqlx_exec(
@@ -597,7 +613,7 @@ async fn sqlite_audit_chain_detects_tampering() -> Result<()> {
         "UPDATE audit SET actor = 'mallory@example.com' WHERE seq = 2",
     )
     .await?;
-    let after = audit::verify(h.plane.store()).await?;
+    let after = h.plane.verify_audit().await?;
     assert_eq!(after.first_broken, Some(2), "{after:?}");
     Ok(())
 }
@@ -610,10 +626,7 @@ async fn sqlite_audit_chain_detects_truncation() -> Result<()> {
     let records = audit::records(h.plane.store(), 0, 1000, None).await?;
     let last = records.last().unwrap().seq;
     sqlx_exec(&h, &format!("DELETE FROM audit WHERE seq = {last}")).await?;
-    assert_eq!(
-        audit::verify(h.plane.store()).await?.first_broken,
-        Some(last)
-    );
+    assert_eq!(h.plane.verify_audit().await?.first_broken, Some(last));
     Ok(())
 }
 
@@ -826,6 +839,7 @@ const ALL_OF_CONFIG: &str = r#"
 [connector]
 id = "test"
 listen = "127.0.0.1:0"
+master_key = { secret_store = { apono = { parameters = { master_key = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a" } } } }
 
 [[users]]
 email = "alice@example.com"
@@ -1075,7 +1089,7 @@ async fn all_of_needs_every_approver(postgres: bool) -> Result<()> {
         "{openapi}"
     );
 
-    let report = audit::verify(h.plane.store()).await?;
+    let report = h.plane.verify_audit().await?;
     assert!(report.is_intact(), "{report:?}");
     Ok(())
 }
@@ -1115,7 +1129,7 @@ async fn all_of_concurrent_approvals_approve_once(postgres: bool) -> Result<()> 
         h.plane.revoke(&alice, &request.id).await?;
         h.plane.run_due_once().await?;
     }
-    assert!(audit::verify(h.plane.store()).await?.is_intact());
+    assert!(h.plane.verify_audit().await?.is_intact());
     Ok(())
 }
 
@@ -1145,3 +1159,238 @@ fn all_of_without_approvers_is_a_config_error() {
     let err = Config::parse(&mode, std::iter::empty(), None).unwrap_err();
     assert!(err.to_string().contains("access_flows[0] (pair)"), "{err}");
 }
+
+// ------------------------------------------------------------------ sealed credentials, keyed audit
+
+/// The master key every test configuration names (`5a` × 32).
+const TEST_KEY: &str = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
+
+async fn sealed_of(plane: &ControlPlane, id: &str) -> Result<(Option<String>, Option<String>)> {
+    Ok(
+        sqlx::query_as("SELECT credential_status, sealed_credentials FROM grants WHERE id = $1")
+            .bind(id)
+            .fetch_one(plane.store().pool())
+            .await?,
+    )
+}
+
+/// Credentials sealed in the store survive a restart and are shown exactly once by whichever
+/// of two connectors on the same database is asked; both ask at once, twenty times over.
+async fn sealed_credentials_are_shown_once_by_any_replica(postgres: bool) -> Result<()> {
+    let h = harness(postgres).await?;
+    let alice = user(&h, "alice@example.com");
+    let request = h.plane.create_request(&alice, &dev_request()).await?;
+    h.plane.run_due_once().await?;
+    let id = h.plane.request(&alice, &request.id).await?.session_ids[0].clone();
+    let (status, sealed) = sealed_of(&h.plane, &id).await?;
+    assert_eq!(status.as_deref(), Some("new"));
+    let sealed = sealed.expect("sealed in the store");
+    assert!(
+        sealed.starts_with("v1:") && !sealed.contains("canary"),
+        "{sealed}"
+    );
+    // A restart, and a second replica: a fresh control plane on the same database.
+    let other = open(&h._db.url, h.target.clone()).await?;
+    let mut shown = 0;
+    for round in 0..20 {
+        if round > 0 {
+            h.plane.reset_credentials(&alice, &id).await?;
+            h.plane.run_due_once().await?;
+            assert_eq!(sealed_of(&h.plane, &id).await?.0.as_deref(), Some("new"));
+        }
+        let (a, b) = tokio::join!(
+            h.plane.access_details(&alice, &id),
+            other.access_details(&alice, &id)
+        );
+        let got: Vec<bool> = [a?, b?]
+            .iter()
+            .map(|d| d.to_string().contains("one-time-canary"))
+            .collect();
+        assert_eq!(
+            got.iter().filter(|g| **g).count(),
+            1,
+            "round {round}: {got:?}"
+        );
+        shown += 1;
+        let (status, sealed) = sealed_of(&h.plane, &id).await?;
+        assert_eq!(status.as_deref(), Some("viewed"));
+        assert!(sealed.is_none(), "deleted with the view");
+    }
+    assert_eq!(shown, 20);
+    let all = audit::records(h.plane.store(), 0, 100_000, None).await?;
+    assert!(!serde_json::to_string(&all)?.contains("one-time-canary"));
+    assert_eq!(
+        all.iter()
+            .filter(|r| r.action == "session.access_details"
+                && r.details.contains("\"credentials_shown\":true"))
+            .count(),
+        20
+    );
+    Ok(())
+}
+
+on_both_databases!(sealed_credentials_are_shown_once_by_any_replica);
+
+/// A revoke deletes the sealed credentials in its own transaction; a sealed blob copied to
+/// another grant's row does not open there.
+async fn revoke_deletes_sealed_credentials_and_copies_do_not_open(postgres: bool) -> Result<()> {
+    let h = harness(postgres).await?;
+    let alice = user(&h, "alice@example.com");
+    let bob = user(&h, "bob@example.com");
+    let mut ids = Vec::new();
+    for req in [dev_request(), prod_request(Some("incident 7"), None)] {
+        let request = h.plane.create_request(&alice, &req).await?;
+        if request.status == RequestStatus::Pending {
+            h.plane.approve(&bob, &request.id, None).await?;
+        }
+        h.plane.run_due_once().await?;
+        ids.push((
+            request.id.clone(),
+            h.plane.request(&alice, &request.id).await?.session_ids[0].clone(),
+        ));
+    }
+    let (first_request, first) = &ids[0];
+    let (_, second) = &ids[1];
+    // Copy the first grant's blob onto the second: authenticated against the grant id, it
+    // does not open, and is deleted all the same.
+    let blob = sealed_of(&h.plane, first).await?.1.expect("sealed");
+    sqlx::query("UPDATE grants SET sealed_credentials = $1 WHERE id = $2")
+        .bind(&blob)
+        .bind(second)
+        .execute(h.plane.store().pool())
+        .await?;
+    let copied = h.plane.access_details(&alice, second).await?;
+    assert!(!copied.to_string().contains("one-time-canary"), "{copied}");
+    assert!(
+        copied["credentials"]
+            .as_str()
+            .unwrap()
+            .contains("could not be unsealed")
+    );
+    assert!(sealed_of(&h.plane, second).await?.1.is_none());
+
+    h.plane.revoke(&alice, first_request).await?;
+    let (status, sealed) = sealed_of(&h.plane, first).await?;
+    assert!(sealed.is_none(), "deleted at revoke (status {status:?})");
+    Ok(())
+}
+
+on_both_databases!(revoke_deletes_sealed_credentials_and_copies_do_not_open);
+
+/// Another master key (the key lost and replaced): pending credentials are never readable,
+/// they are deleted and the requester is told to reset.
+async fn credentials_under_a_lost_key_are_unrecoverable(postgres: bool) -> Result<()> {
+    let h = harness(postgres).await?;
+    let alice = user(&h, "alice@example.com");
+    let request = h.plane.create_request(&alice, &dev_request()).await?;
+    h.plane.run_due_once().await?;
+    let id = h.plane.request(&alice, &request.id).await?.session_ids[0].clone();
+    let other_key = "77".repeat(32);
+    let replaced = open_with(
+        &h._db.url,
+        h.target.clone(),
+        &CONFIG.replace(TEST_KEY, &other_key),
+    )
+    .await?;
+    let details = replaced.access_details(&alice, &id).await?;
+    let text = details["credentials"].as_str().unwrap_or_default();
+    assert!(
+        text.contains("could not be unsealed") && text.contains("reset-credentials"),
+        "{details}"
+    );
+    assert!(!details.to_string().contains("one-time-canary"));
+    assert!(sealed_of(&h.plane, &id).await?.1.is_none());
+    // Not readable under the old key either: they are gone.
+    let again = h.plane.access_details(&alice, &id).await?;
+    assert!(!again.to_string().contains("one-time-canary"));
+    Ok(())
+}
+
+on_both_databases!(credentials_under_a_lost_key_are_unrecoverable);
+
+/// Someone who can write the database rewrites a record and recomputes every link after it,
+/// as they could when the links were plain SHA-256: without the key, `verify` finds it, and
+/// says which key it checked with.
+async fn keyed_audit_detects_a_rewritten_and_recomputed_chain(postgres: bool) -> Result<()> {
+    let h = harness(postgres).await?;
+    let alice = user(&h, "alice@example.com");
+    h.plane.create_request(&alice, &dev_request()).await?;
+    h.plane.run_due_once().await?;
+    let key_id = apono_control::Keys::parse(TEST_KEY)?.id().to_owned();
+    let before = h.plane.verify_audit().await?;
+    assert!(before.is_intact() && before.unkeyed == 0, "{before:?}");
+    assert_eq!(before.key_id, key_id);
+    let records = audit::records(h.plane.store(), 0, 10_000, None).await?;
+    assert!(records.iter().all(|r| r.key_id == key_id));
+
+    // Rewrite record 2 and recompute the chain from there on (SHA-256, the real key id).
+    rewrite(&h, &records, 2, Some(&key_id)).await?;
+    let after = h.plane.verify_audit().await?;
+    assert_eq!(after.first_broken, Some(2), "{after:?}");
+    assert_eq!(after.key_id, key_id);
+    // The same rewrite presented as records from before the chain was keyed: an unkeyed link
+    // after a keyed one is refused.
+    rewrite(&h, &records, 2, None).await?;
+    assert_eq!(h.plane.verify_audit().await?.first_broken, Some(2));
+    // The whole chain rewritten as unkeyed from the start: refused too.
+    rewrite(&h, &records, 1, None).await?;
+    let whole = h.plane.verify_audit().await?;
+    assert_eq!(whole.first_broken, Some(1), "{whole:?}");
+    Ok(())
+}
+
+/// Recomputes the chain with plain SHA-256 links from record `from` on, with mallory as the
+/// actor of record 2, and moves the head, as a database writer without the key can.
+async fn rewrite(
+    h: &Harness,
+    records: &[audit::AuditRecord],
+    from: i64,
+    key_id: Option<&str>,
+) -> Result<()> {
+    use sha2::{Digest, Sha256};
+    let mut prev = if from == 1 {
+        "genesis".to_owned()
+    } else {
+        records[(from - 2) as usize].hash.clone()
+    };
+    for r in records.iter().filter(|r| r.seq >= from) {
+        let actor = if r.seq == 2 {
+            "mallory@example.com"
+        } else {
+            r.actor.as_str()
+        };
+        let mut hasher = Sha256::new();
+        for part in [
+            prev.as_str(),
+            &r.seq.to_string(),
+            &r.at.to_string(),
+            actor,
+            &r.action,
+            &r.subject,
+            &r.outcome,
+            &r.details,
+        ] {
+            hasher.update((part.len() as u64).to_be_bytes());
+            hasher.update(part.as_bytes());
+        }
+        let hash = data_encoding::HEXLOWER.encode(&hasher.finalize());
+        sqlx::query(
+            "UPDATE audit SET actor = $1, prev_hash = $2, hash = $3, key_id = $4 WHERE seq = $5",
+        )
+        .bind(actor)
+        .bind(&prev)
+        .bind(&hash)
+        .bind(key_id)
+        .bind(r.seq)
+        .execute(h.plane.store().pool())
+        .await?;
+        prev = hash;
+    }
+    sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
+        .bind(&prev)
+        .execute(h.plane.store().pool())
+        .await?;
+    Ok(())
+}
+
+on_both_databases!(keyed_audit_detects_a_rewritten_and_recomputed_chain);

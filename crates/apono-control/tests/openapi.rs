@@ -21,6 +21,7 @@ const CONFIG: &str = r#"
 [connector]
 id = "openapi"
 listen = "127.0.0.1:0"
+master_key = { secret_store = { apono = { parameters = { master_key = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a" } } } }
 [[users]]
 email = "alice@example.com"
 groups = ["dev"]

@@ -110,6 +110,7 @@ fn config(users: usize, extra_connector: &str, max: &str) -> String {
 [connector]
 id = "test"
 listen = "127.0.0.1:0"
+master_key = {{ secret_store = {{ apono = {{ parameters = {{ master_key = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a" }} }} }} }}
 action_timeout = "1s"
 retry_base = "1s"
 retry_max = "1s"

@@ -18,6 +18,7 @@ const CONFIG: &str = r#"
 [connector]
 id = "shared"
 listen = "127.0.0.1:0"
+master_key = { secret_store = { apono = { parameters = { master_key = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a" } } } }
 max_concurrent_actions = 16
 [[users]]
 email = "alice@example.com"
@@ -111,7 +112,7 @@ async fn two_stores_on_one_sqlite_file_write_at_once() -> Result<()> {
     assert_eq!(revoked, RESOURCES as i64);
 
     // Both stores' audit records form one intact chain.
-    let report = audit::verify(cli.store()).await?;
+    let report = cli.verify_audit().await?;
     assert!(report.is_intact(), "{report:?}");
     let records = audit::records(connector.store(), 0, 100_000, None).await?;
     let created = records

@@ -193,6 +193,12 @@ impl Executor {
         &self.registry
     }
 
+    /// The secret resolver (the control plane reads its master key through it when the key is
+    /// kept in a secret store).
+    pub fn resolver(&self) -> &SecretResolver {
+        &self.resolver
+    }
+
     /// The limits.
     pub fn limits(&self) -> ExecutorLimits {
         self.limits

@@ -20,7 +20,7 @@
 //! * If a batch fails (a database error), each of its items is retried in a transaction of its
 //!   own, so one bad item costs only itself.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use apono_core::GrantStatus;
 use serde_json::{Value, json};
@@ -34,6 +34,7 @@ use super::jobs::{self, JobKind};
 use super::store::Store;
 use super::{IN_CHUNK, db, marks, transition};
 use crate::error::ControlError;
+use crate::keys::{Keyring, Keys};
 use crate::model::now_ms;
 
 /// The most items one transaction takes.
@@ -57,8 +58,8 @@ pub(crate) enum Change {
         state: String,
         /// The access details without secrets (JSON text).
         access: String,
-        /// Whether one-time credentials wait to be shown.
-        credentials: bool,
+        /// The one-time credentials, sealed for this grant, waiting to be shown.
+        sealed: Option<String>,
         /// When to rotate the credentials, if the integration rotates them.
         rotate_at: Option<i64>,
     },
@@ -96,7 +97,8 @@ pub(crate) enum Change {
         target: String,
         state: String,
         access: String,
-        credentials: bool,
+        /// The new one-time credentials, sealed for this grant.
+        sealed: Option<String>,
         next: Option<i64>,
     },
     /// Rotation is refused for good.
@@ -162,13 +164,15 @@ struct Item {
 #[derive(Debug)]
 pub(crate) struct Committer {
     store: Store,
+    keyring: Arc<Keyring>,
     queue: OnceLock<mpsc::UnboundedSender<Item>>,
 }
 
 impl Committer {
-    pub(crate) fn new(store: Store) -> Self {
+    pub(crate) fn new(store: Store, keyring: Arc<Keyring>) -> Self {
         Self {
             store,
+            keyring,
             queue: OnceLock::new(),
         }
     }
@@ -180,9 +184,10 @@ impl Committer {
         change: Change,
         release: Release,
     ) -> Result<Applied, ControlError> {
+        let keys = self.keyring.get().await?;
         let queue = self.queue.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(writer(self.store.clone(), rx));
+            tokio::spawn(writer(self.store.clone(), keys.clone(), rx));
             tx
         });
         let (reply, answer) = oneshot::channel();
@@ -197,14 +202,14 @@ impl Committer {
             })?,
             // The writer's runtime is gone (a ledger used from another runtime): write alone.
             Err(mpsc::error::SendError(item)) => {
-                let mut one = apply(&self.store, &[&item]).await?;
+                let mut one = apply(&self.store, &keys, &[&item]).await?;
                 Ok(one.pop().unwrap_or(Applied::Fenced))
             }
         }
     }
 }
 
-async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<Item>) {
+async fn writer(store: Store, keys: Arc<Keys>, mut rx: mpsc::UnboundedReceiver<Item>) {
     let mut items = Vec::new();
     let mut last_commit: Option<tokio::time::Instant> = None;
     while rx.recv_many(&mut items, MAX_BATCH).await > 0 {
@@ -222,7 +227,7 @@ async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<Item>) {
             }
         }
         let refs: Vec<&Item> = items.iter().collect();
-        let result = apply(&store, &refs).await;
+        let result = apply(&store, &keys, &refs).await;
         last_commit = Some(tokio::time::Instant::now());
         match result {
             Ok(applied) => {
@@ -238,7 +243,7 @@ async fn writer(store: Store, mut rx: mpsc::UnboundedReceiver<Item>) {
             Err(e) => {
                 warn!(items = items.len(), error = %e, "a group commit failed; committing its items one by one");
                 for item in items.drain(..) {
-                    let result = apply(&store, &[&item])
+                    let result = apply(&store, &keys, &[&item])
                         .await
                         .map(|mut a| a.pop().unwrap_or(Applied::Fenced));
                     let _ = item.reply.send(result);
@@ -259,7 +264,7 @@ struct Pending {
 /// One transaction for `items`, in order: the leases checked in one statement per job kind,
 /// revokes recorded in a few set-based statements for the whole batch, other changes one by
 /// one, the audit records appended together at the end.
-async fn apply(store: &Store, items: &[&Item]) -> Result<Vec<Applied>, ControlError> {
+async fn apply(store: &Store, keys: &Keys, items: &[&Item]) -> Result<Vec<Applied>, ControlError> {
     let mut tx = store
         .begin()
         .await
@@ -306,7 +311,7 @@ async fn apply(store: &Store, items: &[&Item]) -> Result<Vec<Applied>, ControlEr
                 details: a.details.clone(),
             })
             .collect();
-        let mut chain = Chain::open(&mut tx).await?;
+        let mut chain = Chain::open(&mut tx, keys).await?;
         chain.append_all(&mut tx, &entries).await?;
         chain.close(&mut tx).await?;
     }
@@ -373,7 +378,7 @@ async fn revoked(
             // `(status || '')`: the primary key finds the rows; the status index would scan
             // every revoking grant.
             let sql = format!(
-                "UPDATE grants SET status = $1, updated_at = $2, revoked_at = $2, last_error = NULL, credential_status = NULL, lease_owner = NULL, leased_until = NULL WHERE (status || '') = $3 AND id IN ({}) RETURNING id",
+                "UPDATE grants SET status = $1, updated_at = $2, revoked_at = $2, last_error = NULL, credential_status = NULL, sealed_credentials = NULL, lease_owner = NULL, leased_until = NULL WHERE (status || '') = $3 AND id IN ({}) RETURNING id",
                 marks(4, ids.len())
             );
             let mut query = sqlx::query_as::<_, (String,)>(sqlx::AssertSqlSafe(sql))
@@ -528,7 +533,7 @@ async fn record(
             target,
             state,
             access,
-            credentials,
+            sealed,
             rotate_at,
         } => {
             // The state is kept whatever follows: revoke needs it.
@@ -548,12 +553,13 @@ async fn record(
             transition(*from, Active)?;
             let activated = exec(
                 tx,
-                sqlx::query("UPDATE grants SET status = $1, credential_status = $2, activated_at = COALESCE(activated_at, $3) WHERE id = $4 AND status = $5 AND revoke_requested_at IS NULL")
+                sqlx::query("UPDATE grants SET status = $1, credential_status = $2, sealed_credentials = $6, activated_at = COALESCE(activated_at, $3) WHERE id = $4 AND status = $5 AND revoke_requested_at IS NULL")
                     .bind(Active.as_str())
-                    .bind(credentials.then_some(apono_core::CredentialStatus::New.as_str()))
+                    .bind(sealed.is_some().then_some(apono_core::CredentialStatus::New.as_str()))
                     .bind(now)
                     .bind(id.as_str())
-                    .bind(from.as_str()),
+                    .bind(from.as_str())
+                    .bind(sealed.as_deref()),
             )
             .await?;
             jobs::delete(tx, JobKind::Grant, id).await?;
@@ -570,7 +576,7 @@ async fn record(
             set_status(tx, deltas, id, *from, Revoking).await?;
             exec(
                 tx,
-                sqlx::query("UPDATE grants SET credential_status = NULL WHERE id = $1")
+                sqlx::query("UPDATE grants SET credential_status = NULL, sealed_credentials = NULL WHERE id = $1")
                     .bind(id.as_str()),
             )
             .await?;
@@ -620,7 +626,7 @@ async fn record(
             transition(Revoking, Revoked)?;
             let n = exec(
                 tx,
-                sqlx::query("UPDATE grants SET status = $1, updated_at = $2, revoked_at = $2, last_error = NULL, credential_status = NULL WHERE id = $3 AND status = $4")
+                sqlx::query("UPDATE grants SET status = $1, updated_at = $2, revoked_at = $2, last_error = NULL, credential_status = NULL, sealed_credentials = NULL WHERE id = $3 AND status = $4")
                     .bind(Revoked.as_str())
                     .bind(now)
                     .bind(id.as_str())
@@ -665,18 +671,19 @@ async fn record(
             target,
             state,
             access,
-            credentials,
+            sealed,
             next,
         } => {
             exec(
                 tx,
-                sqlx::query("UPDATE grants SET state = $1, access = $2, credential_status = $3, updated_at = $4 WHERE id = $5 AND status = $6")
+                sqlx::query("UPDATE grants SET state = $1, access = $2, credential_status = $3, sealed_credentials = $7, updated_at = $4 WHERE id = $5 AND status = $6")
                     .bind(state.as_str())
                     .bind(access.as_str())
-                    .bind(credentials.then_some(apono_core::CredentialStatus::New.as_str()))
+                    .bind(sealed.is_some().then_some(apono_core::CredentialStatus::New.as_str()))
                     .bind(now)
                     .bind(id.as_str())
-                    .bind(Active.as_str()),
+                    .bind(Active.as_str())
+                    .bind(sealed.as_deref()),
             )
             .await?;
             match next {

@@ -288,6 +288,7 @@ impl Ledger {
     ) -> Result<Vec<Claimed>, ControlError> {
         use std::collections::{BTreeMap, HashMap, HashSet};
         let lease = self.new_lease();
+        let keys = self.keys().await?;
         // One action per grant per batch.
         let mut seen = HashSet::new();
         let wanted: Vec<usize> = (0..jobs.len())
@@ -444,7 +445,7 @@ impl Ledger {
                     details: details.clone(),
                 })
                 .collect();
-            let mut chain = Chain::open(&mut tx).await?;
+            let mut chain = Chain::open(&mut tx, &keys).await?;
             chain.append_all(&mut tx, &entries).await?;
             chain.close(&mut tx).await?;
         }

@@ -27,6 +27,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use crate::error::ControlError;
+use crate::keys::{Keyring, Keys};
 use crate::model::now_ms;
 use crate::model::{AccessRequest, AccessSession, RequestApproval, ts};
 use crate::policy::AllOfStep;
@@ -136,6 +137,7 @@ pub(crate) enum RequestFilter<'a> {
 pub(crate) struct Tx {
     tx: WriteTx,
     deltas: Deltas,
+    keys: std::sync::Arc<Keys>,
 }
 
 impl Tx {
@@ -161,6 +163,7 @@ impl Tx {
     ) -> Result<(), ControlError> {
         audit::append(
             &mut self.tx,
+            &self.keys,
             AuditEntry {
                 actor,
                 action,
@@ -180,21 +183,29 @@ pub(crate) struct Ledger {
     owner: String,
     leases: AtomicU64,
     committer: Committer,
+    keyring: std::sync::Arc<Keyring>,
 }
 
 impl Ledger {
-    /// A ledger over `store`; `owner` names this process in leases.
-    pub(crate) fn new(store: Store, owner: String) -> Self {
+    /// A ledger over `store`; `owner` names this process in leases; `keyring` holds the keys
+    /// of the audit chain and of sealed credentials.
+    pub(crate) fn new(store: Store, owner: String, keyring: std::sync::Arc<Keyring>) -> Self {
         Self {
-            committer: Committer::new(store.clone()),
+            committer: Committer::new(store.clone(), keyring.clone()),
             store,
             owner,
             leases: AtomicU64::new(0),
+            keyring,
         }
     }
 
     pub(crate) fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The keys (loaded on first use).
+    pub(crate) async fn keys(&self) -> Result<std::sync::Arc<Keys>, ControlError> {
+        self.keyring.get().await
     }
 
     /// A lease token no other claim has (`owner#n`).
@@ -207,9 +218,11 @@ impl Ledger {
     }
 
     async fn begin(&self, context: &'static str) -> Result<Tx, ControlError> {
+        let keys = self.keys().await?;
         Ok(Tx {
             tx: self.store.begin().await.map_err(db(context))?,
             deltas: Deltas::default(),
+            keys,
         })
     }
 
@@ -225,7 +238,8 @@ impl Ledger {
     /// Appends one audit record on its own.
     pub(crate) async fn audit(&self, entry: AuditEntry<'_>) -> Result<(), ControlError> {
         let mut tx = self.begin("auditing").await?;
-        audit::append(tx.conn(), entry).await?;
+        let keys = tx.keys.clone();
+        audit::append(tx.conn(), &keys, entry).await?;
         tx.commit("auditing").await
     }
 
@@ -696,37 +710,48 @@ impl Ledger {
             .map(|v| v.unwrap_or_else(|| json!({})))
     }
 
-    /// Marks session `id`'s credentials as shown, once: `true` for the one caller that moved
-    /// them from `new` to `viewed` (and so may show them). Audited either way.
-    pub(crate) async fn credentials_shown(
+    /// Takes session `id`'s sealed one-time credentials, once: marks them `viewed` and deletes
+    /// them in one transaction, on the locked row, so that of any number of callers on any
+    /// number of replicas exactly one gets them. `None` when none wait. Audited either way.
+    pub(crate) async fn take_credentials(
         &self,
         id: &str,
         actor: &str,
-        have_them: bool,
-    ) -> Result<bool, ControlError> {
-        let mut tx = self.begin("showing access details").await?;
-        let shown = have_them
-            && sqlx::query("UPDATE grants SET credential_status = $1, updated_at = $2 WHERE id = $3 AND credential_status = $4 AND status = $5")
-                .bind(apono_core::CredentialStatus::Viewed.as_str())
-                .bind(now_ms())
-                .bind(id)
-                .bind(apono_core::CredentialStatus::New.as_str())
-                .bind(GrantStatus::Active.as_str())
-                .execute(tx.conn())
-                .await
-                .map_err(db("showing access details"))?
-                .rows_affected()
-                == 1;
+    ) -> Result<Option<String>, ControlError> {
+        let context = "showing access details";
+        let mut tx = self.begin(context).await?;
+        let row: Option<(Option<String>, Option<String>)> = sqlx::query_as(
+            "UPDATE grants SET updated_at = updated_at WHERE id = $1 AND status = $2 RETURNING credential_status, sealed_credentials",
+        )
+        .bind(id)
+        .bind(GrantStatus::Active.as_str())
+        .fetch_optional(tx.conn())
+        .await
+        .map_err(db(context))?;
+        let new = apono_core::CredentialStatus::New.as_str();
+        let sealed = match row {
+            Some((Some(status), sealed)) if status == new => {
+                sqlx::query("UPDATE grants SET credential_status = $1, sealed_credentials = NULL, updated_at = $2 WHERE id = $3")
+                    .bind(apono_core::CredentialStatus::Viewed.as_str())
+                    .bind(now_ms())
+                    .bind(id)
+                    .execute(tx.conn())
+                    .await
+                    .map_err(db(context))?;
+                sealed
+            }
+            _ => None,
+        };
         tx.audit(
             actor,
             "session.access_details",
             id,
             "ok",
-            json!({ "credentials_shown": shown }),
+            json!({ "credentials_shown": sealed.is_some() }),
         )
         .await?;
-        tx.commit("showing access details").await?;
-        Ok(shown)
+        tx.commit(context).await?;
+        Ok(sealed)
     }
 
     /// Asks for new credentials for session `id` now (audited).
@@ -984,7 +1009,7 @@ async fn request_grant_revoke(
     now: i64,
 ) -> Result<(), ControlError> {
     let row: Option<(String, String, String)> = sqlx::query_as(
-        "UPDATE grants SET revoke_requested_by = CASE WHEN revoke_requested_at IS NULL THEN $3 ELSE revoke_requested_by END, revoke_requested_at = COALESCE(revoke_requested_at, $1), expires_at = CASE WHEN expires_at IS NULL OR expires_at > $1 THEN $1 ELSE expires_at END, updated_at = $1 WHERE id = $2 RETURNING status, integration, resource_id",
+        "UPDATE grants SET sealed_credentials = NULL, revoke_requested_by = CASE WHEN revoke_requested_at IS NULL THEN $3 ELSE revoke_requested_by END, revoke_requested_at = COALESCE(revoke_requested_at, $1), expires_at = CASE WHEN expires_at IS NULL OR expires_at > $1 THEN $1 ELSE expires_at END, updated_at = $1 WHERE id = $2 RETURNING status, integration, resource_id",
     )
     .bind(now)
     .bind(grant_id)

@@ -172,6 +172,20 @@ CREATE INDEX jobs_by_kind_due ON jobs (kind, due_at)
 ALTER TABLE grants ADD COLUMN revoke_requested_by TEXT
 ",
     ),
+    (
+        5,
+        // One-time credentials sealed until shown (`v1:<key id>:<nonce>:<ciphertext>`); the
+        // key id each audit link is an HMAC under; tokens with a name, an expiry and a revoke.
+        r"
+ALTER TABLE grants ADD COLUMN sealed_credentials TEXT;
+ALTER TABLE audit ADD COLUMN key_id TEXT;
+ALTER TABLE tokens ADD COLUMN name TEXT;
+ALTER TABLE tokens ADD COLUMN expires_at BIGINT;
+ALTER TABLE tokens ADD COLUMN revoked_at BIGINT;
+ALTER TABLE tokens ADD COLUMN revoked_by TEXT;
+CREATE INDEX tokens_by_user ON tokens (user_email)
+",
+    ),
 ];
 
 /// A connection pool to the control plane's database.

@@ -41,7 +41,11 @@ pub(super) async fn run(
                 .map_err(|e| ControlError::Corrupt(e.to_string()))?;
             let state = serde_json::to_string(granted.state.as_json())
                 .map_err(|e| ControlError::Corrupt(e.to_string()))?;
-            let credentials = !recovering && !granted.access.credentials.is_empty();
+            let sealed = if !recovering && !granted.access.credentials.is_empty() {
+                Some(s.ledger.keys().await?.seal(id, &granted.access.credentials))
+            } else {
+                None
+            };
             let rotate_at = integration
                 .credentials_rotation_period_in_days
                 .filter(|d| *d > 0)
@@ -53,15 +57,11 @@ pub(super) async fn run(
                     target: target_of(&grant.integration, &grant.resource_id),
                     state,
                     access,
-                    credentials,
+                    sealed,
                     rotate_at,
                 },
                 next: Next::Done,
-                then: if credentials {
-                    Then::KeepCredentials(granted.access.credentials)
-                } else {
-                    Then::Nothing
-                },
+                then: Then::Nothing,
             })
         }
         // Refused as invalid only because the expiry passed while the action ran (the grant

@@ -20,14 +20,13 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use apono_core::{CancelSignal, Credential};
+use apono_core::CancelSignal;
 use apono_runtime::Executor;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::credentials::Credentials;
 use crate::error::ControlError;
 use crate::ledger::Ledger;
 use crate::ledger::commit::{After, Applied, Change, Release};
@@ -56,7 +55,6 @@ enum Next {
 /// What to do in memory once the outcome is committed.
 enum Then {
     Nothing,
-    KeepCredentials(Vec<Credential>),
     Revoked(Option<i64>),
 }
 
@@ -91,7 +89,6 @@ pub(crate) struct Scheduler {
     pub(crate) ledger: Arc<Ledger>,
     pub(crate) config: Arc<Config>,
     pub(crate) executor: Arc<Executor>,
-    pub(crate) credentials: Arc<Credentials>,
     pub(crate) lag: Arc<RevokeLag>,
     pub(crate) wake: Arc<Notify>,
     in_flight: Mutex<InFlight>,
@@ -102,7 +99,6 @@ impl Scheduler {
         ledger: Arc<Ledger>,
         config: Arc<Config>,
         executor: Arc<Executor>,
-        credentials: Arc<Credentials>,
         lag: Arc<RevokeLag>,
         wake: Arc<Notify>,
     ) -> Self {
@@ -110,7 +106,6 @@ impl Scheduler {
             ledger,
             config,
             executor,
-            credentials,
             lag,
             wake,
             in_flight: Mutex::new(InFlight::default()),
@@ -406,19 +401,15 @@ impl Scheduler {
         match applied {
             Ok(Applied::Done) => match outcome.then {
                 Then::Nothing => {}
-                Then::KeepCredentials(credentials) => {
-                    self.credentials.keep(&job.subject, credentials);
-                }
                 Then::Revoked(lag) => {
-                    self.credentials.forget(&job.subject);
                     if let Some(lag) = lag {
                         self.lag.observe(lag);
                     }
                 }
             },
             Ok(Applied::RevokedWhileGranting) => {
-                // Credentials of a grant revoked while it was being granted are never shown.
-                self.credentials.forget(&job.subject);
+                // Credentials of a grant revoked while it was being granted were never sealed
+                // into the store: they are never shown.
                 self.wake.notify_one();
             }
             Ok(Applied::Changed) => {

@@ -31,7 +31,11 @@ pub(super) async fn run(
         .await
     {
         Ok(granted) => {
-            let credentials = !granted.access.credentials.is_empty();
+            let sealed = if granted.access.credentials.is_empty() {
+                None
+            } else {
+                Some(s.ledger.keys().await?.seal(id, &granted.access.credentials))
+            };
             Ok(Outcome {
                 change: Change::Rotated {
                     id: id.to_owned(),
@@ -40,14 +44,14 @@ pub(super) async fn run(
                         .map_err(|e| ControlError::Corrupt(e.to_string()))?,
                     access: serde_json::to_string(&granted.access)
                         .map_err(|e| ControlError::Corrupt(e.to_string()))?,
-                    credentials,
+                    sealed,
                     next: integration
                         .credentials_rotation_period_in_days
                         .filter(|d| *d > 0)
                         .map(|days| now_ms() + i64::from(days) * 86_400_000),
                 },
                 next: Next::Done,
-                then: Then::KeepCredentials(granted.access.credentials),
+                then: Then::Nothing,
             })
         }
         Err(e) if e.kind() == ErrorKind::Unsupported || !e.kind().is_retryable() => {
