@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use apono_control::{Config, ControlPlane, Store, api, check_config};
+use apono_control::{Config, ControlPlane, NewToken, Store, TokenScope, api, check_config};
 use apono_core::{CancelSignal, SecretStoreKind};
 use apono_runtime::{Executor, ExecutorLimits, ProvisionerRegistry};
 use apono_secrets::SecretResolver;
 use clap::{Parser, Subcommand};
+use secrecy::ExposeSecret;
 
 #[derive(Parser)]
 #[command(
@@ -60,6 +61,27 @@ enum Tokens {
         /// The user's email.
         #[arg(long)]
         user: String,
+        /// A name to tell the user's tokens apart.
+        #[arg(long)]
+        name: Option<String>,
+        /// How long it works (`30d`, `12h`); `connector.token_default_expiry` by default.
+        #[arg(long, value_parser = apono_core::parse_duration)]
+        expires_in: Option<Duration>,
+    },
+    /// Lists tokens (never the tokens themselves) as JSON lines: one user's, or everyone's.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only this user's tokens.
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Revokes a token; every replica refuses it from its next request.
+    Revoke {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The token's id (`tok_…`).
+        id: String,
     },
 }
 
@@ -189,9 +211,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             load(&arg, &registry)?;
             println!("{}: ok", arg.config.display());
         }
-        Command::Tokens(Tokens::Create { config, user }) => {
+        Command::Tokens(Tokens::Create {
+            config,
+            user,
+            name,
+            expires_in,
+        }) => {
             let plane = plane(load(&config, &registry)?, registry).await?;
-            println!("{}", plane.create_token(&user).await?);
+            let new = NewToken { name, expires_in };
+            let created = plane.issue_token(None, &user, &new).await?;
+            tracing::info!(token = %created.info.id, user = %created.info.user, expires_at = %created.info.expires_at, "token created");
+            println!("{}", created.token.expose_secret());
+        }
+        Command::Tokens(Tokens::List { config, user }) => {
+            let plane = plane(load(&config, &registry)?, registry).await?;
+            let scope = user.map_or(TokenScope::All, TokenScope::User);
+            for token in plane.tokens(None, scope).await? {
+                println!("{}", serde_json::to_string(&token)?);
+            }
+        }
+        Command::Tokens(Tokens::Revoke { config, id }) => {
+            let plane = plane(load(&config, &registry)?, registry).await?;
+            println!(
+                "{}",
+                serde_json::to_string(&plane.revoke_token(None, &id).await?)?
+            );
         }
         Command::Audit(Audit::Verify(arg)) => {
             let plane = plane(load(&arg, &registry)?, registry).await?;

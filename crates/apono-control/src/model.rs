@@ -112,6 +112,41 @@ pub struct AccessSession {
     pub ended_by: Option<String>,
 }
 
+/// A personal API token as listed (never the token itself, nor its hash).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ApiToken {
+    /// Token id (`tok_…`).
+    pub id: String,
+    /// The user it authenticates (email).
+    pub user: String,
+    /// Its name, given at creation.
+    pub name: String,
+    /// `active`, `expired` or `revoked`.
+    pub status: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it stops working.
+    pub expires_at: DateTime<Utc>,
+    /// When it was last used (recorded at most once a minute per connector).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// When it was revoked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// Who revoked it: a user's email, or `connector` for `apono-connector tokens revoke`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked_by: Option<String>,
+}
+
+/// A token just created: the secret is shown here once and never again.
+#[derive(Debug)]
+pub struct CreatedToken {
+    /// What lists show of it.
+    pub info: ApiToken,
+    /// The bearer token.
+    pub token: secrecy::SecretString,
+}
+
 /// A new access request, as the API receives it.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

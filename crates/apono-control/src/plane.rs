@@ -22,7 +22,7 @@ use crate::ledger::store::Store;
 use crate::ledger::{Decision, GrantPlan, Ledger, RequestFilter, RequestRecord};
 use crate::metrics::{self, RevokeLag};
 use crate::model::now_ms;
-use crate::model::{AccessRequest, AccessSession, DryRun, NewRequest};
+use crate::model::{AccessRequest, AccessSession, ApiToken, CreatedToken, DryRun, NewRequest};
 use crate::policy::{Evaluation, Policy};
 use crate::refusals::Refusals;
 use crate::scheduler::Scheduler;
@@ -38,6 +38,28 @@ pub enum RequestScope {
     AwaitingMyApproval,
     /// Every request (admins only).
     All,
+}
+
+/// Whose tokens a list shows.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum TokenScope {
+    /// The caller's own.
+    #[default]
+    Mine,
+    /// One user's (admins, or the caller themselves).
+    User(String),
+    /// Everyone's (admins).
+    All,
+}
+
+/// A token to create: its name (default `token`) and how long it lasts (default
+/// `connector.token_default_expiry`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NewToken {
+    /// A name to tell tokens apart in lists.
+    pub name: Option<String>,
+    /// How long from now it works.
+    pub expires_in: Option<std::time::Duration>,
 }
 
 /// The control plane: the configuration, the ledger over the store, and the scheduler that
@@ -218,12 +240,56 @@ impl ControlPlane {
 
     // ------------------------------------------------------------------ tokens
 
-    /// Creates a personal API token for `email` and returns it; only its hash is stored.
+    /// Creates a personal API token for `email` with the default name and expiry, and returns
+    /// it; only its hash is stored.
     pub async fn create_token(&self, email: &str) -> Result<String, ControlError> {
+        let created = self.issue_token(None, email, &NewToken::default()).await?;
+        Ok(created.token.expose_secret().to_owned())
+    }
+
+    /// Creates a personal API token for `email`: by an admin (`by`), or by the operator on
+    /// the connector's host (`None`). Its expiry is `connector.token_default_expiry` unless
+    /// `new` names one, and never beyond `connector.token_max_expiry`. Only its hash is
+    /// stored; the token is in the answer, once.
+    pub async fn issue_token(
+        &self,
+        by: Option<&User>,
+        email: &str,
+        new: &NewToken,
+    ) -> Result<CreatedToken, ControlError> {
+        let actor = by.map_or("connector", |u| u.email.as_str());
+        if by.is_some_and(|u| !u.admin && !u.email.eq_ignore_ascii_case(email)) {
+            return Err(self
+                .refused(
+                    actor,
+                    "token.create",
+                    email,
+                    ControlError::Forbidden("only admins create tokens for others".into()),
+                )
+                .await);
+        }
         let user = self
             .config
             .user(email)
             .ok_or_else(|| ControlError::NotFound(format!("user {email}")))?;
+        let c = &self.config.connector;
+        let expiry = new.expires_in.unwrap_or(c.token_default_expiry.0);
+        let mut problems = Vec::new();
+        if expiry > c.token_max_expiry.0 || expiry.is_zero() {
+            problems.push(format!(
+                "the expiry must be more than 0 and at most {} (connector.token_max_expiry)",
+                c.token_max_expiry
+            ));
+        }
+        let name = new.name.as_deref().unwrap_or("token").trim();
+        if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+            problems.push(
+                "a token's name has 1 to 100 characters, none of them control characters".into(),
+            );
+        }
+        if !problems.is_empty() {
+            return Err(ControlError::Invalid(problems));
+        }
         let secret: [u8; 32] = rand::random();
         let token = format!(
             "apono_{}",
@@ -231,17 +297,93 @@ impl ControlPlane {
                 .encode(&secret)
                 .to_ascii_lowercase()
         );
-        self.ledger
-            .insert_token(&user.email, &hash_token(&token))
+        let expires_at = now_ms() + i64::try_from(expiry.as_millis()).unwrap_or(i64::MAX / 2);
+        let info = self
+            .ledger
+            .insert_token(actor, &user.email, name, &hash_token(&token), expires_at)
             .await?;
-        Ok(token)
+        Ok(CreatedToken {
+            info,
+            token: token.into(),
+        })
+    }
+
+    fn legacy_token_ms(&self) -> i64 {
+        i64::try_from(self.config.connector.token_max_expiry.0.as_millis()).unwrap_or(i64::MAX / 2)
+    }
+
+    /// Lists tokens (never the tokens themselves): the caller's own, one user's or everyone's
+    /// (admins, or the operator on the connector's host: `by = None`).
+    pub async fn tokens(
+        &self,
+        by: Option<&User>,
+        scope: TokenScope,
+    ) -> Result<Vec<ApiToken>, ControlError> {
+        let email = match (&scope, by) {
+            (TokenScope::Mine, Some(user)) => Some(user.email.as_str()),
+            (TokenScope::Mine, None) => {
+                return Err(ControlError::Invalid(vec![
+                    "the operator has no tokens of their own: name a user or all".into(),
+                ]));
+            }
+            (TokenScope::User(email), Some(user))
+                if !user.admin && !user.email.eq_ignore_ascii_case(email) =>
+            {
+                return Err(ControlError::Forbidden(
+                    "only admins list other users' tokens".into(),
+                ));
+            }
+            (TokenScope::All, Some(user)) if !user.admin => {
+                return Err(ControlError::Forbidden(
+                    "only admins list every token".into(),
+                ));
+            }
+            (TokenScope::User(email), _) => Some(email.as_str()),
+            (TokenScope::All, _) => None,
+        };
+        self.ledger.tokens(email, self.legacy_token_ms()).await
+    }
+
+    /// Revokes token `id`: its owner or an admin (`by`), or the operator (`None`). Effective
+    /// on every replica at the next request (tokens are checked in the database each time).
+    /// Someone else's token does not exist for a non-admin.
+    pub async fn revoke_token(
+        &self,
+        by: Option<&User>,
+        id: &str,
+    ) -> Result<ApiToken, ControlError> {
+        let actor = by.map_or("connector", |u| u.email.as_str());
+        let revoked = self
+            .ledger
+            .revoke_token(id, actor, |owner| match by {
+                Some(user) if !user.admin && !user.email.eq_ignore_ascii_case(owner) => {
+                    Err(ControlError::Forbidden(format!("token {id} is not yours")))
+                }
+                _ => Ok(()),
+            })
+            .await;
+        let owner = match revoked {
+            Ok(Some(owner)) => owner,
+            Ok(None) => return Err(ControlError::NotFound(format!("token {id}"))),
+            Err(e @ ControlError::Forbidden(_)) => {
+                self.refused(actor, "token.revoke", id, e).await;
+                return Err(ControlError::NotFound(format!("token {id}")));
+            }
+            Err(e) => return Err(e),
+        };
+        self.ledger
+            .tokens(Some(&owner), self.legacy_token_ms())
+            .await?
+            .into_iter()
+            .find(|t| t.id == id)
+            .ok_or_else(|| ControlError::NotFound(format!("token {id}")))
     }
 
     /// The user a bearer token belongs to. A person removed from the configuration is refused
     /// at once.
     pub async fn authenticate(&self, token: &str) -> Result<User, ControlError> {
         let hash = hash_token(token);
-        let Some((id, email)) = self.ledger.token(&hash).await? else {
+        let Some((id, email)) = self.ledger.token(&hash, self.legacy_token_ms()).await? else {
             // Unknown tokens are audited under one actor, so a flood of them is one record a
             // minute; the subject is a short prefix of the token's hash, never the token.
             let subject = format!("sha256:{}", &hash[..12]);

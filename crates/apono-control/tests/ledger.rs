@@ -1394,3 +1394,121 @@ async fn rewrite(
 }
 
 on_both_databases!(keyed_audit_detects_a_rewritten_and_recomputed_chain);
+
+// ------------------------------------------------------------------ API tokens
+
+/// Tokens expire, list without their secret, and a revoke on one replica refuses the token on
+/// another at its next request; users see and revoke only their own, admins anyone's.
+async fn tokens_expire_list_and_revoke_across_replicas(postgres: bool) -> Result<()> {
+    use apono_control::{NewToken, TokenScope};
+    use secrecy::ExposeSecret;
+    let h = harness(postgres).await?;
+    let replica = open(&h._db.url, h.target.clone()).await?;
+    let alice = user(&h, "alice@example.com");
+    let bob = user(&h, "bob@example.com");
+    let root = user(&h, "root@example.com");
+
+    // Past the maximum (a year by default): refused, nothing stored.
+    let too_long = NewToken {
+        name: Some("ci".into()),
+        expires_in: Some(Duration::from_secs(400 * 86_400)),
+    };
+    let err = h
+        .plane
+        .issue_token(None, &alice.email, &too_long)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ControlError::Invalid(_)), "{err}");
+
+    let short = NewToken {
+        name: Some("laptop".into()),
+        expires_in: Some(Duration::from_secs(2)),
+    };
+    let brief = h.plane.issue_token(None, &alice.email, &short).await?;
+    let lasting = h
+        .plane
+        .issue_token(None, &alice.email, &NewToken::default())
+        .await?;
+    let bobs = h
+        .plane
+        .issue_token(None, &bob.email, &NewToken::default())
+        .await?;
+    assert_eq!(lasting.info.name, "token");
+    let days = (lasting.info.expires_at - lasting.info.created_at).num_days();
+    assert_eq!(days, 30, "the default expiry");
+    for t in [&brief, &lasting] {
+        assert_eq!(
+            replica.authenticate(t.token.expose_secret()).await?.email,
+            alice.email
+        );
+    }
+
+    // Lists: never the secret; users their own, admins anyone's.
+    let mine = h.plane.tokens(Some(&alice), TokenScope::Mine).await?;
+    assert_eq!(mine.len(), 2);
+    assert!(mine.iter().all(|t| t.user == alice.email));
+    let text = serde_json::to_string(&mine)?;
+    assert!(!text.contains(brief.token.expose_secret()), "{text}");
+    assert!(mine.iter().all(|t| t.last_used_at.is_some()), "{mine:?}");
+    assert!(matches!(
+        h.plane
+            .tokens(Some(&alice), TokenScope::User(bob.email.clone()))
+            .await,
+        Err(ControlError::Forbidden(_))
+    ));
+    assert!(matches!(
+        h.plane.tokens(Some(&alice), TokenScope::All).await,
+        Err(ControlError::Forbidden(_))
+    ));
+    assert_eq!(h.plane.tokens(Some(&root), TokenScope::All).await?.len(), 3);
+
+    // Alice cannot revoke Bob's token (it does not exist for her); Bob's still works.
+    assert!(matches!(
+        h.plane.revoke_token(Some(&alice), &bobs.info.id).await,
+        Err(ControlError::NotFound(_))
+    ));
+    replica.authenticate(bobs.token.expose_secret()).await?;
+    // Alice revokes her own on one replica: refused on the other at the next request.
+    let revoked = h.plane.revoke_token(Some(&alice), &lasting.info.id).await?;
+    assert_eq!(revoked.status, "revoked");
+    assert_eq!(revoked.revoked_by.as_deref(), Some(alice.email.as_str()));
+    assert!(matches!(
+        replica.authenticate(lasting.token.expose_secret()).await,
+        Err(ControlError::Unauthenticated)
+    ));
+    // An admin revokes Bob's through the other replica.
+    replica.revoke_token(Some(&root), &bobs.info.id).await?;
+    assert!(matches!(
+        h.plane.authenticate(bobs.token.expose_secret()).await,
+        Err(ControlError::Unauthenticated)
+    ));
+
+    // The short one expires.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(matches!(
+        h.plane.authenticate(brief.token.expose_secret()).await,
+        Err(ControlError::Unauthenticated)
+    ));
+    let all = h.plane.tokens(None, TokenScope::All).await?;
+    let status = |id: &str| all.iter().find(|t| t.id == id).map(|t| t.status.clone());
+    assert_eq!(status(&brief.info.id).as_deref(), Some("expired"));
+    assert_eq!(status(&bobs.info.id).as_deref(), Some("revoked"));
+
+    let records = audit::records(h.plane.store(), 0, 10_000, None).await?;
+    let count = |action: &str| records.iter().filter(|r| r.action == action).count();
+    assert_eq!(count("token.created"), 3);
+    assert_eq!(count("token.revoked"), 2);
+    assert!(
+        records
+            .iter()
+            .any(|r| r.action == "token.revoke" && r.outcome == "denied"),
+        "alice's attempt on bob's token is audited"
+    );
+    let text = serde_json::to_string(&records)?;
+    for t in [&brief, &lasting, &bobs] {
+        assert!(!text.contains(t.token.expose_secret()));
+    }
+    Ok(())
+}
+
+on_both_databases!(tokens_expire_list_and_revoke_across_replicas);

@@ -123,6 +123,12 @@ fn schemas() -> serde_json::Value {
             "extends_sessions": strings } },
         "Approval": { "type": "object", "additionalProperties": false, "properties": { "reason": { "type": ["string", "null"] } } },
         "Rejection": { "type": "object", "required": ["reason"], "additionalProperties": false, "properties": { "reason": string } },
+        "ApiToken": { "type": "object", "required": ["id", "user", "name", "status", "created_at", "expires_at"], "properties": {
+            "id": string, "user": { "type": "string", "description": "the email of the user it authenticates" },
+            "name": string,
+            "status": { "enum": ["active", "expired", "revoked"] },
+            "created_at": time, "expires_at": time, "last_used_at": time, "revoked_at": time,
+            "revoked_by": { "type": "string", "description": "a user's email, or connector" } } },
         "AccessSession": { "type": "object", "required": ["id", "request_id", "status", "integration", "resource_type", "resource_id", "permission", "grantee", "account_name", "duration_seconds"], "properties": {
             "id": string, "request_id": string,
             "status": { "enum": apono_core::GrantStatus::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>() },
@@ -192,6 +198,30 @@ pub fn openapi() -> serde_json::Value {
         json!({ "type": "boolean", "default": false }),
         "every session (admins only)"
     )]);
+    let mut list_tokens = operation(
+        "list API tokens (never the tokens themselves): mine, one user's, or all (admins)",
+        "200",
+        array_of("ApiToken"),
+        &[
+            BAD_QUERY,
+            (
+                "403",
+                "another user's or all tokens, by someone not an admin",
+            ),
+        ],
+    );
+    list_tokens["parameters"] = json!([
+        query_param(
+            "user",
+            json!({ "type": "string" }),
+            "this user's tokens (admins, or the user themselves)"
+        ),
+        query_param(
+            "all",
+            json!({ "type": "boolean", "default": false }),
+            "every user's tokens (admins only)"
+        ),
+    ]);
     let mut audit = operation(
         "audit records, oldest first; admins only",
         "200",
@@ -274,6 +304,8 @@ pub fn openapi() -> serde_json::Value {
             "/api/v1/access-sessions/{id}": { "parameters": id_param, "get": operation("describe a session", "200", schema_ref("AccessSession"), &[NO_SESSION]) },
             "/api/v1/access-sessions/{id}/access-details": { "parameters": id_param, "get": operation("access details (the grantee only); one-time credentials shown once", "200", schema_ref("AccessDetails"), &[("403", "not the grantee"), NO_SESSION, ("409", "the session is not Active")]) },
             "/api/v1/access-sessions/{id}/reset-credentials": { "parameters": id_param, "post": operation("issue fresh credentials (run by the scheduler at once)", "202", schema_ref("AccessSession"), &[NO_SESSION, ("409", "the session is not Active")]) },
+            "/api/v1/tokens": { "get": list_tokens },
+            "/api/v1/tokens/{id}/revoke": { "parameters": id_param, "post": operation("revoke a token (its owner or an admin); effective on every replica at the next request", "200", schema_ref("ApiToken"), &[("404", "no such token, or not the caller's")]) },
             "/api/v1/audit": { "get": audit },
         }
     })

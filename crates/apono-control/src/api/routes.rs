@@ -16,7 +16,7 @@ use super::extract::{Body, Caller, Id, QueryOf};
 use crate::error::ControlError;
 use crate::ledger::audit;
 use crate::model::NewRequest;
-use crate::plane::{ControlPlane, RequestScope};
+use crate::plane::{ControlPlane, RequestScope, TokenScope};
 
 type Plane = State<Arc<ControlPlane>>;
 
@@ -54,6 +54,8 @@ pub(super) fn router(plane: Arc<ControlPlane>) -> Router {
             "/api/v1/access-sessions/{id}/reset-credentials",
             post(reset_credentials),
         )
+        .route("/api/v1/tokens", get(list_tokens))
+        .route("/api/v1/tokens/{id}/revoke", post(revoke_token))
         .route("/api/v1/audit", get(audit_log))
         .with_state(plane)
 }
@@ -291,6 +293,34 @@ async fn reset_credentials(
         Json(plane.reset_credentials(&user, &id).await?),
     )
         .into_response())
+}
+
+#[derive(Deserialize)]
+struct TokensQuery {
+    user: Option<String>,
+    #[serde(default)]
+    all: bool,
+}
+
+async fn list_tokens(
+    State(plane): Plane,
+    Caller(user): Caller,
+    QueryOf(q): QueryOf<TokensQuery>,
+) -> Result<Response, ControlError> {
+    let scope = match (q.all, q.user) {
+        (true, _) => TokenScope::All,
+        (false, Some(email)) => TokenScope::User(email),
+        (false, None) => TokenScope::Mine,
+    };
+    Ok(Json(plane.tokens(Some(&user), scope).await?).into_response())
+}
+
+async fn revoke_token(
+    State(plane): Plane,
+    Caller(user): Caller,
+    Id(id): Id,
+) -> Result<Response, ControlError> {
+    Ok(Json(plane.revoke_token(Some(&user), &id).await?).into_response())
 }
 
 #[derive(Deserialize)]

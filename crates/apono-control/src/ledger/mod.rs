@@ -29,7 +29,7 @@ use sqlx::{AnyConnection, Row};
 use crate::error::ControlError;
 use crate::keys::{Keyring, Keys};
 use crate::model::now_ms;
-use crate::model::{AccessRequest, AccessSession, RequestApproval, ts};
+use crate::model::{AccessRequest, AccessSession, ApiToken, RequestApproval, ts};
 use crate::policy::AllOfStep;
 use audit::AuditEntry;
 use commit::{Applied, Change, Committer, Release};
@@ -301,37 +301,163 @@ impl Ledger {
 
     // ------------------------------------------------------------------ tokens
 
-    /// Stores a token's hash for `email`; returns its id.
+    /// Stores a token's hash for `email` with a name and an expiry (audited by `actor`);
+    /// returns it as listed.
     pub(crate) async fn insert_token(
         &self,
+        actor: &str,
         email: &str,
+        name: &str,
         hash: &str,
-    ) -> Result<String, ControlError> {
+        expires_at: i64,
+    ) -> Result<ApiToken, ControlError> {
+        let context = "creating a token";
         let id = new_id("tok_");
-        let mut tx = self.begin("creating a token").await?;
+        let now = now_ms();
+        let mut tx = self.begin(context).await?;
         sqlx::query(
-            "INSERT INTO tokens (id, user_email, token_hash, created_at) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO tokens (id, user_email, token_hash, created_at, name, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&id)
         .bind(email)
         .bind(hash)
-        .bind(now_ms())
+        .bind(now)
+        .bind(name)
+        .bind(expires_at)
         .execute(tx.conn())
         .await
-        .map_err(db("creating a token"))?;
-        tx.audit(email, "token.created", &id, "ok", json!({}))
-            .await?;
-        tx.commit("creating a token").await?;
-        Ok(id)
+        .map_err(db(context))?;
+        tx.audit(
+            actor,
+            "token.created",
+            &id,
+            "ok",
+            json!({ "user": email, "name": name, "expires_at": ts(expires_at) }),
+        )
+        .await?;
+        tx.commit(context).await?;
+        Ok(ApiToken {
+            id,
+            user: email.to_owned(),
+            name: name.to_owned(),
+            status: "active".into(),
+            created_at: ts(now),
+            expires_at: ts(expires_at),
+            last_used_at: None,
+            revoked_at: None,
+            revoked_by: None,
+        })
     }
 
-    /// The token with this hash: `(id, email)`.
-    pub(crate) async fn token(&self, hash: &str) -> Result<Option<(String, String)>, ControlError> {
-        sqlx::query_as("SELECT id, user_email FROM tokens WHERE token_hash = $1")
-            .bind(hash)
-            .fetch_optional(self.store.pool())
-            .await
-            .map_err(db("checking a token"))
+    /// The live token with this hash: `(id, email)`. Revoked and expired tokens are not found;
+    /// a token from before expiries existed ends `legacy_max_ms` after its creation. Read
+    /// from the database at every request, so a revoke on any replica holds at the next one.
+    pub(crate) async fn token(
+        &self,
+        hash: &str,
+        legacy_max_ms: i64,
+    ) -> Result<Option<(String, String)>, ControlError> {
+        let now = now_ms();
+        sqlx::query_as(
+            "SELECT id, user_email FROM tokens WHERE token_hash = $1 AND revoked_at IS NULL AND (expires_at > $2 OR (expires_at IS NULL AND created_at > $3))",
+        )
+        .bind(hash)
+        .bind(now)
+        .bind(now - legacy_max_ms)
+        .fetch_optional(self.store.pool())
+        .await
+        .map_err(db("checking a token"))
+    }
+
+    /// Tokens, newest first: of `email`, or everyone's.
+    pub(crate) async fn tokens(
+        &self,
+        email: Option<&str>,
+        legacy_max_ms: i64,
+    ) -> Result<Vec<ApiToken>, ControlError> {
+        const COLUMNS: &str =
+            "id, user_email, name, created_at, expires_at, last_used_at, revoked_at, revoked_by";
+        let rows = match email {
+            Some(email) => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM tokens WHERE LOWER(user_email) = LOWER($1) ORDER BY created_at DESC, id"
+            )))
+            .bind(email)
+            .fetch_all(self.store.pool())
+            .await,
+            None => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM tokens ORDER BY created_at DESC, id"
+            )))
+            .fetch_all(self.store.pool())
+            .await,
+        }
+        .map_err(db("listing tokens"))?;
+        let now = now_ms();
+        rows.iter()
+            .map(|row| {
+                let created_at: i64 = get(row, "created_at")?;
+                let expires_at =
+                    get::<Option<i64>>(row, "expires_at")?.unwrap_or(created_at + legacy_max_ms);
+                let revoked_at: Option<i64> = get(row, "revoked_at")?;
+                let status = if revoked_at.is_some() {
+                    "revoked"
+                } else if expires_at <= now {
+                    "expired"
+                } else {
+                    "active"
+                };
+                Ok(ApiToken {
+                    id: get(row, "id")?,
+                    user: get(row, "user_email")?,
+                    name: get::<Option<String>>(row, "name")?.unwrap_or_default(),
+                    status: status.into(),
+                    created_at: ts(created_at),
+                    expires_at: ts(expires_at),
+                    last_used_at: get::<Option<i64>>(row, "last_used_at")?.map(ts),
+                    revoked_at: revoked_at.map(ts),
+                    revoked_by: get(row, "revoked_by")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Revokes token `id` if `may(owner)` allows (audited; a refusal is the caller's to
+    /// audit). Revoking a revoked token changes nothing. Returns the owner, or `None` when
+    /// there is no such token.
+    pub(crate) async fn revoke_token(
+        &self,
+        id: &str,
+        actor: &str,
+        may: impl FnOnce(&str) -> Result<(), ControlError>,
+    ) -> Result<Option<String>, ControlError> {
+        let context = "revoking a token";
+        let mut tx = self.begin(context).await?;
+        let owner: Option<(String,)> = sqlx::query_as(
+            "UPDATE tokens SET revoked_at = revoked_at WHERE id = $1 RETURNING user_email",
+        )
+        .bind(id)
+        .fetch_optional(tx.conn())
+        .await
+        .map_err(db(context))?;
+        let Some((owner,)) = owner else {
+            return Ok(None);
+        };
+        may(&owner)?;
+        let changed = sqlx::query(
+            "UPDATE tokens SET revoked_at = $1, revoked_by = $2 WHERE id = $3 AND revoked_at IS NULL",
+        )
+        .bind(now_ms())
+        .bind(actor)
+        .bind(id)
+        .execute(tx.conn())
+        .await
+        .map_err(db(context))?
+        .rows_affected();
+        if changed == 1 {
+            tx.audit(actor, "token.revoked", id, "ok", json!({ "user": owner }))
+                .await?;
+        }
+        tx.commit(context).await?;
+        Ok(Some(owner))
     }
 
     /// Records that token `id` was used (audited).
