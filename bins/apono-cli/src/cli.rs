@@ -13,8 +13,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     version,
     max_term_width = 100,
     after_help = "Environment: APONO_URL and APONO_TOKEN, when both set, are used without \
-                  any login\n(unless --profile is given); APONO_TOKEN alone goes with the \
-                  active profile's URL. Profiles live in \
+                  any login\n(unless --profile is given; APONO_CA_CERT names a CA file to trust \
+                  with them); APONO_TOKEN alone goes with the active profile's URL. Profiles live in \
                   $XDG_CONFIG_HOME/apono/config.json (mode 0600).\n\
                   Exit status: 0 success, 1 failure, 2 usage error."
 )]
@@ -39,6 +39,14 @@ pub(crate) enum Command {
         /// Your personal token (`apono-connector tokens create`); `-` reads it from stdin.
         #[arg(long, value_name = "TOKEN")]
         personal_token: String,
+        /// A PEM file of the CA that signed the connector's TLS certificate (kept in the
+        /// profile; default: web roots).
+        #[arg(long = "ca-cert", value_name = "FILE")]
+        ca_cert: Option<std::path::PathBuf>,
+        /// Allow plain http:// to a host that is not loopback (the token then crosses the
+        /// network in clear; kept in the profile).
+        #[arg(long)]
+        allow_insecure_http: bool,
     },
     /// Forgets the profile's token.
     Logout,
@@ -57,6 +65,9 @@ pub(crate) enum Command {
     /// Secrets in an Apono Vault, through your active access session on it.
     #[command(subcommand)]
     Vault(VaultCommand),
+    /// Your API tokens (admins: anyone's): list, revoke.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
     /// The connector's audit log (admins).
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -280,6 +291,28 @@ pub(crate) enum AccessCommand {
     ResetCredentials {
         /// The session id.
         session_id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TokensCommand {
+    /// Lists API tokens (never the tokens themselves): yours, or with --user or --all
+    /// (admins) others'.
+    List {
+        /// This user's tokens (admins).
+        #[arg(long, value_name = "EMAIL", conflicts_with = "all")]
+        user: Option<String>,
+        /// Every user's tokens (admins).
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        output: OutputArg,
+    },
+    /// Revokes a token (yours, or anyone's for an admin); it stops working at once on every
+    /// replica.
+    Revoke {
+        /// The token's id (`tok_…`, from apono tokens list).
+        id: String,
     },
 }
 

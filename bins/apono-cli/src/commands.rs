@@ -17,7 +17,7 @@ use secrecy::ExposeSecret;
 
 use crate::cli::{
     AccessCommand, AuditCommand, Command, CreateArgs, Format, InventoryCommand, ProfilesCommand,
-    RequestsCommand, Scope, UseFormat, ValueArg, VaultArgs, VaultCommand,
+    RequestsCommand, Scope, TokensCommand, UseFormat, ValueArg, VaultArgs, VaultCommand,
 };
 use crate::context::{Context, Explain, fail, usage};
 use crate::output::{emit, line, table, time, time_left};
@@ -36,7 +36,10 @@ pub(crate) async fn run(ctx: &Context, command: Command) -> anyhow::Result<()> {
         Command::Login {
             url,
             personal_token,
-        } => login(ctx, &url, personal_token).await,
+            ca_cert,
+            allow_insecure_http,
+        } => login(ctx, &url, personal_token, ca_cert, allow_insecure_http).await,
+        Command::Tokens(cmd) => tokens(&ctx.client()?, cmd).await,
         Command::Logout => logout(ctx),
         Command::Profiles(cmd) => profiles(ctx, cmd),
         Command::Inventory(cmd) => inventory(&ctx.client()?, cmd).await,
@@ -63,7 +66,13 @@ pub(crate) async fn run(ctx: &Context, command: Command) -> anyhow::Result<()> {
 
 // ------------------------------------------------------------------ profiles
 
-async fn login(ctx: &Context, url: &str, token: String) -> anyhow::Result<()> {
+async fn login(
+    ctx: &Context,
+    url: &str,
+    token: String,
+    ca_cert: Option<std::path::PathBuf>,
+    allow_insecure_http: bool,
+) -> anyhow::Result<()> {
     let token = if token == "-" {
         let mut text = String::new();
         std::io::stdin()
@@ -78,7 +87,13 @@ async fn login(ctx: &Context, url: &str, token: String) -> anyhow::Result<()> {
     }
     let base = parse_base_url(url).explained()?;
     let url = base.as_str().trim_end_matches('/').to_owned();
-    let client = Client::new(&url, token.clone().into()).explained()?;
+    let profile = Profile {
+        url: url.clone(),
+        personal_token: token.into(),
+        ca_cert: ca_cert.map(|p| std::path::absolute(&p).unwrap_or(p)),
+        allow_insecure_http,
+    };
+    let client = crate::context::client_for(&profile)?;
     // Proves the URL and the token before anything is saved.
     let me = match client.me().await {
         Ok(me) => me,
@@ -92,15 +107,7 @@ async fn login(ctx: &Context, url: &str, token: String) -> anyhow::Result<()> {
     let path = ctx.config_path()?;
     let mut profiles = ctx.profiles()?;
     let name = ctx.profile.clone().unwrap_or_else(|| "default".to_owned());
-    profiles
-        .login(
-            &name,
-            Profile {
-                url: url.clone(),
-                personal_token: token.into(),
-            },
-        )
-        .explained()?;
+    profiles.login(&name, profile).explained()?;
     profiles.save(&path).explained()?;
     eprintln!(
         "logged in to {url} as {}{} in profile {name:?} (saved in {})",
@@ -1150,6 +1157,37 @@ async fn vault(ctx: &Context, cmd: VaultCommand) -> anyhow::Result<()> {
 }
 
 // ------------------------------------------------------------------ audit
+
+async fn tokens(client: &Client, cmd: TokensCommand) -> anyhow::Result<()> {
+    match cmd {
+        TokensCommand::List { user, all, output } => {
+            let tokens = client.tokens(user.as_deref(), all).await.explained()?;
+            emit(output.output, &tokens, |list| {
+                table(
+                    &["ID", "USER", "NAME", "STATUS", "EXPIRES", "LAST USED"],
+                    list.iter().map(|t| {
+                        vec![
+                            t.id.clone(),
+                            t.user.clone(),
+                            t.name.clone(),
+                            t.status.clone(),
+                            t.expires_at.clone(),
+                            t.last_used_at.clone().unwrap_or_else(|| "-".into()),
+                        ]
+                    }),
+                )
+            })
+        }
+        TokensCommand::Revoke { id } => {
+            let token = client.revoke_token(&id).await.explained()?;
+            line(format!(
+                "token {} of {} is {}",
+                token.id, token.user, token.status
+            ));
+            Ok(())
+        }
+    }
+}
 
 async fn audit(client: &Client, since: Option<&str>, format: Format) -> anyhow::Result<()> {
     let since_ms = match since {

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use apono_client::{Client, ClientError, KeyCache, Profiles};
+use apono_client::{Client, ClientError, KeyCache, Profile, Profiles};
 use secrecy::SecretString;
 
 /// An error whose message already says what to do; exits with status 2 when `usage`.
@@ -89,6 +89,10 @@ pub(crate) fn explain(e: ClientError) -> anyhow::Error {
             format!("{e}: request a broader permission with apono requests create"),
             false,
         ),
+        ClientError::InsecureUrl { .. } => (
+            format!("{e} (apono login --allow-insecure-http; prefer https with --ca-cert FILE)"),
+            true,
+        ),
         ClientError::InvalidUrl { .. } | ClientError::Usage(_) => (e.to_string(), true),
         _ => (e.to_string(), false),
     };
@@ -162,8 +166,15 @@ impl Context {
     pub(crate) fn client(&self) -> anyhow::Result<Client> {
         let url = std::env::var("APONO_URL").ok().filter(|v| !v.is_empty());
         let token = std::env::var("APONO_TOKEN").ok().filter(|v| !v.is_empty());
-        let (url, token) = match (url, token) {
-            (Some(url), Some(token)) if self.profile.is_none() => (url, SecretString::from(token)),
+        let profile = match (url, token) {
+            (Some(url), Some(token)) if self.profile.is_none() => Profile {
+                url,
+                personal_token: SecretString::from(token),
+                ca_cert: std::env::var_os("APONO_CA_CERT")
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from),
+                allow_insecure_http: false,
+            },
             (Some(_), None) if self.profile.is_none() => {
                 return Err(fail("APONO_URL is set but APONO_TOKEN is not: set both"));
             }
@@ -171,7 +182,10 @@ impl Context {
                 // The token from the environment, the URL from the active profile.
                 let profiles = self.profiles()?;
                 match profiles.get(None) {
-                    Some((_, p)) => (p.url.clone(), SecretString::from(token)),
+                    Some((_, p)) => Profile {
+                        personal_token: SecretString::from(token),
+                        ..p.clone()
+                    },
                     None => {
                         return Err(fail(
                             "APONO_TOKEN is set but APONO_URL is not, and no profile has a URL: set APONO_URL or run apono login",
@@ -182,7 +196,7 @@ impl Context {
             _ => {
                 let profiles = self.profiles()?;
                 match profiles.get(self.profile.as_deref()) {
-                    Some((_, p)) => (p.url.clone(), p.personal_token.clone()),
+                    Some((_, p)) => p.clone(),
                     None => {
                         return Err(match &self.profile {
                             Some(name) => fail(format!(
@@ -196,9 +210,26 @@ impl Context {
                 }
             }
         };
-        Client::builder(&url, token)
-            .user_agent(concat!("apono-cli/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .explained()
+        client_for(&profile)
     }
+}
+
+/// The client of `profile`: its URL and token, trusting its CA file, refusing plain http to
+/// a host that is not loopback unless the profile allows it.
+pub(crate) fn client_for(profile: &Profile) -> anyhow::Result<Client> {
+    let mut builder = Client::builder(&profile.url, profile.personal_token.clone())
+        .user_agent(concat!("apono-cli/", env!("CARGO_PKG_VERSION")))
+        .allow_insecure_http(profile.allow_insecure_http);
+    if let Some(path) = &profile.ca_cert {
+        let pem = std::fs::read(path).map_err(|e| {
+            fail(format!(
+                "reading the CA certificate {}: {e}",
+                path.display()
+            ))
+        })?;
+        builder = builder
+            .ca_cert_pem(&pem, &path.display().to_string())
+            .explained()?;
+    }
+    builder.build().explained()
 }

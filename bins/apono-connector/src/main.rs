@@ -269,24 +269,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(arg) => {
             let plane = plane(load(&arg, &registry)?, registry).await?;
             plane.bootstrap().await?;
-            let listen = &plane.config().connector.listen;
-            let listener = tokio::net::TcpListener::bind(listen)
-                .await
-                .with_context(|| format!("cannot listen on {listen} (connector.listen)"))?;
-            tracing::info!(listen = %listener.local_addr()?, "apono-connector listening");
             let shutdown = CancelSignal::new();
             let scheduler = tokio::spawn(plane.clone().run_scheduler(shutdown.clone()));
-            let stop = shutdown.clone();
-            let server = axum::serve(listener, api::router(plane.clone()))
-                .with_graceful_shutdown(async move { stop.cancelled().await });
-            let server = tokio::spawn(async move { server.await });
+            let mut server = tokio::spawn(api::serve(plane.clone(), shutdown.clone()));
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-            tokio::select! { _ = term.recv() => {}, _ = tokio::signal::ctrl_c() => {} }
+            // The listener failing (the address in use, a bad certificate) stops the connector.
+            let failed = tokio::select! {
+                _ = term.recv() => None,
+                _ = tokio::signal::ctrl_c() => None,
+                ended = &mut server => Some(ended),
+            };
             tracing::info!("shutting down");
             shutdown.cancel();
             scheduler.await??;
-            let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+            match failed {
+                Some(ended) => ended??,
+                None => drop(tokio::time::timeout(Duration::from_secs(5), server).await),
+            }
             plane.store().close().await;
         }
     }

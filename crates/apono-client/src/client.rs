@@ -10,8 +10,8 @@ use url::Url;
 
 use crate::error::{ClientError, sanitize};
 use crate::model::{
-    AccessDetails, AccessRequest, AccessSession, AuditRecord, DryRun, Integration, Me, NewRequest,
-    PermissionEntry, RequestScope, Resource, ResourceTypeEntry,
+    AccessDetails, AccessRequest, AccessSession, ApiToken, AuditRecord, DryRun, Integration, Me,
+    NewRequest, PermissionEntry, RequestScope, Resource, ResourceTypeEntry,
 };
 
 /// Settings of a [`Client`] beyond its URL and token.
@@ -22,6 +22,8 @@ pub struct ClientBuilder {
     timeout: Duration,
     connect_timeout: Duration,
     user_agent: String,
+    ca_certs: Vec<reqwest::Certificate>,
+    allow_insecure_http: bool,
 }
 
 impl ClientBuilder {
@@ -43,13 +45,40 @@ impl ClientBuilder {
         self
     }
 
-    /// Checks the URL and builds the client. Nothing is sent yet.
+    /// Trusts the CA certificates in `pem` (one or more PEM certificates, such as the file
+    /// `--ca-cert` names) besides the system's roots; `path` names the file in errors.
+    pub fn ca_cert_pem(mut self, pem: &[u8], path: &str) -> Result<Self, ClientError> {
+        let certs = reqwest::Certificate::from_pem_bundle(pem)
+            .ok()
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| ClientError::CaCert {
+                path: sanitize(path, 200),
+            })?;
+        self.ca_certs.extend(certs);
+        Ok(self)
+    }
+
+    /// Allows plain `http://` to a host that is not loopback (refused by default: the token
+    /// would cross the network in clear).
+    pub fn allow_insecure_http(mut self, allow: bool) -> Self {
+        self.allow_insecure_http = allow;
+        self
+    }
+
+    /// Checks the URL and builds the client. Nothing is sent yet. Plain `http://` to a host
+    /// that is not loopback is refused unless [`ClientBuilder::allow_insecure_http`].
     pub fn build(self) -> Result<Client, ClientError> {
         let base = parse_base_url(&self.url)?;
+        if base.scheme() == "http" && !self.allow_insecure_http && !is_loopback(&base) {
+            return Err(ClientError::InsecureUrl {
+                url: display_url(&base),
+            });
+        }
         let http = reqwest::Client::builder()
             .timeout(self.timeout)
             .connect_timeout(self.connect_timeout)
             .user_agent(self.user_agent)
+            .tls_certs_merge(self.ca_certs)
             .build()
             .map_err(|e| ClientError::Unreachable {
                 url: display_url(&base),
@@ -86,6 +115,16 @@ pub fn parse_base_url(text: &str) -> Result<Url, ClientError> {
     Ok(url)
 }
 
+/// Whether `url`'s host is `localhost` or a loopback address.
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
 fn display_url(url: &Url) -> String {
     url.as_str().trim_end_matches('/').to_owned()
 }
@@ -115,6 +154,8 @@ impl Client {
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             user_agent: concat!("apono-client/", env!("CARGO_PKG_VERSION")).to_owned(),
+            ca_certs: Vec::new(),
+            allow_insecure_http: false,
         }
     }
 
@@ -394,6 +435,30 @@ impl Client {
         .await
     }
 
+    /// API tokens (never the tokens themselves): the caller's own, `user`'s, or with `all`
+    /// everyone's (the last two for admins).
+    pub async fn tokens(
+        &self,
+        user: Option<&str>,
+        all: bool,
+    ) -> Result<Vec<ApiToken>, ClientError> {
+        let mut query = Vec::new();
+        if let Some(user) = user {
+            query.push(("user", user.to_owned()));
+        }
+        if all {
+            query.push(("all", "true".to_owned()));
+        }
+        self.get("api/v1/tokens", &query).await
+    }
+
+    /// Revokes an API token (the caller's own, or anyone's for an admin); every replica refuses
+    /// it from its next request.
+    pub async fn revoke_token(&self, id: &str) -> Result<ApiToken, ClientError> {
+        self.post(&format!("api/v1/tokens/{}/revoke", segment(id)?), None)
+            .await
+    }
+
     /// Audit records after sequence number `after`, at most `limit` of them (admins only).
     pub async fn audit(&self, after: i64, limit: i64) -> Result<Vec<AuditRecord>, ClientError> {
         self.get(
@@ -464,6 +529,32 @@ fn segment(id: &str) -> Result<&str, ClientError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_http_only_to_loopback_unless_allowed() {
+        let build = |url: &str, allow: bool| {
+            Client::builder(url, "t".into())
+                .allow_insecure_http(allow)
+                .build()
+        };
+        for ok in [
+            "http://127.0.0.1:8080",
+            "http://localhost:8080",
+            "http://[::1]:8080",
+            "https://connector.example.com",
+        ] {
+            build(ok, false).expect(ok);
+        }
+        for refused in ["http://10.0.0.5:8080", "http://connector.example.com"] {
+            let e = build(refused, false).expect_err(refused);
+            assert!(matches!(e, ClientError::InsecureUrl { .. }), "{e}");
+            build(refused, true).expect(refused);
+        }
+        let e = Client::builder("https://h", "t".into())
+            .ca_cert_pem(b"not a certificate", "/tmp/ca.pem")
+            .expect_err("no PEM");
+        assert!(e.to_string().contains("/tmp/ca.pem"), "{e}");
+    }
 
     #[test]
     fn base_urls() {

@@ -15,6 +15,21 @@ pub enum ClientError {
         /// The URL as given (never contains a token).
         url: String,
     },
+    /// Plain `http://` to a host that is not loopback: the token would cross the network in
+    /// clear. Refused unless allowed explicitly.
+    #[error(
+        "refusing plain http to {url}, which is not a loopback address: the token would travel in clear; use https, or allow insecure http explicitly"
+    )]
+    InsecureUrl {
+        /// The URL as given.
+        url: String,
+    },
+    /// A CA certificate file does not hold a PEM certificate.
+    #[error("{path} holds no PEM certificate")]
+    CaCert {
+        /// The file.
+        path: String,
+    },
     /// The connector could not be reached (connection refused, DNS, TLS).
     #[error("connector at {url} unreachable")]
     Unreachable {
@@ -155,9 +170,11 @@ impl ClientError {
     /// The kind of failure; [`ErrorKind::is_retryable`] says whether trying again can help.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::InvalidUrl { .. } | Self::Invalid { .. } | Self::Usage(_) => {
-                ErrorKind::InvalidInput
-            }
+            Self::InvalidUrl { .. }
+            | Self::InsecureUrl { .. }
+            | Self::CaCert { .. }
+            | Self::Invalid { .. }
+            | Self::Usage(_) => ErrorKind::InvalidInput,
             Self::Unreachable { .. } => ErrorKind::Unavailable,
             Self::Timeout { .. } | Self::WaitTimeout { .. } => ErrorKind::Timeout,
             Self::Unauthenticated | Self::Forbidden { .. } => ErrorKind::PermissionDenied,

@@ -61,6 +61,13 @@ pub struct Profile {
     /// The personal token (written to the `0600` profile file, never printed).
     #[serde(serialize_with = "expose")]
     pub personal_token: SecretString,
+    /// A CA certificate file (PEM) to trust for this connector's TLS certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<PathBuf>,
+    /// Whether plain `http://` to a host that is not loopback is allowed (the token then
+    /// crosses the network in clear).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_insecure_http: bool,
 }
 
 fn expose<S: serde::Serializer>(token: &SecretString, s: S) -> Result<S::Ok, S::Error> {
@@ -312,6 +319,8 @@ mod tests {
                 Profile {
                     url: "http://h".into(),
                     personal_token: "apono_secret".into(),
+                    ca_cert: None,
+                    allow_insecure_http: false,
                 },
             )
             .expect("valid name");

@@ -464,6 +464,32 @@ impl AccessDetails {
     }
 }
 
+/// A personal API token as listed (`GET /api/v1/tokens`): never the token itself.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub struct ApiToken {
+    /// Token id (`tok_…`).
+    pub id: String,
+    /// The user it authenticates (email).
+    pub user: String,
+    /// Its name.
+    pub name: String,
+    /// `active`, `expired` or `revoked`.
+    pub status: String,
+    /// When it was created (RFC 3339).
+    pub created_at: String,
+    /// When it stops working.
+    pub expires_at: String,
+    /// When it was last used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<String>,
+    /// When it was revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<String>,
+    /// Who revoked it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_by: Option<String>,
+}
+
 /// One record of the audit log (`GET /api/v1/audit`, admins only).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 pub struct AuditRecord {

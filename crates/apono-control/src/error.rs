@@ -42,6 +42,15 @@ pub enum ControlError {
     /// The master key cannot be loaded (missing, unreadable, malformed); never names the key.
     #[error("master key: {0}")]
     Key(String),
+    /// The API's address cannot be listened on.
+    #[error("cannot listen on {address} (connector.listen)")]
+    Listen {
+        /// The address.
+        address: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
     /// An I/O operation failed.
     #[error("i/o error while {context}")]
     Io {
@@ -61,7 +70,9 @@ impl ControlError {
     /// The kind of failure.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::Store { .. } | Self::Io { .. } | Self::Key(_) => ErrorKind::Unavailable,
+            Self::Store { .. } | Self::Io { .. } | Self::Key(_) | Self::Listen { .. } => {
+                ErrorKind::Unavailable
+            }
             Self::Unauthenticated | Self::Forbidden(_) => ErrorKind::PermissionDenied,
             Self::NotFound(_) => ErrorKind::NotFound,
             Self::Invalid(_) | Self::Config(_) | Self::TooLarge(_) => ErrorKind::InvalidInput,

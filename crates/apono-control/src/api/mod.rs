@@ -4,10 +4,12 @@
 //!   the JSON error shape.
 //! * `routes`: one handler per operation, each a call of one [`ControlPlane`] method.
 //! * [`openapi`]: the OpenAPI document.
+//! * [`serve`]: the listener, over TLS with certificate reload, or plain HTTP on loopback.
 
 mod extract;
 mod openapi;
 mod routes;
+mod serve;
 
 use std::sync::Arc;
 
@@ -19,6 +21,7 @@ use serde_json::json;
 use crate::error::ControlError;
 use crate::plane::ControlPlane;
 pub use openapi::openapi;
+pub use serve::serve;
 
 impl IntoResponse for ControlError {
     fn into_response(self) -> Response {

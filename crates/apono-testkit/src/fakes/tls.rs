@@ -21,6 +21,8 @@ pub struct TestCa {
     ca_der: CertificateDer<'static>,
     server_der: CertificateDer<'static>,
     server_key: Vec<u8>,
+    server_pem: String,
+    server_key_pem: String,
 }
 
 impl std::fmt::Debug for TestCa {
@@ -70,12 +72,25 @@ impl TestCa {
             ca_der: ca.der().clone(),
             server_der: server.der().clone(),
             server_key: server_key.serialize_der(),
+            server_pem: server.pem(),
+            server_key_pem: server_key.serialize_pem(),
         })
     }
 
     /// The CA certificate, PEM-encoded: what a client must trust.
     pub fn ca_pem(&self) -> &str {
         &self.ca_pem
+    }
+
+    /// The server certificate, PEM-encoded: what a real server (such as `apono-connector`
+    /// with `tls_cert`) serves.
+    pub fn server_cert_pem(&self) -> &str {
+        &self.server_pem
+    }
+
+    /// The server certificate's private key, PKCS#8 PEM.
+    pub fn server_key_pem(&self) -> &str {
+        &self.server_key_pem
     }
 
     /// The CA certificate, DER-encoded.
