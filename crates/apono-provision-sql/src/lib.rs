@@ -60,6 +60,8 @@ mod config;
 pub mod quote;
 mod scope;
 
+#[cfg(feature = "mysql")]
+pub mod mysql;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 
@@ -304,6 +306,42 @@ pub fn grant_role_name(grant_id: &apono_core::GrantId) -> String {
         .encode(&digest)
         .to_ascii_lowercase();
     format!("apono_grant__{}", &hash[..16])
+}
+
+/// The permissions offered per resource type (levels everywhere; listed roles on the cluster).
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) fn permissions(roles: &[String], with_schemas: bool) -> Vec<apono_core::PermissionInfo> {
+    let mut types = vec![resource_type::CLUSTER, resource_type::DATABASE];
+    if with_schemas {
+        types.push(resource_type::SCHEMA);
+    }
+    types.push(resource_type::TABLE);
+    let mut out = Vec::new();
+    for kind in types {
+        for (p, what) in [
+            (permission::READ_ONLY, "read data"),
+            (permission::READ_WRITE, "read and change data"),
+            (
+                permission::ADMIN,
+                "all privileges on the resource, short of server administration",
+            ),
+        ] {
+            out.push(apono_core::PermissionInfo {
+                resource_type: kind.into(),
+                permission: apono_core::Permission::from(p),
+                description: Some(what.into()),
+            });
+        }
+    }
+    let unique: std::collections::BTreeSet<&String> = roles.iter().collect();
+    for role in unique {
+        out.push(apono_core::PermissionInfo {
+            resource_type: resource_type::CLUSTER.into(),
+            permission: apono_core::Permission::from(role.as_str()),
+            description: Some(format!("membership in the server role {role}")),
+        });
+    }
+    out
 }
 
 #[cfg(test)]

@@ -56,13 +56,10 @@
 //! Superuser, or `CREATEROLE` with membership in `pg_signal_backend`, the `owner_role` and the
 //! listed roles (`ADMIN OPTION`), and the privileges it grants `WITH GRANT OPTION`.
 
-use std::collections::BTreeSet;
-
 use apono_core::names::PostgresRoleName;
 use apono_core::{
-    AccountNaming, ActionContext, GrantSpec, GrantState, Granted, Inventory, Permission,
-    PermissionInfo, ProvisionError, Provisioner, Resource, ResourceType, StatusCheck, StatusReport,
-    async_trait, generate_password,
+    AccountNaming, ActionContext, GrantSpec, GrantState, Granted, Inventory, ProvisionError,
+    Provisioner, Resource, ResourceType, StatusCheck, StatusReport, async_trait, generate_password,
 };
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
@@ -74,7 +71,7 @@ use crate::quote::{Dialect, QuoteError, Sql};
 use crate::scope::encode_id;
 use crate::{
     Connection, Engine, LOGIN_MARKER, Level, PgSslMode, Scope, SqlConfig, SqlGrantState,
-    admin_credential, grant_role_name, permission, resource_type,
+    admin_credential, grant_role_name, permissions, resource_type,
 };
 
 const D: Dialect = Dialect::Postgres;
@@ -1077,39 +1074,4 @@ impl Provisioner for PostgresProvisioner {
         let _ = grant;
         self.delete(ctx, state).await
     }
-}
-
-/// The permissions offered per resource type (levels everywhere; listed roles on the cluster).
-pub(crate) fn permissions(roles: &[String], with_schemas: bool) -> Vec<PermissionInfo> {
-    let mut types = vec![resource_type::CLUSTER, resource_type::DATABASE];
-    if with_schemas {
-        types.push(resource_type::SCHEMA);
-    }
-    types.push(resource_type::TABLE);
-    let mut out = Vec::new();
-    for kind in types {
-        for (p, what) in [
-            (permission::READ_ONLY, "read data"),
-            (permission::READ_WRITE, "read and change data"),
-            (
-                permission::ADMIN,
-                "all privileges on the resource, short of server administration",
-            ),
-        ] {
-            out.push(PermissionInfo {
-                resource_type: kind.into(),
-                permission: Permission::from(p),
-                description: Some(what.into()),
-            });
-        }
-    }
-    let unique: BTreeSet<&String> = roles.iter().collect();
-    for role in unique {
-        out.push(PermissionInfo {
-            resource_type: resource_type::CLUSTER.into(),
-            permission: Permission::from(role.as_str()),
-            description: Some(format!("membership in the server role {role}")),
-        });
-    }
-    out
 }

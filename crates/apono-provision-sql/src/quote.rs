@@ -173,6 +173,12 @@ impl Sql {
         Ok(self)
     }
 
+    /// Appends a number.
+    pub fn number(mut self, value: u64) -> Self {
+        self.text.push_str(&value.to_string());
+        self
+    }
+
     /// Appends a quoted literal that is not secret (a date, a marker).
     pub fn literal(mut self, value: &str) -> Result<Self, QuoteError> {
         self.text.push_str(&quote_literal(self.dialect, value)?);
@@ -199,7 +205,7 @@ impl Sql {
 
     /// The statement for sqlx, which accepts only `&'static str` or text asserted safe: this
     /// is the one place that asserts it.
-    #[cfg(feature = "postgres")]
+    #[cfg(any(feature = "postgres", feature = "mysql"))]
     pub(crate) fn into_sqlx(self) -> sqlx::AssertSqlSafe<String> {
         sqlx::AssertSqlSafe(self.text)
     }
