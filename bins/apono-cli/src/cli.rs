@@ -279,11 +279,13 @@ pub(crate) enum AccessCommand {
         /// What to print.
         #[arg(long, short = 'o', value_enum, default_value_t = UseFormat::Instructions)]
         output: UseFormat,
-        /// Run the session's command (such as ssh) instead of printing it.
+        /// Run the session's command (ssh, psql or mysql, the password in PGPASSWORD or
+        /// MYSQL_PWD) instead of printing it.
         #[arg(long)]
         run: bool,
         /// With --run, after `--`: ssh options and/or a remote command, as after
-        /// `ssh user@host` (such as `-- -o BatchMode=yes uptime`).
+        /// `ssh user@host` (such as `-- -o BatchMode=yes uptime`); for a database, the
+        /// client's arguments (such as `-- -c 'select 1'`).
         #[arg(last = true, value_name = "ARGS")]
         args: Vec<String>,
     },

@@ -785,8 +785,97 @@ async fn access(ctx: &Context, cmd: AccessCommand) -> anyhow::Result<()> {
     }
 }
 
-/// The SSH coordinates of a session's access details, when it is an SSH login.
+/// A database login as this machine makes it: the vendor's client, its arguments before the
+/// caller's, and the environment variable the password travels in (never an argument, which
+/// other local users could read in `ps`).
+struct DatabaseLogin {
+    program: &'static str,
+    args: Vec<String>,
+    password_env: &'static str,
+    env: Vec<(&'static str, String)>,
+}
+
+/// The database coordinates of a session's access details (`engine` is `postgresql` or `mysql`).
+fn database_login(details: &AccessDetails) -> Option<DatabaseLogin> {
+    let text = |key: &str| details.json.get(key).and_then(|v| v.as_str());
+    let engine = text("engine")?;
+    let host = text("host")?.to_owned();
+    let port = details.json.get("port")?.as_u64()?.to_string();
+    let user = text("username")?.to_owned();
+    let database = text("database").map(str::to_owned);
+    match engine {
+        "postgresql" => {
+            let mut args = vec!["-h".into(), host, "-p".into(), port, "-U".into(), user];
+            args.extend(database.into_iter().flat_map(|d| ["-d".to_owned(), d]));
+            let env = text("sslmode")
+                .map(|mode| vec![("PGSSLMODE", mode.to_owned())])
+                .unwrap_or_default();
+            Some(DatabaseLogin {
+                program: "psql",
+                args,
+                password_env: "PGPASSWORD",
+                env,
+            })
+        }
+        "mysql" => {
+            let mut args = vec!["-h".into(), host, "-P".into(), port, "-u".into(), user];
+            args.extend(database);
+            Some(DatabaseLogin {
+                program: "mysql",
+                args,
+                password_env: "MYSQL_PWD",
+                env: Vec::new(),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// `access use --run` for a database session: the vendor's client with the kept one-time
+/// password in its environment variable.
+async fn run_database(
+    cache: &apono_client::KeyCache,
+    session_id: &str,
+    login: &DatabaseLogin,
+    args: &[String],
+) -> anyhow::Result<()> {
+    let file = cache.find(session_id).ok_or_else(|| {
+        fail(format!(
+            "no password for session {session_id} on this machine: run apono access reset-credentials {session_id}, then apono access use {session_id} --run"
+        ))
+    })?;
+    let password = secrecy::SecretString::from(
+        std::fs::read_to_string(&file)
+            .map_err(|e| fail(format!("cannot read {}: {e}", file.display())))?
+            .trim_end_matches('\n')
+            .to_owned(),
+    );
+    let status = tokio::process::Command::new(login.program)
+        .args(&login.args)
+        .args(args)
+        .envs(login.env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env(login.password_env, password.expose_secret())
+        .status()
+        .await
+        .map_err(|e| fail(format!("cannot run {}: {e}", login.program)))?;
+    if !status.success() {
+        return Err(fail(format!(
+            "{} exited with {}",
+            login.program,
+            status
+                .code()
+                .map_or_else(|| "a signal".to_owned(), |c| format!("status {c}"))
+        )));
+    }
+    Ok(())
+}
+
+/// The SSH coordinates of a session's access details, when it is an SSH login (database
+/// sessions, which name their `engine`, have coordinates too).
 fn ssh_target(details: &AccessDetails) -> Option<(String, u16, String)> {
+    if details.json.contains_key("engine") {
+        return None;
+    }
     let host = details.json.get("host")?.as_str()?.to_owned();
     let port = u16::try_from(details.json.get("port")?.as_u64()?).ok()?;
     let user = details.json.get("username")?.as_str()?.to_owned();
@@ -914,6 +1003,17 @@ pub(crate) async fn use_session(
     {
         apono_client::remember_vault_token(&caches.vault, &session, token).explained()?;
     }
+    if let Some(db) = database_login(&details) {
+        // Kept (`0600`, until the session ends) the one time it is shown, for `--run` later.
+        if let Some(password) = details.credential("password") {
+            cache
+                .store(session_id, password, session.expires_at)
+                .explained()?;
+        }
+        if run {
+            return run_database(cache, session_id, &db, args).await;
+        }
+    }
     let mut key_file: Option<PathBuf> = None;
     if let Some(key) = details.credential("private_key") {
         key_file = Some(
@@ -952,7 +1052,7 @@ pub(crate) async fn use_session(
         let Some(login) = &login else {
             return Err(fail(if ssh.is_none() {
                 format!(
-                    "--run supports SSH sessions; run the command of apono access use {session_id} -o cli yourself"
+                    "--run supports SSH and database sessions; run the command of apono access use {session_id} -o cli yourself"
                 )
             } else {
                 format!(

@@ -14,7 +14,7 @@ pub type ProvisionerFactory =
 /// Which provisioner serves which integration type.
 ///
 /// [`ProvisionerRegistry::with_builtin`] knows the types compiled in through this crate's
-/// features (`ssh`, `rancher`, `winrm`, `apono-vault`); a custom connector adds its own with [`ProvisionerRegistry::register`]:
+/// features (`ssh`, `rancher`, `winrm`, `apono-vault`, `postgresql`, `mysql`); a custom connector adds its own with [`ProvisionerRegistry::register`]:
 ///
 /// ```no_run
 /// use std::sync::Arc;
@@ -43,6 +43,8 @@ impl ProvisionerRegistry {
     /// | `rancher` | `rancher` |
     /// | `winrm` | `rdp`, `windows-domain-controller` |
     /// | `apono-vault` | `apono-vault` |
+    /// | `postgresql` | `postgresql` |
+    /// | `mysql` | `mysql` (MySQL and MariaDB) |
     ///
     /// Building a provisioner parses and checks the integration's config and sets up its
     /// client; none of the factories touches the network.
@@ -93,6 +95,34 @@ impl ProvisionerRegistry {
                 Ok(Arc::new(provisioner) as Arc<dyn Provisioner>)
             }),
         );
+        #[cfg(feature = "postgresql")]
+        registry.register(
+            apono_provision_sql::Engine::Postgres.integration_type(),
+            Arc::new(|integration: &Integration| {
+                let config = apono_provision_sql::SqlConfig::from_json(
+                    apono_provision_sql::Engine::Postgres,
+                    &integration.config,
+                )
+                .map_err(|e| config_error(integration, e))?;
+                let provisioner = apono_provision_sql::postgres::PostgresProvisioner::new(config)
+                    .map_err(|e| config_error(integration, e))?;
+                Ok(Arc::new(provisioner) as Arc<dyn Provisioner>)
+            }),
+        );
+        #[cfg(feature = "mysql")]
+        registry.register(
+            apono_provision_sql::Engine::MySql.integration_type(),
+            Arc::new(|integration: &Integration| {
+                let config = apono_provision_sql::SqlConfig::from_json(
+                    apono_provision_sql::Engine::MySql,
+                    &integration.config,
+                )
+                .map_err(|e| config_error(integration, e))?;
+                let provisioner = apono_provision_sql::mysql::MySqlProvisioner::new(config)
+                    .map_err(|e| config_error(integration, e))?;
+                Ok(Arc::new(provisioner) as Arc<dyn Provisioner>)
+            }),
+        );
         registry
     }
 
@@ -124,7 +154,12 @@ impl ProvisionerRegistry {
 }
 
 /// A provisioner crate's own configuration error, as the [`ProvisionError`] the executor reports.
-#[cfg(any(feature = "ssh", feature = "rancher"))]
+#[cfg(any(
+    feature = "ssh",
+    feature = "rancher",
+    feature = "postgresql",
+    feature = "mysql"
+))]
 fn config_error(integration: &Integration, error: impl fmt::Display) -> ProvisionError {
     ProvisionError::Config(apono_core::InvalidIntegration::Config {
         integration: integration.name.clone(),
@@ -145,7 +180,9 @@ impl fmt::Debug for ProvisionerRegistry {
     feature = "ssh",
     feature = "rancher",
     feature = "winrm",
-    feature = "apono-vault"
+    feature = "apono-vault",
+    feature = "postgresql",
+    feature = "mysql"
 ))]
 mod tests {
     use super::*;
@@ -186,6 +223,16 @@ mod tests {
                 "apono-vault",
                 json!({"vault_internal_url": "https://bao.example.com:8200"}),
                 json!({"vault_internal_url": "https://bao.example.com:8200", "mount": "../x"}),
+            ),
+            (
+                "postgresql",
+                json!({"hostname": "db.example.com"}),
+                json!({"hostname": "db.example.com", "ssl_mode": "DISABLED"}),
+            ),
+            (
+                "mysql",
+                json!({"hostname": "db.example.com", "port": 3306}),
+                json!({"hostname": "db.example.com", "sslmode": "disable"}),
             ),
         ]
     }
@@ -245,6 +292,16 @@ pub fn integration_config_schemas(
     out.push((
         apono_core::IntegrationType::AponoVault.as_str(),
         generator.subschema_for::<apono_vault_client::AponoVaultConfig>(),
+    ));
+    #[cfg(feature = "postgresql")]
+    out.push((
+        apono_provision_sql::Engine::Postgres.integration_type(),
+        generator.subschema_for::<apono_provision_sql::SqlConfig>(),
+    ));
+    #[cfg(feature = "mysql")]
+    out.push((
+        apono_provision_sql::Engine::MySql.integration_type(),
+        generator.subschema_for::<apono_provision_sql::SqlConfig>(),
     ));
     let _ = &generator; // nothing to generate in a build without provisioners
     out
