@@ -36,6 +36,24 @@ fn build_connector() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os("APONO_TEST_CONNECTOR_BIN") {
         return Ok(path.into());
     }
+    cargo_build(
+        &["-p", "apono-connector", "--bin", "apono-connector"],
+        "apono-connector",
+    )
+}
+
+/// The example `name` of the `apono-examples` package (`examples/NAME.rs`), brought up to date
+/// first with `cargo build --example` as [`connector_bin`] does for the connector.
+pub fn example_bin(name: &str) -> Result<PathBuf> {
+    cargo_build(
+        &["-p", "apono-examples", "--example", name],
+        &format!("examples/{name}"),
+    )
+}
+
+/// Runs `cargo build ARGS` into the calling test's own target directory and profile, and
+/// returns `target/<profile>/<output>`.
+fn cargo_build(args: &[&str], output: &str) -> Result<PathBuf> {
     // target/<profile>/deps/<this test>
     let exe = std::env::current_exe()?;
     let profile_dir = exe
@@ -63,29 +81,21 @@ fn build_connector() -> Result<PathBuf> {
         }
     }
     let out = build
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "apono-connector",
-            "--bin",
-            "apono-connector",
-            "--profile",
-            profile,
-            "--manifest-path",
-            manifest,
-        ])
+        .args(["build", "--quiet"])
+        .args(args)
+        .args(["--profile", profile, "--manifest-path", manifest])
         .arg("--target-dir")
         .arg(target_dir)
         .stdin(Stdio::null())
         .output()
-        .context("running cargo build -p apono-connector")?;
+        .with_context(|| format!("running cargo build {}", args.join(" ")))?;
     ensure!(
         out.status.success(),
-        "cargo build -p apono-connector failed:\n{}",
+        "cargo build {} failed:\n{}",
+        args.join(" "),
         String::from_utf8_lossy(&out.stderr)
     );
-    let bin = profile_dir.join("apono-connector");
+    let bin = profile_dir.join(output);
     ensure!(bin.is_file(), "{} missing after cargo build", bin.display());
     Ok(bin)
 }

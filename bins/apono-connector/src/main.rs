@@ -1,16 +1,13 @@
-//! `apono-connector`: wiring only. The control plane, the executor and the API live in
-//! `apono-control` and `apono-runtime`.
+//! `apono-connector`: a command line over `apono-server`, which assembles the connector
+//! (secret stores, executor, control plane, scheduler, API, shutdown).
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
-use apono_control::{Config, ControlPlane, Store, api, audit, check_config};
-use apono_core::{CancelSignal, SecretStoreKind};
-use apono_runtime::{Executor, ExecutorLimits, ProvisionerRegistry};
-use apono_secrets::SecretResolver;
+use apono_control::audit;
+use apono_core::CancelSignal;
+use apono_runtime::ProvisionerRegistry;
+use apono_server::{Connector, load_config, shutdown_signal};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -69,81 +66,15 @@ enum Audit {
     Verify(ConfigArg),
 }
 
-fn load(arg: &ConfigArg, registry: &ProvisionerRegistry) -> anyhow::Result<Config> {
-    let text = std::fs::read_to_string(&arg.config)
-        .with_context(|| format!("reading {}", arg.config.display()))?;
-    check_config(&text, std::env::vars(), registry).map_err(|e| {
-        // A problem may span lines (TOML's syntax errors point with a caret): indent each.
-        let lines: Vec<String> = e
-            .problems
-            .iter()
-            .map(|p| format!("  {}", p.to_string().replace('\n', "\n  ")))
-            .collect();
-        anyhow::anyhow!(
-            "{} has {}:\n{}",
-            arg.config.display(),
-            plural(lines.len(), "problem"),
-            lines.join("\n")
-        )
-    })
-}
-
-async fn plane(config: Config, registry: ProvisionerRegistry) -> anyhow::Result<Arc<ControlPlane>> {
-    std::fs::create_dir_all(&config.connector.data_dir).context("creating the data directory")?;
-    let kinds: BTreeSet<SecretStoreKind> = config
-        .integrations
-        .iter()
-        .map(|i| i.secret_store.kind())
-        .collect();
-    let c = &config.connector;
-    let mut resolver = SecretResolver::builder().store(Arc::new(apono_secrets::AponoStore::new()));
-    // Cloud stores are built only when an integration uses them, so a connector without
-    // cloud credentials starts. Building reads credentials but makes no request.
-    if kinds.contains(&SecretStoreKind::Aws) {
-        resolver = resolver.store(Arc::new(
-            apono_secrets::AwsSecretsManagerStore::from_env()
-                .await
-                .build()?,
-        ));
-    }
-    if kinds.contains(&SecretStoreKind::HashicorpVault) {
-        resolver = resolver.store(Arc::new(
-            apono_secrets::HashicorpVaultStore::from_env()?.build()?,
-        ));
-    }
-    if kinds.contains(&SecretStoreKind::Kubernetes) {
-        let mut builder = apono_secrets::KubernetesStore::infer()
-            .await
-            .context("setting up the kubernetes secret store")?;
-        if let Some(allowed) = &c.allowed_secrets_to_read {
-            builder = builder.allowed_secrets(allowed);
-        }
-        resolver = resolver.store(Arc::new(builder.build()?));
-    }
-    if kinds.contains(&SecretStoreKind::Azure) {
-        resolver = resolver.store(Arc::new(
-            apono_secrets::AzureKeyVaultStore::builder()
-                .credentials(apono_secrets::AzureCredentials::from_env())
-                .build()?,
-        ));
-    }
-    if kinds.contains(&SecretStoreKind::Gcp) {
-        let credentials = apono_secrets::GcpCredentials::application_default()
-            .context("reading GCP application-default credentials")?;
-        resolver = resolver.store(Arc::new(
-            apono_secrets::GcpSecretManagerStore::builder()
-                .credentials(credentials)
-                .build()?,
-        ));
-    }
-    let limits = ExecutorLimits {
-        global: c.max_concurrent_actions,
-        per_target: c.max_concurrent_per_target,
-        action_timeout: c.action_timeout.0,
-    };
-    let executor = Arc::new(Executor::new(registry, Arc::new(resolver.build()), limits));
-    let store = Store::open(&c.store_url()).await?;
-    Ok(ControlPlane::new(store, config, executor))
+/// The connector of `arg`'s configuration, with every secret store it needs built from the
+/// environment; not serving yet.
+async fn connector(arg: &ConfigArg, registry: ProvisionerRegistry) -> anyhow::Result<Connector> {
+    let config = load_config(&arg.config, std::env::vars(), &registry)?;
+    Ok(Connector::builder(config)
+        .registry(registry)
+        .secret_stores_from_env()
+        .build()
+        .await?)
 }
 
 #[tokio::main]
@@ -179,16 +110,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             serde_json::to_string_pretty(&apono_control::config_schema())?
         ),
         Command::CheckConfig(arg) => {
-            load(&arg, &registry)?;
+            load_config(&arg.config, std::env::vars(), &registry)?;
             println!("{}: ok", arg.config.display());
         }
         Command::Tokens(Tokens::Create { config, user }) => {
-            let plane = plane(load(&config, &registry)?, registry).await?;
-            println!("{}", plane.create_token(&user).await?);
+            let connector = connector(&config, registry).await?;
+            println!("{}", connector.plane().create_token(&user).await?);
         }
         Command::Audit(Audit::Verify(arg)) => {
-            let plane = plane(load(&arg, &registry)?, registry).await?;
-            let report = audit::verify(plane.store()).await?;
+            let connector = connector(&arg, registry).await?;
+            let report = audit::verify(connector.plane().store()).await?;
             match report.first_broken {
                 None => println!(
                     "audit chain intact: {}",
@@ -204,7 +135,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Discover(arg) => {
-            let plane = plane(load(&arg, &registry)?, registry).await?;
+            let connector = connector(&arg, registry).await?;
+            let plane = connector.plane();
             for integration in &plane.config().integrations {
                 let inventory = plane
                     .executor()
@@ -215,27 +147,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Run(arg) => {
-            let plane = plane(load(&arg, &registry)?, registry).await?;
-            plane.bootstrap().await?;
-            let listen = &plane.config().connector.listen;
-            let listener = tokio::net::TcpListener::bind(listen)
-                .await
-                .with_context(|| format!("cannot listen on {listen} (connector.listen)"))?;
-            tracing::info!(listen = %listener.local_addr()?, "apono-connector listening");
-            let shutdown = CancelSignal::new();
-            let scheduler = tokio::spawn(plane.clone().run_scheduler(shutdown.clone()));
-            let stop = shutdown.clone();
-            let server = axum::serve(listener, api::router(plane.clone()))
-                .with_graceful_shutdown(async move { stop.cancelled().await });
-            let server = tokio::spawn(async move { server.await });
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-            tokio::select! { _ = term.recv() => {}, _ = tokio::signal::ctrl_c() => {} }
-            tracing::info!("shutting down");
-            shutdown.cancel();
-            scheduler.await??;
-            let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
-            plane.store().close().await;
+            let connector = connector(&arg, registry).await?;
+            connector.run_until(shutdown_signal()?).await?;
         }
     }
     Ok(())
