@@ -606,6 +606,33 @@ impl Config {
                     ),
                 );
             }
+            if integration.resource_owner_tag.is_some() && integration.owners.is_empty() {
+                problem(
+                    format!("{key}.resource_owner_tag"),
+                    "needs `owners` too: the integration's owners approve when a resource has \
+                     no owner"
+                        .into(),
+                );
+            }
+            if integration
+                .resource_owner_tag
+                .as_deref()
+                .is_some_and(|t| t.trim().is_empty())
+            {
+                problem(
+                    format!("{key}.resource_owner_tag"),
+                    "must name a tag key".into(),
+                );
+            }
+            for owner in &integration.owners {
+                if owner.contains('@') && !users.iter().any(|u| u.email.eq_ignore_ascii_case(owner))
+                {
+                    problem(
+                        format!("{key}.owners"),
+                        format!("{owner} is not a configured user"),
+                    );
+                }
+            }
             if let Some(bound) = &integration.connector
                 && bound != &connector.id
             {
@@ -991,5 +1018,32 @@ mod tests {
                 "{err:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_resource_owner_tag_needs_owners_and_owner_emails_are_users() {
+        let check = |extra: &str| {
+            let text = format!(
+                "[[users]]\nemail = \"a@x\"\n[[integrations]]\nname = \"s\"\ntype = \"ssh\"\nsecret_store = {{ apono = {{ parameters = {{ k = \"v\" }} }} }}\n{extra}\n"
+            );
+            Config::parse(&text, std::iter::empty(), None)
+                .map(|_| ())
+                .map_err(|e| e.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>())
+        };
+        assert_eq!(
+            check("owners = [\"a@x\", \"sre\"]\nresource_owner_tag = \"owner\""),
+            Ok(())
+        );
+        assert_eq!(
+            check("resource_owner_tag = \"owner\""),
+            Err(vec!["integrations[0].resource_owner_tag: needs `owners` too: the integration's owners approve when a resource has no owner".to_owned()])
+        );
+        assert_eq!(
+            check("owners = [\"b@x\"]\nresource_owner_tag = \" \""),
+            Err(vec![
+                "integrations[0].resource_owner_tag: must name a tag key".to_owned(),
+                "integrations[0].owners: b@x is not a configured user".to_owned(),
+            ])
+        );
     }
 }

@@ -77,6 +77,7 @@ pub use error::ControlError;
 pub use ledger::audit;
 pub use ledger::store::{Backend, Store};
 pub use model::{
-    AccessRequest, AccessSession, DryRun, NewRequest, Problem, ProblemCode, RequestApproval,
+    AccessRequest, AccessSession, ApprovalRoute, ApproverSource, DryRun, NewRequest, Problem,
+    ProblemCode, RequestApproval,
 };
 pub use plane::{ControlPlane, RequestScope};
