@@ -1,8 +1,8 @@
 //! A custom integration type registered next to the built-in ones, then run through the
 //! executor: `cargo run -p apono-examples --example custom_provisioner`.
 //!
-//! A custom connector binary does the same with `ProvisionerRegistry::register` before it hands
-//! the registry to `apono_control::ControlPlane`.
+//! A custom connector registers its types the same way and hands the registry to
+//! `apono_server::Connector::builder` (see `custom_connector.rs`).
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};

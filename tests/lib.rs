@@ -36,6 +36,24 @@ fn build_connector() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os("APONO_TEST_CONNECTOR_BIN") {
         return Ok(path.into());
     }
+    cargo_build(
+        &["-p", "apono-connector", "--bin", "apono-connector"],
+        "apono-connector",
+    )
+}
+
+/// The example `name` of the `apono-examples` package (`examples/NAME.rs`), brought up to date
+/// first with `cargo build --example` as [`connector_bin`] does for the connector.
+pub fn example_bin(name: &str) -> Result<PathBuf> {
+    cargo_build(
+        &["-p", "apono-examples", "--example", name],
+        &format!("examples/{name}"),
+    )
+}
+
+/// Runs `cargo build ARGS` into the calling test's own target directory and profile, and
+/// returns `target/<profile>/<output>`.
+fn cargo_build(args: &[&str], output: &str) -> Result<PathBuf> {
     // target/<profile>/deps/<this test>
     let exe = std::env::current_exe()?;
     let profile_dir = exe
@@ -63,29 +81,21 @@ fn build_connector() -> Result<PathBuf> {
         }
     }
     let out = build
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "apono-connector",
-            "--bin",
-            "apono-connector",
-            "--profile",
-            profile,
-            "--manifest-path",
-            manifest,
-        ])
+        .args(["build", "--quiet"])
+        .args(args)
+        .args(["--profile", profile, "--manifest-path", manifest])
         .arg("--target-dir")
         .arg(target_dir)
         .stdin(Stdio::null())
         .output()
-        .context("running cargo build -p apono-connector")?;
+        .with_context(|| format!("running cargo build {}", args.join(" ")))?;
     ensure!(
         out.status.success(),
-        "cargo build -p apono-connector failed:\n{}",
+        "cargo build {} failed:\n{}",
+        args.join(" "),
         String::from_utf8_lossy(&out.stderr)
     );
-    let bin = profile_dir.join("apono-connector");
+    let bin = profile_dir.join(output);
     ensure!(bin.is_file(), "{} missing after cargo build", bin.display());
     Ok(bin)
 }
@@ -104,6 +114,7 @@ pub struct ConnectorConfig {
     /// `DIR/connector.log`: the connector's stderr, appended to by every start.
     pub log: PathBuf,
     addr: SocketAddr,
+    run_env: Vec<(String, String)>,
 }
 
 impl ConnectorConfig {
@@ -122,6 +133,7 @@ impl ConnectorConfig {
             url: format!("http://{addr}"),
             log: dir.join("connector.log"),
             addr,
+            run_env: Vec::new(),
         };
         let check = config.command(&["check-config"]).output()?;
         ensure!(
@@ -163,12 +175,19 @@ impl ConnectorConfig {
         Ok(connector)
     }
 
+    /// Sets `key=value` in the environment of `apono-connector run` (not of the other
+    /// commands).
+    pub fn run_env(&mut self, key: &str, value: &str) {
+        self.run_env.push((key.to_owned(), value.to_owned()));
+    }
+
     fn spawn(&self) -> Result<Child> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)?;
         self.command(&["run"])
+            .envs(self.run_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -353,4 +372,55 @@ pub async fn call(
     let text = resp.text().await?;
     ensure!(status.is_success(), "{method} {url}: {status}: {text}");
     Ok(serde_json::from_str(&text)?)
+}
+
+/// A wall clock shifted at will, for `apono-connector run` only: libfaketime (Debian's
+/// `libfaketime`, which `scripts/test.sh` installs) preloaded into the connector, reading its
+/// offset from a file at most once a second. Both the wall clock and the monotonic clock move,
+/// so the connector's timers and its due times agree. Nothing else is affected: the test, the
+/// target servers and the other commands keep the real time.
+#[derive(Debug)]
+pub struct FakeClock {
+    library: PathBuf,
+    file: PathBuf,
+}
+
+impl FakeClock {
+    /// A clock in `dir`, not shifted yet.
+    pub fn new(dir: &Path) -> Result<Self> {
+        let library = [
+            "/usr/lib/x86_64-linux-gnu",
+            "/usr/lib/aarch64-linux-gnu",
+            "/usr/lib",
+        ]
+        .iter()
+        .map(|d| Path::new(d).join("faketime/libfaketime.so.1"))
+        .find(|p| p.is_file())
+        .context(
+            "libfaketime.so.1 not found: install the Debian package libfaketime \
+                 (scripts/test.sh does)",
+        )?;
+        let clock = Self {
+            library,
+            file: dir.join("faketime"),
+        };
+        clock.shift(Duration::ZERO)?;
+        Ok(clock)
+    }
+
+    /// Shifts the clock to the real time plus `offset` (the connector sees it within a second).
+    pub fn shift(&self, offset: Duration) -> Result<()> {
+        // Written whole and renamed, so the library never reads half a line.
+        let tmp = self.file.with_extension("tmp");
+        std::fs::write(&tmp, format!("+{}\n", offset.as_secs()))?;
+        std::fs::rename(&tmp, &self.file)?;
+        Ok(())
+    }
+
+    /// Makes `config`'s `apono-connector run` use this clock.
+    pub fn apply(&self, config: &mut ConnectorConfig) {
+        config.run_env("LD_PRELOAD", &self.library.display().to_string());
+        config.run_env("FAKETIME_TIMESTAMP_FILE", &self.file.display().to_string());
+        config.run_env("FAKETIME_CACHE_DURATION", "1");
+    }
 }

@@ -1,16 +1,14 @@
-//! `apono-connector`: wiring only. The control plane, the executor and the API live in
-//! `apono-control` and `apono-runtime`.
+//! `apono-connector`: a command line over `apono-server`, which assembles the connector
+//! (secret stores, executor, control plane, scheduler, API, shutdown).
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use apono_control::{Config, ControlPlane, NewToken, Store, TokenScope, api, check_config};
-use apono_core::{CancelSignal, SecretStoreKind};
-use apono_runtime::{Executor, ExecutorLimits, ProvisionerRegistry};
-use apono_secrets::SecretResolver;
+use apono_control::{NewToken, TokenScope};
+use apono_core::CancelSignal;
+use apono_runtime::ProvisionerRegistry;
+use apono_server::{Connector, load_config, shutdown_signal};
 use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret;
 
@@ -91,88 +89,15 @@ enum Audit {
     Verify(ConfigArg),
 }
 
-fn load(arg: &ConfigArg, registry: &ProvisionerRegistry) -> anyhow::Result<Config> {
-    let text = std::fs::read_to_string(&arg.config)
-        .with_context(|| format!("reading {}", arg.config.display()))?;
-    check_config(&text, std::env::vars(), registry).map_err(|e| {
-        // A problem may span lines (TOML's syntax errors point with a caret): indent each.
-        let lines: Vec<String> = e
-            .problems
-            .iter()
-            .map(|p| format!("  {}", p.to_string().replace('\n', "\n  ")))
-            .collect();
-        anyhow::anyhow!(
-            "{} has {}:\n{}",
-            arg.config.display(),
-            plural(lines.len(), "problem"),
-            lines.join("\n")
-        )
-    })
-}
-
-async fn plane(config: Config, registry: ProvisionerRegistry) -> anyhow::Result<Arc<ControlPlane>> {
-    std::fs::create_dir_all(&config.connector.data_dir).context("creating the data directory")?;
-    let kinds: BTreeSet<SecretStoreKind> = config
-        .integrations
-        .iter()
-        .map(|i| i.secret_store.kind())
-        .chain(
-            config
-                .connector
-                .master_key
-                .as_ref()
-                .and_then(|k| k.secret_store_kind()),
-        )
-        .collect();
-    let c = &config.connector;
-    let mut resolver = SecretResolver::builder().store(Arc::new(apono_secrets::AponoStore::new()));
-    // Cloud stores are built only when an integration uses them, so a connector without
-    // cloud credentials starts. Building reads credentials but makes no request.
-    if kinds.contains(&SecretStoreKind::Aws) {
-        resolver = resolver.store(Arc::new(
-            apono_secrets::AwsSecretsManagerStore::from_env()
-                .await
-                .build()?,
-        ));
-    }
-    if kinds.contains(&SecretStoreKind::HashicorpVault) {
-        resolver = resolver.store(Arc::new(
-            apono_secrets::HashicorpVaultStore::from_env()?.build()?,
-        ));
-    }
-    if kinds.contains(&SecretStoreKind::Kubernetes) {
-        let mut builder = apono_secrets::KubernetesStore::infer()
-            .await
-            .context("setting up the kubernetes secret store")?;
-        if let Some(allowed) = &c.allowed_secrets_to_read {
-            builder = builder.allowed_secrets(allowed);
-        }
-        resolver = resolver.store(Arc::new(builder.build()?));
-    }
-    if kinds.contains(&SecretStoreKind::Azure) {
-        resolver = resolver.store(Arc::new(
-            apono_secrets::AzureKeyVaultStore::builder()
-                .credentials(apono_secrets::AzureCredentials::from_env())
-                .build()?,
-        ));
-    }
-    if kinds.contains(&SecretStoreKind::Gcp) {
-        let credentials = apono_secrets::GcpCredentials::application_default()
-            .context("reading GCP application-default credentials")?;
-        resolver = resolver.store(Arc::new(
-            apono_secrets::GcpSecretManagerStore::builder()
-                .credentials(credentials)
-                .build()?,
-        ));
-    }
-    let limits = ExecutorLimits {
-        global: c.max_concurrent_actions,
-        per_target: c.max_concurrent_per_target,
-        action_timeout: c.action_timeout.0,
-    };
-    let executor = Arc::new(Executor::new(registry, Arc::new(resolver.build()), limits));
-    let store = Store::open(&c.store_url()).await?;
-    Ok(ControlPlane::new(store, config, executor))
+/// The connector of `arg`'s configuration, with every secret store it needs built from the
+/// environment; not serving yet.
+async fn connector(arg: &ConfigArg, registry: ProvisionerRegistry) -> anyhow::Result<Connector> {
+    let config = load_config(&arg.config, std::env::vars(), &registry)?;
+    Ok(Connector::builder(config)
+        .registry(registry)
+        .secret_stores_from_env()
+        .build()
+        .await?)
 }
 
 #[tokio::main]
@@ -208,7 +133,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             serde_json::to_string_pretty(&apono_control::config_schema())?
         ),
         Command::CheckConfig(arg) => {
-            load(&arg, &registry)?;
+            load_config(&arg.config, std::env::vars(), &registry)?;
             println!("{}: ok", arg.config.display());
         }
         Command::Tokens(Tokens::Create {
@@ -217,29 +142,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             name,
             expires_in,
         }) => {
-            let plane = plane(load(&config, &registry)?, registry).await?;
+            let connector = connector(&config, registry).await?;
             let new = NewToken { name, expires_in };
-            let created = plane.issue_token(None, &user, &new).await?;
+            let created = connector.plane().issue_token(None, &user, &new).await?;
             tracing::info!(token = %created.info.id, user = %created.info.user, expires_at = %created.info.expires_at, "token created");
             println!("{}", created.token.expose_secret());
         }
         Command::Tokens(Tokens::List { config, user }) => {
-            let plane = plane(load(&config, &registry)?, registry).await?;
+            let connector = connector(&config, registry).await?;
             let scope = user.map_or(TokenScope::All, TokenScope::User);
-            for token in plane.tokens(None, scope).await? {
+            for token in connector.plane().tokens(None, scope).await? {
                 println!("{}", serde_json::to_string(&token)?);
             }
         }
         Command::Tokens(Tokens::Revoke { config, id }) => {
-            let plane = plane(load(&config, &registry)?, registry).await?;
+            let connector = connector(&config, registry).await?;
             println!(
                 "{}",
-                serde_json::to_string(&plane.revoke_token(None, &id).await?)?
+                serde_json::to_string(&connector.plane().revoke_token(None, &id).await?)?
             );
         }
         Command::Audit(Audit::Verify(arg)) => {
-            let plane = plane(load(&arg, &registry)?, registry).await?;
-            let report = plane.verify_audit().await?;
+            let connector = connector(&arg, registry).await?;
+            let report = connector.plane().verify_audit().await?;
             let n = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
             match report.first_broken {
                 None => println!(
@@ -256,7 +181,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Discover(arg) => {
-            let plane = plane(load(&arg, &registry)?, registry).await?;
+            let connector = connector(&arg, registry).await?;
+            let plane = connector.plane();
             for integration in &plane.config().integrations {
                 let inventory = plane
                     .executor()
@@ -267,27 +193,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Run(arg) => {
-            let plane = plane(load(&arg, &registry)?, registry).await?;
-            plane.bootstrap().await?;
-            let shutdown = CancelSignal::new();
-            let scheduler = tokio::spawn(plane.clone().run_scheduler(shutdown.clone()));
-            let mut server = tokio::spawn(api::serve(plane.clone(), shutdown.clone()));
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-            // The listener failing (the address in use, a bad certificate) stops the connector.
-            let failed = tokio::select! {
-                _ = term.recv() => None,
-                _ = tokio::signal::ctrl_c() => None,
-                ended = &mut server => Some(ended),
-            };
-            tracing::info!("shutting down");
-            shutdown.cancel();
-            scheduler.await??;
-            match failed {
-                Some(ended) => ended??,
-                None => drop(tokio::time::timeout(Duration::from_secs(5), server).await),
-            }
-            plane.store().close().await;
+            let connector = connector(&arg, registry).await?;
+            connector.run_until(shutdown_signal()?).await?;
         }
     }
     Ok(())

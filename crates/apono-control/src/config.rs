@@ -656,7 +656,10 @@ impl Config {
         }
 
         let users: Vec<User> = section(&mut table, "users", &mut problem);
-        let integrations: Vec<Integration> = section(&mut table, "integrations", &mut problem);
+        let mut integrations: Vec<Integration> = section(&mut table, "integrations", &mut problem);
+        for (i, integration) in integrations.iter_mut().enumerate() {
+            lift_periods(i, integration, &mut problem);
+        }
         let access_flows: Vec<AccessFlow> = section(&mut table, "access_flows", &mut problem);
 
         // Cross-references.
@@ -695,6 +698,33 @@ impl Config {
                         types.iter().cloned().collect::<Vec<_>>().join(", ")
                     ),
                 );
+            }
+            if integration.resource_owner_tag.is_some() && integration.owners.is_empty() {
+                problem(
+                    format!("{key}.resource_owner_tag"),
+                    "needs `owners` too: the integration's owners approve when a resource has \
+                     no owner"
+                        .into(),
+                );
+            }
+            if integration
+                .resource_owner_tag
+                .as_deref()
+                .is_some_and(|t| t.trim().is_empty())
+            {
+                problem(
+                    format!("{key}.resource_owner_tag"),
+                    "must name a tag key".into(),
+                );
+            }
+            for owner in &integration.owners {
+                if owner.contains('@') && !users.iter().any(|u| u.email.eq_ignore_ascii_case(owner))
+                {
+                    problem(
+                        format!("{key}.owners"),
+                        format!("{owner} is not a configured user"),
+                    );
+                }
             }
             if let Some(bound) = &integration.connector
                 && bound != &connector.id
@@ -799,6 +829,52 @@ impl Config {
     /// The access flow with this name.
     pub fn flow(&self, name: &str) -> Option<&AccessFlow> {
         self.access_flows.iter().find(|f| f.name == name)
+    }
+}
+
+/// The integration keys Apono's Terraform writes inside `config`, which the control plane's
+/// scheduler acts on.
+const PERIOD_KEYS: [&str; 2] = [
+    "credentials_rotation_period_in_days",
+    "credentials_cleanup_period_in_days",
+];
+
+/// Moves `credentials_rotation_period_in_days` and `credentials_cleanup_period_in_days` from
+/// an integration's `config` (where Apono's Terraform puts them) to its top level (where the
+/// scheduler reads them), so both places are honoured and a provisioner's own `config` never
+/// sees them. The same value in both places is fine; different values are a problem.
+fn lift_periods(
+    index: usize,
+    integration: &mut Integration,
+    problem: &mut impl FnMut(String, String),
+) {
+    let serde_json::Value::Object(config) = &mut integration.config else {
+        return;
+    };
+    for key in PERIOD_KEYS {
+        let Some(value) = config.remove(key) else {
+            continue;
+        };
+        let at = format!("integrations[{index}] ({}).config.{key}", integration.name);
+        let Some(days) = value.as_u64().and_then(|d| u32::try_from(d).ok()) else {
+            problem(at, format!("must be a whole number of days, found {value}"));
+            continue;
+        };
+        let top = if key == PERIOD_KEYS[0] {
+            &mut integration.credentials_rotation_period_in_days
+        } else {
+            &mut integration.credentials_cleanup_period_in_days
+        };
+        match *top {
+            Some(other) if other != days => problem(
+                at,
+                format!(
+                    "is {days} here but {other} at the integration's top level; set it in one \
+                     place (Apono's Terraform puts it in `config`)"
+                ),
+            ),
+            _ => *top = Some(days),
+        }
     }
 }
 
@@ -975,5 +1051,92 @@ mod tests {
         );
         let err = check("[connector]\nallowed_secrets_to_read = \"a/b\"\n", &[]).unwrap_err();
         assert_eq!(err.problems[0].key, "connector.allowed_secrets_to_read");
+    }
+
+    #[test]
+    fn rotation_and_cleanup_periods_are_read_in_config_or_at_the_top_level() {
+        // (top level, inside config) → (rotation, cleanup) honoured, or the problem's key.
+        let check = |top: &str, inner: &str| {
+            let text = format!(
+                "[[integrations]]\nname = \"s\"\ntype = \"ssh\"\nsecret_store = {{ apono = {{ parameters = {{ k = \"v\" }} }} }}\n{top}\nconfig = {{ servers = []{inner} }}\n"
+            );
+            Config::parse(&text, std::iter::empty(), None)
+                .map(|c| {
+                    let i = &c.integrations[0];
+                    assert!(
+                        PERIOD_KEYS.iter().all(|k| i.config.get(k).is_none()),
+                        "moved out of config: {}",
+                        i.config
+                    );
+                    (
+                        i.credentials_rotation_period_in_days,
+                        i.credentials_cleanup_period_in_days,
+                    )
+                })
+                .map_err(|e| {
+                    e.problems
+                        .iter()
+                        .map(|p| format!("{} {}", p.key, p.message))
+                        .collect::<Vec<_>>()
+                })
+        };
+        let rot = "credentials_rotation_period_in_days";
+        let cln = "credentials_cleanup_period_in_days";
+        assert_eq!(check("", ""), Ok((None, None)));
+        assert_eq!(check(&format!("{rot} = 30"), ""), Ok((Some(30), None)));
+        assert_eq!(check("", &format!(", {rot} = 30")), Ok((Some(30), None)));
+        assert_eq!(
+            check("", &format!(", {rot} = 30, {cln} = 0")),
+            Ok((Some(30), Some(0)))
+        );
+        assert_eq!(
+            check(&format!("{cln} = 7"), &format!(", {rot} = 1, {cln} = 7")),
+            Ok((Some(1), Some(7)))
+        );
+        let err = check(&format!("{rot} = 30"), &format!(", {rot} = 7")).unwrap_err();
+        assert_eq!(err.len(), 1, "{err:?}");
+        assert!(
+            err[0].starts_with(&format!(
+                "integrations[0] (s).config.{rot} is 7 here but 30 at the integration's top level"
+            )),
+            "{err:?}"
+        );
+        for bad in ["-1", "\"7\"", "1.5", "4294967296"] {
+            let err = check("", &format!(", {cln} = {bad}")).unwrap_err();
+            assert_eq!(err.len(), 1, "{bad}: {err:?}");
+            assert!(
+                err[0].starts_with(&format!(
+                    "integrations[0] (s).config.{cln} must be a whole number of days"
+                )),
+                "{err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_resource_owner_tag_needs_owners_and_owner_emails_are_users() {
+        let check = |extra: &str| {
+            let text = format!(
+                "[[users]]\nemail = \"a@x\"\n[[integrations]]\nname = \"s\"\ntype = \"ssh\"\nsecret_store = {{ apono = {{ parameters = {{ k = \"v\" }} }} }}\n{extra}\n"
+            );
+            Config::parse(&text, std::iter::empty(), None)
+                .map(|_| ())
+                .map_err(|e| e.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>())
+        };
+        assert_eq!(
+            check("owners = [\"a@x\", \"sre\"]\nresource_owner_tag = \"owner\""),
+            Ok(())
+        );
+        assert_eq!(
+            check("resource_owner_tag = \"owner\""),
+            Err(vec!["integrations[0].resource_owner_tag: needs `owners` too: the integration's owners approve when a resource has no owner".to_owned()])
+        );
+        assert_eq!(
+            check("owners = [\"b@x\"]\nresource_owner_tag = \" \""),
+            Err(vec![
+                "integrations[0].resource_owner_tag: must name a tag key".to_owned(),
+                "integrations[0].owners: b@x is not a configured user".to_owned(),
+            ])
+        );
     }
 }

@@ -78,7 +78,7 @@ pub use keys::{Keys, UnsealError};
 pub use ledger::audit;
 pub use ledger::store::{Backend, Store};
 pub use model::{
-    AccessRequest, AccessSession, ApiToken, CreatedToken, DryRun, NewRequest, Problem, ProblemCode,
-    RequestApproval,
+    AccessRequest, AccessSession, ApiToken, ApprovalRoute, ApproverSource, CreatedToken, DryRun,
+    NewRequest, Problem, ProblemCode, RequestApproval,
 };
 pub use plane::{ControlPlane, NewToken, RequestScope, TokenScope};

@@ -54,6 +54,45 @@ pub struct AccessRequest {
     /// `all_of` flows, while `Pending`: the approver entries still unmet, such as
     /// `user:bob@example.com` or `group:sre` (empty once decided, and under `any_of`).
     pub awaiting: Vec<String>,
+    /// While `Pending`: who approves it now (the access flow's approvers, the resource owner or
+    /// the integration's owners).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval_route: Option<ApprovalRoute>,
+}
+
+/// Where the approvers of a request come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ApproverSource {
+    /// The access flow's `approvers`.
+    AccessFlow,
+    /// The owner named by the integration's `resource_owner_tag` on the requested resources.
+    ResourceOwner,
+    /// The integration's `owners`: the flow names no approver who can approve.
+    IntegrationOwners,
+}
+
+impl ApproverSource {
+    /// The name used in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AccessFlow => "access_flow",
+            Self::ResourceOwner => "resource_owner",
+            Self::IntegrationOwners => "integration_owners",
+        }
+    }
+}
+
+/// Who approves a request: shown by the dry run and on a pending request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ApprovalRoute {
+    /// Where the approvers come from.
+    pub source: ApproverSource,
+    /// `any_of`: one of them approves; `all_of`: one per entry, each a different person.
+    pub mode: crate::config::ApprovalMode,
+    /// The approvers: `user:EMAIL` or `group:NAME`.
+    pub approvers: Vec<String>,
 }
 
 /// One approval of an `all_of` request.
@@ -177,6 +216,9 @@ pub struct DryRun {
     pub flow: Option<String>,
     /// Whether an approver must approve it.
     pub approval_required: bool,
+    /// With `approval_required`: who would approve it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval_route: Option<ApprovalRoute>,
     /// The longest duration the flow allows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_duration: Option<String>,

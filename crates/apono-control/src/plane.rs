@@ -23,7 +23,7 @@ use crate::ledger::{Decision, GrantPlan, Ledger, RequestFilter, RequestRecord};
 use crate::metrics::{self, RevokeLag};
 use crate::model::now_ms;
 use crate::model::{AccessRequest, AccessSession, ApiToken, CreatedToken, DryRun, NewRequest};
-use crate::policy::{Evaluation, Policy};
+use crate::policy::{Evaluation, Policy, Route};
 use crate::refusals::Refusals;
 use crate::scheduler::Scheduler;
 
@@ -492,6 +492,7 @@ impl ControlPlane {
             allowed: evaluation.allowed,
             flow: evaluation.flow.map(|f| f.name.clone()),
             approval_required: evaluation.flow.is_some_and(|f| f.needs_approval()),
+            approval_route: evaluation.route.as_ref().map(Route::shown),
             max_duration: evaluation.flow.map(|f| f.grant_duration.to_string()),
             problems: evaluation.problems,
             extends_sessions,
@@ -567,14 +568,34 @@ impl ControlPlane {
 
     /// One request, if the caller may see it (requester, approver or admin).
     pub async fn request(&self, user: &User, id: &str) -> Result<AccessRequest, ControlError> {
-        let mut request = self
-            .ledger
-            .request(id)
-            .await?
-            .filter(|r| self.policy().may_see(user, r))
-            .ok_or_else(|| ControlError::NotFound(format!("request {id}")))?;
-        request.awaiting = self.policy().awaiting(&request);
-        Ok(request)
+        Ok(self.request_routed(user, id).await?.0)
+    }
+
+    /// One request the caller may see, with who approves it now.
+    async fn request_routed(
+        &self,
+        user: &User,
+        id: &str,
+    ) -> Result<(AccessRequest, Option<Route>), ControlError> {
+        let not_found = || ControlError::NotFound(format!("request {id}"));
+        let mut request = self.ledger.request(id).await?.ok_or_else(not_found)?;
+        let route = self
+            .policy()
+            .request_route(&request, &self.inventory().await?);
+        if !self.policy().may_see(user, &request, route.as_ref()) {
+            return Err(not_found());
+        }
+        self.show_route(&mut request, route.as_ref());
+        Ok((request, route))
+    }
+
+    /// Fills in what a request waits for: the unmet `all_of` entries, and, while `Pending`,
+    /// who approves it.
+    fn show_route(&self, request: &mut AccessRequest, route: Option<&Route>) {
+        request.awaiting = self.policy().awaiting(request, route);
+        request.approval_route = route
+            .filter(|_| request.status == apono_core::RequestStatus::Pending)
+            .map(Route::shown);
     }
 
     /// Lists requests.
@@ -594,11 +615,13 @@ impl ControlPlane {
             }
         };
         let policy = self.policy();
+        let inventory = self.inventory().await?;
         let mut out = Vec::new();
         for mut request in self.ledger.requests(filter).await? {
-            request.awaiting = policy.awaiting(&request);
+            let route = policy.request_route(&request, &inventory);
+            self.show_route(&mut request, route.as_ref());
             if scope == RequestScope::AwaitingMyApproval
-                && !policy.awaits_approval_of(user, &request)
+                && !policy.awaits_approval_of(user, &request, route.as_ref())
             {
                 continue;
             }
@@ -618,12 +641,12 @@ impl ControlPlane {
     ) -> Result<AccessRequest, ControlError> {
         let policy = self.policy();
         policy.check_reason(reason)?;
-        let request = self.request(user, id).await?;
+        let (request, route) = self.request_routed(user, id).await?;
         self.audited(
             &user.email,
             "request.approve",
             id,
-            policy.may_approve(user, &request),
+            policy.may_approve(user, &request, route.as_ref()),
         )
         .await?;
         if request.status != apono_core::RequestStatus::Pending {
@@ -644,7 +667,7 @@ impl ControlPlane {
         };
         let plan = self.plan(requester, &new, &evaluation);
         let reason = reason.map(str::trim).filter(|r| !r.is_empty());
-        let started = match policy.all_of_flow(&request) {
+        let started = match policy.all_of_flow(&request, route.as_ref()) {
             Some(flow) => {
                 self.ledger
                     .approve_all_of(id, &user.email, reason, &plan, |given| {
@@ -674,12 +697,12 @@ impl ControlPlane {
     ) -> Result<AccessRequest, ControlError> {
         let policy = self.policy();
         policy.check_reason(Some(reason))?;
-        let request = self.request(user, id).await?;
+        let (request, route) = self.request_routed(user, id).await?;
         self.audited(
             &user.email,
             "request.reject",
             id,
-            policy.may_approve(user, &request),
+            policy.may_approve(user, &request, route.as_ref()),
         )
         .await?;
         self.ledger

@@ -443,6 +443,115 @@ async fn approvals_follow_the_flow(postgres: bool) -> Result<()> {
 
 on_both_databases!(approvals_follow_the_flow);
 
+const OWNERS_CONFIG: &str = r#"
+[[users]]
+email = "alice@example.com"
+groups = ["developers"]
+
+[[users]]
+email = "bob@example.com"
+groups = ["sre"]
+
+[[users]]
+email = "carol@example.com"
+groups = ["prod"]
+
+[[users]]
+email = "dana@example.com"
+
+[[integrations]]
+name = "boxes"
+type = "fake"
+secret_store = { apono = { parameters = { password = "admin-secret" } } }
+owners = ["dana@example.com"]
+resource_owner_tag = "env"
+
+[[access_flows]]
+name = "prod"
+trigger = "self_serve"
+requestors = { groups = ["developers"] }
+targets = [{ integration = "boxes", resource_type = "box", permissions = ["Default"], resources = { tags = { env = "prod" } } }]
+approvers = { groups = ["sre"] }
+grant_duration = "1h"
+
+[[access_flows]]
+name = "dev"
+trigger = "self_serve"
+requestors = { groups = ["developers"] }
+targets = [{ integration = "boxes", resource_type = "box", permissions = ["Default"], resources = { tags = { env = "dev" } } }]
+approvers = { groups = ["nobody-yet"] }
+grant_duration = "1h"
+"#;
+
+/// The resource owner named by the `env` tag (group `prod`: carol) approves web-1 instead of
+/// the flow's sre; dev-1's owner (group `dev`) has no member and the flow's approvers none, so
+/// the integration's owner (dana) approves it. Both routes show in the dry run and on the
+/// pending request, and only the routed approvers may approve.
+async fn owners_approve_by_resource_tag_or_as_fallback(postgres: bool) -> Result<()> {
+    let h = harness_with(postgres, OWNERS_CONFIG).await?;
+    let (alice, bob, carol, dana) = (
+        user(&h, "alice@example.com"),
+        user(&h, "bob@example.com"),
+        user(&h, "carol@example.com"),
+        user(&h, "dana@example.com"),
+    );
+    let route = |r: &Option<apono_control::ApprovalRoute>| {
+        r.as_ref()
+            .map(|r| format!("{}: {}", r.source.as_str(), r.approvers.join(", ")))
+    };
+    for (resource, approver, refused, want) in [
+        ("web-1", &carol, &bob, "resource_owner: group:prod"),
+        (
+            "dev-1",
+            &dana,
+            &carol,
+            "integration_owners: user:dana@example.com",
+        ),
+    ] {
+        let mut req = prod_request(None, None);
+        req.resource_ids = vec![resource.into()];
+        let dry = h.plane.dry_run(&alice, &req).await?;
+        assert!(dry.allowed && dry.approval_required, "{dry:?}");
+        assert_eq!(route(&dry.approval_route).as_deref(), Some(want));
+
+        let created = h.plane.create_request(&alice, &req).await?;
+        assert_eq!(created.status, RequestStatus::Pending);
+        assert_eq!(route(&created.approval_route).as_deref(), Some(want));
+        let awaiting = h
+            .plane
+            .requests(approver, RequestScope::AwaitingMyApproval)
+            .await?;
+        assert!(awaiting.iter().any(|r| r.id == created.id), "{resource}");
+        assert!(
+            h.plane
+                .requests(refused, RequestScope::AwaitingMyApproval)
+                .await?
+                .is_empty()
+        );
+        let denied = h.plane.approve(refused, &created.id, None).await;
+        assert!(
+            matches!(
+                denied,
+                Err(ControlError::Forbidden(_) | ControlError::NotFound(_))
+            ),
+            "{resource}: {denied:?}"
+        );
+
+        let approved = h.plane.approve(approver, &created.id, None).await?;
+        assert_eq!(
+            approved.decided_by.as_deref(),
+            Some(approver.email.as_str())
+        );
+        assert_eq!(approved.approval_route, None, "shown only while Pending");
+        h.plane.run_due_once().await?;
+        let done = h.plane.request(&alice, &created.id).await?;
+        assert_eq!(done.status, RequestStatus::Active, "{resource}");
+    }
+    Ok(())
+}
+
+on_both_databases!(owners_approve_by_resource_tag_or_as_fallback);
+
 async fn unreachable_target_turns_revoke_failed_then_recovers(postgres: bool) -> Result<()> {
     let h = harness(postgres).await?;
     let alice = user(&h, "alice@example.com");

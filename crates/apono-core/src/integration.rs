@@ -237,9 +237,14 @@ pub struct Integration {
     /// Text added to every grant's access details.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom_access_details: Option<CustomAccessDetails>,
-    /// Emails or group names of the integration's owners.
+    /// Emails or group names of the integration's owners: the fallback approvers of a request
+    /// whose access flow names no approver who can approve it, when no resource owner is found.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub owners: Vec<String>,
+    /// The resource tag naming each resource's owner (an email or a group name), who approves
+    /// requests for it (Apono's "resource owner" key name). Requires `owners`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_owner_tag: Option<String>,
     /// Rotate credentials of active grants after this many days.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_rotation_period_in_days: Option<u32>,

@@ -21,7 +21,7 @@ use serde_json::json;
 use crate::error::ControlError;
 use crate::plane::ControlPlane;
 pub use openapi::openapi;
-pub use serve::serve;
+pub use serve::{serve, serve_on};
 
 impl IntoResponse for ControlError {
     fn into_response(self) -> Response {

@@ -92,7 +92,12 @@ fn schemas() -> serde_json::Value {
             "created_at": time, "updated_at": time,
             "session_ids": { "type": "array", "items": { "type": "string" }, "description": "the sessions serving it, in lists too" },
             "approvals": { "type": "array", "items": schema_ref("RequestApproval"), "description": "the approvals given, oldest first: all_of flows so far, any_of the one that approved; empty for automatic approval and for rejections (see decided_by)" },
-            "awaiting": { "type": "array", "items": { "type": "string" }, "examples": [["user:bob@example.com", "group:sre"]], "description": "all_of flows while Pending: the approver entries still unmet, each needing a different person; empty once decided and under any_of" } } },
+            "awaiting": { "type": "array", "items": { "type": "string" }, "examples": [["user:bob@example.com", "group:sre"]], "description": "all_of flows while Pending: the approver entries still unmet, each needing a different person; empty once decided and under any_of" },
+            "approval_route": schema_ref("ApprovalRoute") } },
+        "ApprovalRoute": { "type": "object", "required": ["source", "mode", "approvers"], "description": "who approves the request: the access flow's approvers, the resource owner (the integration's resource_owner_tag on every requested resource, under any_of flows, or when no one can meet the flow's approvers) or the integration's owners (when no one can meet the flow's approvers)", "properties": {
+            "source": { "enum": ["access_flow", "resource_owner", "integration_owners"] },
+            "mode": { "enum": ["any_of", "all_of"] },
+            "approvers": { "type": "array", "items": { "type": "string" }, "examples": [["user:carol@example.com", "group:payments"]] } } },
         "RequestApproval": { "type": "object", "required": ["approver", "decided_at"], "properties": {
             "approver": string, "decided_at": time } },
         "Me": { "type": "object", "required": ["email", "groups", "admin"], "properties": {
@@ -119,6 +124,7 @@ fn schemas() -> serde_json::Value {
         "DryRun": { "type": "object", "required": ["allowed", "approval_required", "problems", "extends_sessions"], "properties": {
             "allowed": { "type": "boolean" }, "flow": string,
             "approval_required": { "type": "boolean" }, "max_duration": string,
+            "approval_route": schema_ref("ApprovalRoute"),
             "problems": array_of("Problem"),
             "extends_sessions": strings } },
         "Approval": { "type": "object", "additionalProperties": false, "properties": { "reason": { "type": ["string", "null"] } } },

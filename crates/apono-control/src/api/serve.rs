@@ -36,15 +36,31 @@ const DRAIN: Duration = Duration::from_secs(5);
 /// Serves the API on `connector.listen` until `shutdown` fires, then lets the requests in
 /// flight finish (for a few seconds at most).
 pub async fn serve(plane: Arc<ControlPlane>, shutdown: CancelSignal) -> Result<(), ControlError> {
-    let c = plane.config().connector.clone();
-    let listen_error = |source| ControlError::Listen {
-        address: c.listen.clone(),
-        source,
-    };
-    let listener = tokio::net::TcpListener::bind(&c.listen)
+    let listen = plane.config().connector.listen.clone();
+    let listener = tokio::net::TcpListener::bind(&listen)
         .await
-        .map_err(listen_error)?;
-    let local = listener.local_addr().map_err(listen_error)?;
+        .map_err(|source| ControlError::Listen {
+            address: listen,
+            source,
+        })?;
+    serve_on(listener, plane, shutdown).await
+}
+
+/// [`serve`] on a listener the caller bound (to learn its address first, or to pass one
+/// inherited from a supervisor); `connector.listen` is used only to decide whether plain
+/// HTTP is allowed.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    plane: Arc<ControlPlane>,
+    shutdown: CancelSignal,
+) -> Result<(), ControlError> {
+    let c = plane.config().connector.clone();
+    let local = listener
+        .local_addr()
+        .map_err(|source| ControlError::Listen {
+            address: c.listen.clone(),
+            source,
+        })?;
     let router = super::router(plane);
     let Some((cert, key)) = tls_files(&c)? else {
         tracing::warn!(listen = %local, "apono-connector listening on plain HTTP: API traffic, bearer tokens and credentials included, is unencrypted (set connector.tls_cert and tls_key)");

@@ -35,6 +35,7 @@ impl AccessRequest {
             session_ids: Vec::new(),
             approvals: Vec::new(),
             awaiting: Vec::new(),
+            approval_route: None,
         })
     }
 }

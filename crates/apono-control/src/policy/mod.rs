@@ -4,6 +4,7 @@
 //! writes what policy decided.
 
 pub(crate) mod approval;
+mod route;
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -13,7 +14,10 @@ use serde_json::{Value, json};
 
 use crate::config::{AccessFlow, ApprovalMode, Config, HumanDuration, User};
 use crate::error::ControlError;
-use crate::model::{AccessRequest, NewRequest, Problem, ProblemCode};
+use crate::model::{
+    AccessRequest, ApprovalRoute, ApproverSource, NewRequest, Problem, ProblemCode,
+};
+pub(crate) use route::Route;
 
 /// What an `all_of` approval did, decided by the caller from the approvals already stored.
 #[derive(Debug)]
@@ -37,6 +41,22 @@ pub(crate) struct Evaluation<'c> {
     pub(crate) resources: Vec<Resource>,
     /// The duration granted: the one asked for, or the flow's maximum.
     pub(crate) duration: Option<Duration>,
+    /// When `flow` needs approval: who approves.
+    pub(crate) route: Option<Route>,
+}
+
+impl Route {
+    /// The route as the API shows it.
+    pub(crate) fn shown(&self) -> ApprovalRoute {
+        ApprovalRoute {
+            source: self.source,
+            mode: self.approvers.mode,
+            approvers: approval::entries(&self.approvers)
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+        }
+    }
 }
 
 /// The policy of one configuration.
@@ -129,6 +149,7 @@ impl<'c> Policy<'c> {
                 allowed: false,
                 resources: Vec::new(),
                 duration: None,
+                route: None,
             };
         }
         let known_integration = self.config.integration(&req.integration).is_some();
@@ -182,7 +203,7 @@ impl<'c> Policy<'c> {
         let mut flow_problems = Vec::new();
         let mut chosen = None;
         for flow in &candidates {
-            let mine = self.flow_problems(flow, user, req, requested);
+            let mine = self.flow_problems(flow, user, req, requested, &resources);
             if mine.is_empty() {
                 chosen = Some(*flow);
                 break;
@@ -195,13 +216,70 @@ impl<'c> Policy<'c> {
             problems.extend(flow_problems);
         }
         let flow = chosen.or(candidates.first().copied());
+        let route = flow
+            .filter(|f| f.needs_approval())
+            .map(|f| self.route(f, &req.integration, &resources, &user.email));
         Evaluation {
             allowed: problems.is_empty() && chosen.is_some(),
             problems,
             flow,
             resources,
             duration: flow.map(|f| requested.unwrap_or(f.grant_duration).0),
+            route,
         }
+    }
+
+    /// Who approves a request of `requester` for `resources` of `integration` under `flow`
+    /// (which needs approval): see `route.rs`.
+    fn route(
+        &self,
+        flow: &AccessFlow,
+        integration: &str,
+        resources: &[Resource],
+        requester: &str,
+    ) -> Route {
+        route::route(
+            self.config,
+            flow,
+            self.config.integration(integration),
+            resources,
+            requester,
+        )
+    }
+
+    /// Who approves `request` now, under the current configuration and `inventory` (`None`:
+    /// its flow is gone or needs no approval). Resources no longer discovered carry no tags.
+    pub(crate) fn request_route(
+        &self,
+        request: &AccessRequest,
+        inventory: &BTreeMap<String, Inventory>,
+    ) -> Option<Route> {
+        let flow = self
+            .config
+            .flow(&request.flow)
+            .filter(|f| f.needs_approval())?;
+        let resources: Vec<Resource> = request
+            .resource_ids
+            .iter()
+            .map(|id| {
+                inventory
+                    .get(&request.integration)
+                    .and_then(|inv| {
+                        inv.resources.iter().find(|r| {
+                            r.id == *id && r.resource_type == request.resource_type.as_str()
+                        })
+                    })
+                    .cloned()
+                    .unwrap_or_else(|| Resource {
+                        integration: request.integration.clone(),
+                        resource_type: request.resource_type.as_str().into(),
+                        id: id.clone(),
+                        name: id.clone(),
+                        tags: BTreeMap::new(),
+                    })
+            })
+            .collect();
+        Some(self.route(flow, &request.integration, &resources, &request.requester))
     }
 
     /// What one covering flow has against the request.
@@ -211,6 +289,7 @@ impl<'c> Policy<'c> {
         user: &User,
         req: &NewRequest,
         requested: Option<HumanDuration>,
+        resources: &[Resource],
     ) -> Vec<Problem> {
         let mut mine = Vec::new();
         if flow.justification_required
@@ -236,7 +315,13 @@ impl<'c> Policy<'c> {
                 max: Some(flow.grant_duration.to_string()),
             });
         }
-        if let Some(problem) = self.unapprovable(flow, user) {
+        // Owners who take over a flow no one can approve make it approvable.
+        let by_flow = !flow.needs_approval()
+            || self
+                .route(flow, &req.integration, resources, &user.email)
+                .source
+                == ApproverSource::AccessFlow;
+        if by_flow && let Some(problem) = self.unapprovable(flow, user) {
             mine.push(problem);
         }
         mine
@@ -361,14 +446,21 @@ impl<'c> Policy<'c> {
         Ok((requester, evaluation))
     }
 
-    /// Whether `user` may see `request` (requester, approver or admin).
-    pub(crate) fn may_see(&self, user: &User, request: &AccessRequest) -> bool {
+    /// Whether `user` may see `request` (requester, one of the flow's approvers, one of the
+    /// approvers `route` names, or admin).
+    pub(crate) fn may_see(
+        &self,
+        user: &User,
+        request: &AccessRequest,
+        route: Option<&Route>,
+    ) -> bool {
         user.admin
             || request.requester.eq_ignore_ascii_case(&user.email)
             || self
                 .config
                 .flow(&request.flow)
                 .is_some_and(|f| f.approvers.principals().contains(user))
+            || route.is_some_and(|r| r.approvers.principals().contains(user))
     }
 
     /// Whether `user` may revoke a request of `requester` (the requester or an admin).
@@ -382,11 +474,12 @@ impl<'c> Policy<'c> {
         }
     }
 
-    /// Whether `user` may approve or reject `request`.
+    /// Whether `user` may approve or reject `request`, whose approvers are `route`'s.
     pub(crate) fn may_approve(
         &self,
         user: &User,
         request: &AccessRequest,
+        route: Option<&Route>,
     ) -> Result<(), ControlError> {
         let flow = self.config.flow(&request.flow).ok_or_else(|| {
             ControlError::Conflict(format!("access flow {:?} no longer exists", request.flow))
@@ -397,7 +490,8 @@ impl<'c> Policy<'c> {
                 "the requester cannot approve their own request".into(),
             ));
         }
-        if !(user.admin || flow.approvers.principals().contains(user)) {
+        let approvers = route.map_or(&flow.approvers, |r| &r.approvers);
+        if !(user.admin || approvers.principals().contains(user)) {
             return Err(ControlError::Forbidden(
                 "not an approver of this request".into(),
             ));
@@ -406,8 +500,15 @@ impl<'c> Policy<'c> {
     }
 
     /// The `all_of` flow of `request`, if its flow still exists, waits for approvers and is
-    /// `all_of`.
-    pub(crate) fn all_of_flow(&self, request: &AccessRequest) -> Option<&'c AccessFlow> {
+    /// `all_of`, and its own approvers approve (`route`).
+    pub(crate) fn all_of_flow(
+        &self,
+        request: &AccessRequest,
+        route: Option<&Route>,
+    ) -> Option<&'c AccessFlow> {
+        if route.is_some_and(|r| r.source != ApproverSource::AccessFlow) {
+            return None;
+        }
         self.config
             .flow(&request.flow)
             .filter(|f| f.approvers.mode == ApprovalMode::AllOf && f.needs_approval())
@@ -415,8 +516,8 @@ impl<'c> Policy<'c> {
 
     /// For a `Pending` `all_of` request: the entries a maximum matching of its approvals leaves
     /// unmet, under the current configuration.
-    pub(crate) fn awaiting(&self, request: &AccessRequest) -> Vec<String> {
-        match self.all_of_flow(request) {
+    pub(crate) fn awaiting(&self, request: &AccessRequest, route: Option<&Route>) -> Vec<String> {
+        match self.all_of_flow(request, route) {
             Some(flow) if request.status == RequestStatus::Pending => {
                 let emails: Vec<String> = request
                     .approvals
@@ -434,11 +535,16 @@ impl<'c> Policy<'c> {
     }
 
     /// Whether `user`'s approval would count towards `request` now.
-    pub(crate) fn awaits_approval_of(&self, user: &User, request: &AccessRequest) -> bool {
-        if self.may_approve(user, request).is_err() {
+    pub(crate) fn awaits_approval_of(
+        &self,
+        user: &User,
+        request: &AccessRequest,
+        route: Option<&Route>,
+    ) -> bool {
+        if self.may_approve(user, request, route).is_err() {
             return false;
         }
-        let Some(flow) = self.all_of_flow(request) else {
+        let Some(flow) = self.all_of_flow(request, route) else {
             return true;
         };
         let emails: Vec<String> = request
