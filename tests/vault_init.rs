@@ -77,6 +77,34 @@ fn vault_init_through_the_binary() -> Result<()> {
         restarted.contains("initialised now: no, unsealed now: yes"),
         "{restarted}"
     );
+
+    // The watcher beside OpenBao (the chart's sidecar) unseals it after every restart.
+    let mut watcher = Command::new(connector_bin()?)
+        .args(["vault-init", "--address", &bao.address(), "--unseal-only"])
+        .args(["--watch-seconds", "1"])
+        .env("KUBECONFIG", &kubeconfig)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let mut unsealed_after_restart = true;
+    for _ in 0..2 {
+        bao.restart()?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        // `bao status` exits 0 once unsealed, 2 while sealed.
+        while bao.cli().arg("status").output()?.status.code() != Some(0) {
+            if std::time::Instant::now() > deadline {
+                unsealed_after_restart = false;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+    watcher.kill()?;
+    watcher.wait()?;
+    ensure!(
+        unsealed_after_restart,
+        "the watcher did not unseal the restarted vault"
+    );
     drop(bao);
 
     // Printed once: nothing stored; a restarted vault needs the printed JSON back.

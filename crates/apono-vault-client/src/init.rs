@@ -220,6 +220,10 @@ pub struct InitOptions {
     pub role_secret: String,
     /// How long to wait for OpenBao to answer, and then to become active (default 5 min).
     pub wait: Duration,
+    /// Only unseal a sealed vault with the custodian's keys: never initialise, configure or
+    /// write anything (an uninitialised vault is left for the full run). What a watcher beside
+    /// OpenBao runs after every restart, so that it never races the init Job.
+    pub unseal_only: bool,
 }
 
 impl Default for InitOptions {
@@ -237,6 +241,7 @@ impl Default for InitOptions {
             keys: None,
             role_secret: ROLE_SECRET.to_owned(),
             wait: Duration::from_secs(300),
+            unseal_only: false,
         }
     }
 }
@@ -527,6 +532,21 @@ pub async fn initialize(
         role_secret_written: false,
         keys: None,
     };
+
+    if options.unseal_only {
+        if status.initialized && status.sealed {
+            let keys = existing_keys(options, secrets)
+                .await?
+                .ok_or_else(|| InitError::NoKeys {
+                    reason:
+                        "the keys were printed once at initialisation; give them back (--keys-file)"
+                            .into(),
+                })?;
+            unseal(&anonymous, &keys).await?;
+            report.unsealed = true;
+        }
+        return Ok(report);
+    }
 
     let keys = if status.initialized {
         info!(sealed = status.sealed, "OpenBao is initialised already");

@@ -257,3 +257,40 @@ async fn no_permission_for_the_keys_secret_fails_before_initialising() -> Result
     );
     Ok(())
 }
+
+/// The watcher beside OpenBao: never initialises or writes, only unseals after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unseal_only_never_initialises_and_unseals_after_a_restart() -> Result<()> {
+    let mut s = setup()?;
+    let watcher = InitOptions {
+        unseal_only: true,
+        ..options()
+    };
+    let idle = initialize(&s.connection, &watcher, &s.secrets).await?;
+    ensure!(!idle.initialised && !idle.unsealed, "{idle:?}");
+    ensure!(bao_status(&s.bao)? == (false, true, "raft".to_owned()));
+    ensure!(s.kube.requests().is_empty(), "nothing read or written");
+
+    initialize(&s.connection, &options(), &s.secrets).await?;
+    s.bao.restart()?;
+    let writes_before = s
+        .kube
+        .requests()
+        .iter()
+        .filter(|r| r.method != "GET")
+        .count();
+    let woke = initialize(&s.connection, &watcher, &s.secrets).await?;
+    ensure!(woke.unsealed && !woke.role_secret_written, "{woke:?}");
+    ensure!(bao_status(&s.bao)? == (true, false, "raft".to_owned()));
+    let writes_after = s
+        .kube
+        .requests()
+        .iter()
+        .filter(|r| r.method != "GET")
+        .count();
+    ensure!(
+        writes_before == writes_after,
+        "unseal-only wrote to Kubernetes"
+    );
+    Ok(())
+}

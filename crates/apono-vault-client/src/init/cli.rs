@@ -64,6 +64,13 @@ pub struct VaultInitArgs {
     /// Seconds to wait for OpenBao to answer and to become active.
     #[arg(long, default_value_t = 300)]
     pub wait_seconds: u64,
+    /// Only unseal a sealed vault with the stored keys; never initialise, configure or write.
+    #[arg(long)]
+    pub unseal_only: bool,
+    /// Keep running: check again every this many seconds (a failed round is logged and
+    /// retried), so that a restarted OpenBao is unsealed again. Without it, one round.
+    #[arg(long)]
+    pub watch_seconds: Option<u64>,
 }
 
 /// Why `vault-init` failed.
@@ -121,11 +128,37 @@ pub async fn run_cli(args: VaultInitArgs, out: &mut (dyn Write + Send)) -> Resul
         keys,
         role_secret: args.role_secret,
         wait: Duration::from_secs(args.wait_seconds),
+        unseal_only: args.unseal_only,
         ..InitOptions::default()
     };
     let secrets = super::KubernetesSecrets::infer(args.namespace.as_deref()).await?;
+    if let Some(every) = args.watch_seconds {
+        let every = Duration::from_secs(every.max(1));
+        loop {
+            match initialize(&connection, &options, &secrets).await {
+                Ok(report) if report.unsealed => {
+                    tracing::info!("vault-init watch: OpenBao was sealed and is unsealed again");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(
+                    error = %apono_core::error_chain(&e),
+                    "vault-init watch: this round failed; retrying"
+                ),
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
     let report = initialize(&connection, &options, &secrets).await?;
     let yes = |b: bool| if b { "yes" } else { "no" };
+    if options.unseal_only {
+        let line = format!(
+            "vault-init: OpenBao at {} (unseal only): unsealed now: {}\n",
+            connection.address(),
+            yes(report.unsealed)
+        );
+        out.write_all(line.as_bytes()).map_err(CliError::Write)?;
+        return out.flush().map_err(CliError::Write);
+    }
     let mut text = format!(
         "vault-init: OpenBao at {} is initialised and unsealed (initialised now: {}, unsealed now: {}); integration secret {}/{} {}\n",
         connection.address(),
