@@ -92,7 +92,7 @@ fn load(arg: &ConfigArg, registry: &ProvisionerRegistry) -> anyhow::Result<Confi
 }
 
 async fn plane(config: Config, registry: ProvisionerRegistry) -> anyhow::Result<Arc<ControlPlane>> {
-    std::fs::create_dir_all(&config.connector.data_dir).context("creating the data directory")?;
+    config.connector.prepare_data_dir()?;
     let kinds: BTreeSet<SecretStoreKind> = config
         .integrations
         .iter()
