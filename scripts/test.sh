@@ -64,8 +64,15 @@ cargo deny --log-level error check bans licenses sources
 
 step "building tests"
 # The end-to-end tests (tests/) drive the real connector binary, which test builds do not link.
-cargo build --locked -p apono-connector --bin apono-connector
+cargo build --locked -p apono-connector --bin apono-connector -p apono-cli --bin apono
 export APONO_TEST_CONNECTOR_BIN="$ROOT/target/debug/apono-connector"
+export APONO_TEST_CLI_BIN="$ROOT/target/debug/apono"
+
+step "deploy/: charts (helm lint, template, kubernetes-validate) and the image"
+scripts/deploy-check.sh
+# The image's runtime stage from the binaries just built; tests/image.rs runs it.
+export APONO_TEST_IMAGE=localhost/apono-connector:ci
+scripts/build-image.sh "$APONO_TEST_CONNECTOR_BIN" "$APONO_TEST_CLI_BIN" "$APONO_TEST_IMAGE" >/dev/null
 cargo nextest run --locked --workspace --all-features --no-run
 
 step "running tests"

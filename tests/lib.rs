@@ -17,6 +17,8 @@ use anyhow::{Context, Result, bail, ensure};
 use apono_testkit::SshServer;
 use serde_json::Value;
 
+pub mod deploy;
+
 /// The `apono-connector` binary to test: `APONO_TEST_CONNECTOR_BIN` if set, else the workspace's
 /// own, brought up to date first with `cargo build -p apono-connector` into the calling test's
 /// own target directory and profile (`scripts/test.sh` runs the same build beforehand).
@@ -27,19 +29,33 @@ use serde_json::Value;
 /// kept for the whole test process.
 pub fn connector_bin() -> Result<PathBuf> {
     static BIN: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
-    BIN.get_or_init(|| build_connector().map_err(|e| format!("{e:#}")))
-        .clone()
-        .map_err(anyhow::Error::msg)
+    BIN.get_or_init(|| {
+        build_bin(
+            "APONO_TEST_CONNECTOR_BIN",
+            "apono-connector",
+            "apono-connector",
+        )
+        .map_err(|e| format!("{e:#}"))
+    })
+    .clone()
+    .map_err(anyhow::Error::msg)
 }
 
-fn build_connector() -> Result<PathBuf> {
-    if let Some(path) = std::env::var_os("APONO_TEST_CONNECTOR_BIN") {
+/// The `apono` CLI binary, as [`connector_bin`] finds the connector (`APONO_TEST_CLI_BIN`).
+pub fn cli_bin() -> Result<PathBuf> {
+    static BIN: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    BIN.get_or_init(|| {
+        build_bin("APONO_TEST_CLI_BIN", "apono-cli", "apono").map_err(|e| format!("{e:#}"))
+    })
+    .clone()
+    .map_err(anyhow::Error::msg)
+}
+
+fn build_bin(env: &str, package: &str, bin: &str) -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os(env) {
         return Ok(path.into());
     }
-    cargo_build(
-        &["-p", "apono-connector", "--bin", "apono-connector"],
-        "apono-connector",
-    )
+    cargo_build(&["-p", package, "--bin", bin], bin)
 }
 
 /// The example `name` of the `apono-examples` package (`examples/NAME.rs`), brought up to date

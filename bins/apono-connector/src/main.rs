@@ -46,6 +46,9 @@ enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(Audit),
+    /// Initialises (once), unseals and prepares an Apono Vault (OpenBao) and writes the
+    /// `apono-vault-role` secret the `apono-vault` integration reads; safe to re-run.
+    VaultInit(apono_vault_client::init::VaultInitArgs),
     /// Prints the version.
     Version,
 }
@@ -132,6 +135,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             "{}",
             serde_json::to_string_pretty(&apono_control::config_schema())?
         ),
+        Command::VaultInit(args) => {
+            apono_vault_client::init::run_cli(args, &mut std::io::stdout()).await?
+        }
         Command::CheckConfig(arg) => {
             load_config(&arg.config, std::env::vars(), &registry)?;
             println!("{}: ok", arg.config.display());

@@ -271,6 +271,33 @@ impl Default for ConnectorSettings {
 }
 
 impl ConnectorSettings {
+    /// Creates `data_dir` if it is missing and checks that this process can write there (by
+    /// creating and removing a file), so that a missing volume or a read-only mount stops the
+    /// connector with a message naming the directory, not an SQLite error.
+    pub fn prepare_data_dir(&self) -> Result<(), crate::ControlError> {
+        let path = &self.data_dir;
+        let error = |problem, source| crate::ControlError::DataDir {
+            path: path.clone(),
+            problem,
+            source,
+        };
+        std::fs::create_dir_all(path).map_err(|e| {
+            error(
+                "is missing and cannot be created; create it or mount a writable volume there",
+                e,
+            )
+        })?;
+        let probe = path.join(format!(".apono-write-check-{}", std::process::id()));
+        std::fs::write(&probe, b"").map_err(|e| {
+            error(
+                "is not writable by this process; mount a writable volume there or fix its owner",
+                e,
+            )
+        })?;
+        let _ = std::fs::remove_file(&probe);
+        Ok(())
+    }
+
     /// The store URL: `database_url`, or an SQLite file in `data_dir`.
     pub fn store_url(&self) -> String {
         match &self.database_url {

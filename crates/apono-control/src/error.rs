@@ -51,6 +51,17 @@ pub enum ControlError {
         #[source]
         source: std::io::Error,
     },
+    /// The data directory (`connector.data_dir`) cannot be created or written.
+    #[error("the data directory {} (connector.data_dir) {problem}", path.display())]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// What is wrong and what to do.
+        problem: &'static str,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
     /// An I/O operation failed.
     #[error("i/o error while {context}")]
     Io {
@@ -70,9 +81,11 @@ impl ControlError {
     /// The kind of failure.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::Store { .. } | Self::Io { .. } | Self::Key(_) | Self::Listen { .. } => {
-                ErrorKind::Unavailable
-            }
+            Self::Store { .. }
+            | Self::Io { .. }
+            | Self::Key(_)
+            | Self::Listen { .. }
+            | Self::DataDir { .. } => ErrorKind::Unavailable,
             Self::Unauthenticated | Self::Forbidden(_) => ErrorKind::PermissionDenied,
             Self::NotFound(_) => ErrorKind::NotFound,
             Self::Invalid(_) | Self::Config(_) | Self::TooLarge(_) => ErrorKind::InvalidInput,

@@ -26,15 +26,6 @@ pub enum ServerError {
         /// Every problem, in file order.
         problems: Vec<ConfigProblem>,
     },
-    /// The data directory could not be created.
-    #[error("cannot create the data directory {}", path.display())]
-    DataDir {
-        /// `connector.data_dir`.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
     /// An integration (or a `from_secret_store` entry of `HASHICORP_VAULT_CONFIG`) reads its
     /// secret from a store this build does not include, and none was given.
     #[error(
@@ -93,10 +84,9 @@ impl ServerError {
             Self::Config { .. } | Self::StoreNotBuilt { .. } => ErrorKind::InvalidInput,
             Self::Control(e) => e.kind(),
             Self::SecretStore { failure, .. } => *failure,
-            Self::ReadConfig { .. }
-            | Self::DataDir { .. }
-            | Self::Listen { .. }
-            | Self::Signal(_) => ErrorKind::Unavailable,
+            Self::ReadConfig { .. } | Self::Listen { .. } | Self::Signal(_) => {
+                ErrorKind::Unavailable
+            }
             Self::Task { .. } => ErrorKind::Internal,
         }
     }

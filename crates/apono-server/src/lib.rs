@@ -234,10 +234,7 @@ impl ConnectorBuilder {
             resolver = resolver.store(store);
         }
         let c = &self.config.connector;
-        std::fs::create_dir_all(&c.data_dir).map_err(|source| ServerError::DataDir {
-            path: c.data_dir.clone(),
-            source,
-        })?;
+        c.prepare_data_dir()?;
         let limits = ExecutorLimits {
             global: c.max_concurrent_actions,
             per_target: c.max_concurrent_per_target,

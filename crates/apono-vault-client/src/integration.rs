@@ -58,8 +58,8 @@ pub const DEFAULT_MOUNT: &str = "apono-store";
 /// Name of the one-time credential: the grant's OpenBao token.
 pub const TOKEN: &str = "token";
 /// Keys of the integration secret.
-const ROLE_ID: &str = "role_id";
-const SECRET_ID: &str = "secret_id";
+pub(crate) const ROLE_ID: &str = "role_id";
+pub(crate) const SECRET_ID: &str = "secret_id";
 
 fn default_mount() -> String {
     DEFAULT_MOUNT.to_owned()

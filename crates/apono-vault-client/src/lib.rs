@@ -17,6 +17,10 @@
 //!   installs the fixed ones once ([`policy::install_policies`]), and the AppRole can attach
 //!   nothing else, so whoever holds its secret reaches at most the secrets of the mount
 //!   (`docs/vault-policy.md`, proven on a real OpenBao in `tests/openbao.rs`).
+//! * [`init`]: installs an Apono Vault on a fresh or restarted OpenBao (initialise once, unseal,
+//!   enable the mounts, write the policies, the AppRole role and the `apono-vault-role`
+//!   integration secret); idempotent. `apono-connector vault-init` runs it (feature
+//!   `kubernetes` keeps its secrets in Kubernetes).
 //!
 //! ```no_run
 //! use apono_vault_client::{ClientSettings, VaultError};
@@ -44,6 +48,7 @@
 
 mod client;
 mod error;
+pub mod init;
 pub mod integration;
 pub mod policy;
 

@@ -9,13 +9,11 @@ mod common;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use apono_core::conformance::{ProvisionerHarness, check_provisioner};
-use apono_core::{
-    ActionContext, BoxError, ErrorKind, GrantSpec, GrantState, Granted, Provisioner, SecretValue,
-};
+use apono_core::conformance::check_provisioner;
+use apono_core::{ActionContext, ErrorKind, GrantState, Granted, Provisioner, SecretValue};
 use apono_vault_client::policy::{GrantPolicy, MAX_SECRET_DEPTH, VaultOperation, VaultPermission};
 use apono_vault_client::{AponoVaultProvisioner, OpenBaoClient, VaultError, VaultGrantState};
-use common::{MOUNT, Vault, in_an_hour, spec};
+use common::{Harness, MOUNT, Vault, in_an_hour, spec};
 use secrecy::{ExposeSecret, SecretString};
 
 /// The grant's vault token, from the access details (the only credential handed out).
@@ -601,85 +599,16 @@ async fn client_covers_kv_tokens_and_users() -> Result<()> {
     Ok(())
 }
 
-/// The conformance harness: observations come from OpenBao (logins, reads, listings with the
-/// root token).
-struct Harness {
-    vault: Vault,
-    provisioner: AponoVaultProvisioner,
-}
-
-#[apono_core::async_trait]
-impl ProvisionerHarness for Harness {
-    fn provisioner(&self) -> &dyn Provisioner {
-        &self.provisioner
-    }
-
-    fn context(&self) -> ActionContext {
-        self.vault.context()
-    }
-
-    fn grant(&self, grantee: usize, grant_id: &str) -> GrantSpec {
-        spec(
-            grantee,
-            grant_id,
-            "secret",
-            "team/db",
-            "ReadOnly",
-            in_an_hour(),
-        )
-    }
-
-    async fn snapshot(&self) -> Result<Vec<String>, BoxError> {
-        let root = self.vault.root();
-        let mut lines = Vec::new();
-        for user in root.userpass_list("userpass").await? {
-            lines.push(format!("user {user}"));
-        }
-        for policy in root.policy_list().await? {
-            lines.push(format!("policy {policy}"));
-        }
-        for entity in root.entity_list().await? {
-            lines.push(format!("entity {entity}"));
-        }
-        for accessor in root.list_accessors().await? {
-            let info = root.lookup_accessor(&accessor).await?;
-            lines.push(format!("token {accessor} {}", info.path));
-        }
-        lines.sort();
-        Ok(lines)
-    }
-
-    async fn has_access(&self, grant: &GrantSpec, granted: &Granted) -> Result<bool, BoxError> {
-        let client = login(&self.vault, granted);
-        match client.kv_read(MOUNT, &grant.resource.id, None).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.is_permission_denied() => Ok(false),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    async fn remove_out_of_band(
-        &self,
-        _grant: &GrantSpec,
-        state: &GrantState,
-    ) -> Result<(), BoxError> {
-        let state: VaultGrantState = state.decode()?;
-        let root = self.vault.root();
-        root.userpass_delete(&state.userpass_mount, &state.username)
-            .await?;
-        if let Some(entity) = self.vault.grant_entity(&state.username).await? {
-            root.entity_delete_by_id(&entity.id).await?;
-        }
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_suite_passes_on_real_openbao() -> Result<()> {
     let vault = Vault::start().await?;
     vault.put("team/db", "root-pw").await?;
-    let provisioner = vault.provisioner()?;
-    let harness = Harness { vault, provisioner };
+    let harness = Harness {
+        connection: vault.connection.clone(),
+        root_token: SecretString::from(vault.server.root_token()),
+        secret: vault.integration_secret(),
+        provisioner: vault.provisioner()?,
+    };
     let report = check_provisioner(&harness).await?;
     println!("conformance: {report}");
     ensure!(report.not_applicable.is_empty(), "{report}");

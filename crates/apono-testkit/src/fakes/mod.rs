@@ -27,7 +27,7 @@ pub mod winrm;
 
 pub use azure::{AzureAccess, FakeAzureKeyVault, KEY_VAULT_RESOURCE};
 pub use gcp::{FakeGcpSecretManager, GcpAccess, GcpServiceAccountKey};
-pub use kubernetes::{FakeKubernetes, KubernetesAccess};
+pub use kubernetes::{FakeKubernetes, KubernetesAccess, Labels, SecretData};
 pub use server::RecordedRequest;
 pub use tls::TestCa;
 

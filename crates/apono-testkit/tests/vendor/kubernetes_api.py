@@ -1,5 +1,5 @@
-"""Checks FakeKubernetes with the official Python client (kubernetes): discovery, reading a
-secret, and the Status objects of 404, 403, 429 and 401."""
+"""Checks FakeKubernetes with the official Python client (kubernetes): discovery, reading,
+creating and replacing a secret, and the Status objects of 404, 403, 409, 429 and 401."""
 import base64
 import json
 
@@ -63,4 +63,31 @@ e = expect_raises(
     "bad token",
 )
 assert e.status == 401 and status_of(e)["reason"] == "Unauthorized", e.body
+
+# Creating a secret: 201 with the object; again: 409 AlreadyExists.
+body = client.V1Secret(
+    metadata=client.V1ObjectMeta(name="created", labels={"a": "b"}),
+    string_data={"plain": "text"},
+    data={"bin": base64.b64encode(b"bytes").decode()},
+    type="Opaque",
+)
+made = core.create_namespaced_secret(a["namespace"], body)
+assert made.metadata.name == "created" and made.metadata.labels == {"a": "b"}, made.metadata
+assert {k: base64.b64decode(v).decode() for k, v in made.data.items()} == {"plain": "text", "bin": "bytes"}
+e = expect_raises(ApiException, lambda: core.create_namespaced_secret(a["namespace"], body), "exists")
+assert e.status == 409 and status_of(e)["reason"] == "AlreadyExists", e.body
+
+# Replacing it: with the current resourceVersion, then with a stale one (409 Conflict).
+made.data = {"k": base64.b64encode(b"v2").decode()}
+made.metadata.labels = {"c": "d"}
+replaced = core.replace_namespaced_secret("created", a["namespace"], made)
+assert replaced.metadata.resource_version != made.metadata.resource_version
+again = core.read_namespaced_secret("created", a["namespace"])
+assert again.metadata.labels == {"c": "d"} and base64.b64decode(again.data["k"]) == b"v2"
+e = expect_raises(ApiException, lambda: core.replace_namespaced_secret("created", a["namespace"], made), "stale")
+assert e.status == 409 and status_of(e)["reason"] == "Conflict", e.body
+e = expect_raises(ApiException, lambda: core.replace_namespaced_secret("absent", a["namespace"], client.V1Secret(metadata=client.V1ObjectMeta(name="absent"))), "absent")
+assert e.status == 404 and status_of(e)["reason"] == "NotFound", e.body
+e = expect_raises(ApiException, lambda: core.replace_namespaced_secret(a["denied"], a["namespace"], client.V1Secret(metadata=client.V1ObjectMeta(name=a["denied"]))), "denied write")
+assert e.status == 403 and status_of(e)["reason"] == "Forbidden", e.body
 print("ok")

@@ -8,13 +8,16 @@
 use std::process::Command;
 
 use anyhow::{Context, Result, ensure};
+use apono_core::conformance::ProvisionerHarness;
 use apono_core::{
-    ActionContext, GrantId, GrantSpec, Grantee, Permission, Resource, ResourceType, SecretValue,
+    ActionContext, BoxError, GrantId, GrantSpec, GrantState, Granted, Grantee, Permission,
+    Provisioner, Resource, ResourceType, SecretValue,
 };
 use apono_testkit::OpenBao;
 use apono_vault_client::policy::install_policies;
 use apono_vault_client::{
     AponoVaultConfig, AponoVaultProvisioner, ClientSettings, OpenBaoClient, OpenBaoConnection,
+    VaultGrantState,
 };
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
@@ -226,4 +229,94 @@ pub fn spec(
 
 pub fn in_an_hour() -> DateTime<Utc> {
     Utc::now() + chrono::Duration::hours(1)
+}
+
+/// The conformance harness on any OpenBao: observations come from OpenBao itself (logins,
+/// reads, listings with the root token).
+pub struct Harness {
+    pub connection: OpenBaoConnection,
+    pub root_token: SecretString,
+    /// The integration secret (`role_id`, `secret_id`).
+    pub secret: SecretValue,
+    pub provisioner: AponoVaultProvisioner,
+}
+
+impl Harness {
+    fn root(&self) -> OpenBaoClient {
+        self.connection.client_with_token(self.root_token.clone())
+    }
+}
+
+#[apono_core::async_trait]
+impl ProvisionerHarness for Harness {
+    fn provisioner(&self) -> &dyn Provisioner {
+        &self.provisioner
+    }
+
+    fn context(&self) -> ActionContext {
+        ActionContext::new(self.secret.clone()).with_timeout(std::time::Duration::from_secs(30))
+    }
+
+    fn grant(&self, grantee: usize, grant_id: &str) -> GrantSpec {
+        spec(
+            grantee,
+            grant_id,
+            "secret",
+            "team/db",
+            "ReadOnly",
+            in_an_hour(),
+        )
+    }
+
+    async fn snapshot(&self) -> Result<Vec<String>, BoxError> {
+        let root = self.root();
+        let mut lines = Vec::new();
+        for user in root.userpass_list("userpass").await? {
+            lines.push(format!("user {user}"));
+        }
+        for policy in root.policy_list().await? {
+            lines.push(format!("policy {policy}"));
+        }
+        for entity in root.entity_list().await? {
+            lines.push(format!("entity {entity}"));
+        }
+        for accessor in root.list_accessors().await? {
+            let info = root.lookup_accessor(&accessor).await?;
+            lines.push(format!("token {accessor} {}", info.path));
+        }
+        lines.sort();
+        Ok(lines)
+    }
+
+    async fn has_access(&self, grant: &GrantSpec, granted: &Granted) -> Result<bool, BoxError> {
+        let token = granted
+            .access
+            .credentials
+            .iter()
+            .find(|c| c.name == apono_vault_client::integration::TOKEN)
+            .map(|c| c.value.clone())
+            .unwrap_or_else(|| SecretString::from(""));
+        let client = self.connection.client_with_token(token);
+        match client.kv_read(MOUNT, &grant.resource.id, None).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_permission_denied() => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn remove_out_of_band(
+        &self,
+        _grant: &GrantSpec,
+        state: &GrantState,
+    ) -> Result<(), BoxError> {
+        let state: VaultGrantState = state.decode()?;
+        let root = self.root();
+        root.userpass_delete(&state.userpass_mount, &state.username)
+            .await?;
+        let accessor = root.auth_mount_accessor(&state.userpass_mount).await?;
+        if let Some(entity) = root.entity_by_alias(&state.username, &accessor).await? {
+            root.entity_delete_by_id(&entity.id).await?;
+        }
+        Ok(())
+    }
 }

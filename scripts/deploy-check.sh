@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Checks the Helm charts in deploy/charts as far as this machine allows (no Kubernetes API
+# server runs here): `helm lint --strict` and `helm template` with the defaults and the
+# realistic values files in each chart's ci/, every rendered manifest validated with
+# `kubernetes-validate --strict` for every Kubernetes version the charts claim (kubeVersion
+# >=1.30: 1.30 to 1.37, the newest the validator knows), the ServiceMonitor (a CRD the
+# validator has no schema for) checked with the prometheus-operator models, the refusals at
+# template time, and the RBAC and security context rendered. Any failure exits non-zero.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+eval "$(scripts/deploy-tools.sh)"
+PY=.venv/bin/python
+VALIDATE=.venv/bin/kubernetes-validate
+[ -x "$VALIDATE" ] || { echo "kubernetes-validate missing: pip install -r scripts/requirements-test.txt" >&2; exit 1; }
+helm() { "$APONO_HELM" "$@"; }
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+C=deploy/charts/apono-connector
+V=deploy/charts/apono-vault
+fail() { echo "deploy-check: $*" >&2; exit 1; }
+
+echo "deploy-check: helm lint" >&2
+helm lint --strict "$C" --set apono.connectorId=lint >/dev/null
+for f in "$C"/ci/*.yaml; do helm lint --strict "$C" -f "$f" >/dev/null; done
+helm lint --strict "$V" >/dev/null
+for f in "$V"/ci/*.yaml; do helm lint --strict "$V" -f "$f" >/dev/null; done
+
+echo "deploy-check: helm template" >&2
+helm template apono-connector "$C" -n apono-connector --set apono.connectorId=default >"$out/connector-default.yaml"
+for f in "$C"/ci/*.yaml; do
+  helm template apono-connector "$C" -n apono-connector -f "$f" >"$out/connector-$(basename "$f")"
+done
+helm template apono-vault "$V" -n apono-vault >"$out/vault-default.yaml"
+for f in "$V"/ci/*.yaml; do
+  helm template apono-vault "$V" -n apono-vault -f "$f" >"$out/vault-$(basename "$f")"
+done
+
+echo "deploy-check: kubernetes-validate --strict, Kubernetes 1.30 to 1.37" >&2
+for minor in 30 31 32 33 34 35 36 37; do
+  "$VALIDATE" --strict --quiet -k "1.$minor.0" "$out"/*.yaml \
+    | grep -v "Couldn't find schema for kind ServiceMonitor" || true
+  # The exit status, without the pipe: any invalid manifest fails.
+  "$VALIDATE" --strict --quiet --no-warn -k "1.$minor.0" "$out"/*.yaml >/dev/null \
+    || fail "kubernetes-validate rejected a manifest for Kubernetes 1.$minor"
+done
+cp scripts/deploy-tools/check-servicemonitor.mjs "$APONO_NODE_MODULES/../"
+node "$APONO_NODE_MODULES/../check-servicemonitor.mjs" "$out"/*.yaml || fail "ServiceMonitor invalid"
+
+echo "deploy-check: refusals at template time" >&2
+refused() {
+  local want=$1; shift
+  local msg
+  if msg=$(helm template x "$@" 2>&1); then fail "rendered, but should refuse ($want): $*"; fi
+  grep -qF -- "$want" <<<"$msg" || fail "refused without saying '$want': $msg"
+}
+refused "apono.connectorId is required" "$C"
+refused "needs a PostgreSQL store" "$C" --set apono.connectorId=x --set replicaCount=3
+refused "Additional property bogus is not allowed" "$C" --set apono.connectorId=x --set bogus=1
+refused "Additional property replicas is not allowed" "$C" --set apono.connectorId=x --set image.replicas=1
+refused "replicaCount: Invalid type" "$C" --set apono.connectorId=x --set replicaCount=three
+refused "allowedSecretsToRead.0: Does not match pattern" "$C" --set apono.connectorId=x --set 'allowedSecretsToRead={Bad_Name}'
+refused "set config.toml or config.existingSecret, not both" "$C" --set apono.connectorId=x --set config.toml=a --set config.existingSecret=b
+refused "keyCustody must be one of" "$V" --set init.keyCustody=somewhere
+refused "Additional property size is not allowed" "$V" --set vault.server.size=1Gi
+
+echo "deploy-check: RBAC and security context as rendered" >&2
+"$PY" - "$out" <<'PY'
+import glob, os, sys, yaml
+out = sys.argv[1]
+def docs(name):
+    return [d for d in yaml.safe_load_all(open(os.path.join(out, name))) if d]
+def fail(msg):
+    sys.exit(f"deploy-check: {msg}")
+# sqlite values: manageClusterRoles with two secrets in two namespaces.
+roles = {(d["metadata"]["namespace"], d["metadata"]["name"]): d for d in docs("connector-sqlite-values.yaml") if d["kind"] == "Role"}
+want = {"apono-connector": ["ssh-admin"], "apono-vault": ["apono-vault-role"]}
+got = {ns: r["rules"] for (ns, _), r in roles.items()}
+for ns, names in want.items():
+    rules = got.get(ns) or fail(f"no Role in {ns}: {sorted(got)}")
+    if rules != [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "resourceNames": names}]:
+        fail(f"the Role in {ns} grants more or other than get on {names}: {rules}")
+if set(got) != set(want):
+    fail(f"Roles in unexpected namespaces: {sorted(got)}")
+# The defaults (manageClusterRoles=false): no RBAC at all.
+if any(d["kind"] in ("Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding") for d in docs("connector-default.yaml")):
+    fail("RBAC rendered without serviceAccount.manageClusterRoles")
+for name in sorted(os.listdir(out)):
+    for d in docs(name):
+        if d["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+            fail(f"{name}: cluster-wide RBAC rendered")
+        if d["kind"] not in ("Deployment", "StatefulSet", "Job"):
+            continue
+        pod = d["spec"]["template"]["spec"]
+        if pod.get("securityContext", {}).get("runAsNonRoot") is not True:
+            fail(f"{name} {d['kind']}: pod may run as root")
+        for c in pod["containers"]:
+            sc = c.get("securityContext", {})
+            ok = (sc.get("allowPrivilegeEscalation") is False and sc.get("readOnlyRootFilesystem") is True
+                  and sc.get("capabilities", {}).get("drop") == ["ALL"])
+            if not ok:
+                fail(f"{name} {d['kind']}/{c['name']}: securityContext {sc}")
+        if d["kind"] == "Deployment":
+            probes = (c["livenessProbe"]["httpGet"]["path"], c["readinessProbe"]["httpGet"]["path"])
+            if probes != ("/healthz", "/readyz"):
+                fail(f"{name}: probes {probes}")
+# The vault chart's init Job and unsealer run vault-init; the keys secret is never readable
+# by the connector (only the role secret is created with that label, by vault-init itself).
+job = [d for d in docs("vault-default.yaml") if d["kind"] == "Job"][0]
+args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+if args[0] != "vault-init" or "--unseal-only" in args:
+    fail(f"init Job args {args}")
+sts = [d for d in docs("vault-default.yaml") if d["kind"] == "StatefulSet"][0]
+claim = sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"]
+svc = [d for d in docs("vault-default.yaml") if d["kind"] == "Service"][0]
+if claim != "1Gi" or svc["spec"]["type"] != "ClusterIP" or svc["spec"]["ports"][0]["port"] != 8200:
+    fail(f"vault defaults: volume {claim}, service {svc['spec']}")
+print("deploy-check: charts ok", file=sys.stderr)
+PY
