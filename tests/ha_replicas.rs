@@ -22,7 +22,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use apono_e2e::{Connector, ConnectorConfig, call as send, ssh_secret_store, ssh_server};
+use apono_e2e::{
+    Connector, ConnectorConfig, XorShift, call as send, leftovers, ssh_secret_store, ssh_server,
+};
 use apono_testkit::{Postgres, SshServer};
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
@@ -36,17 +38,6 @@ const CYCLES: usize = 90;
 const REPLICAS: usize = 3;
 /// The lease is `2 × action_timeout + 10 s` = 14 s; the cut lasts longer.
 const CUT: Duration = Duration::from_secs(20);
-
-/// A small deterministic generator (no extra dependency).
-struct XorShift(u64);
-impl XorShift {
-    fn next(&mut self, below: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % below
-    }
-}
 
 /// A TCP proxy to PostgreSQL that can cut its replica off: every connection reset and the
 /// port closed (connections refused, as when the database is unreachable) until restored.
@@ -111,31 +102,6 @@ impl Proxy {
     fn restore(&self) {
         let _ = self.cut.send(false);
     }
-}
-
-fn leftovers(server: &SshServer) -> Result<Vec<String>> {
-    let mut found = Vec::new();
-    let passwd = server.exec(&["getent", "passwd"])?;
-    for line in String::from_utf8_lossy(&passwd.stdout).lines() {
-        if line.contains("apono-managed") {
-            found.push(format!("account: {line}"));
-        }
-    }
-    let group = server.exec(&["getent", "group", "apono-managed"])?;
-    let members = String::from_utf8_lossy(&group.stdout)
-        .trim()
-        .rsplit(':')
-        .next()
-        .unwrap_or("")
-        .to_owned();
-    if !members.is_empty() {
-        found.push(format!("apono-managed members: {members}"));
-    }
-    let keys = server.exec(&["sh", "-c", "grep -rl grt_ /home 2>/dev/null || true"])?;
-    for file in String::from_utf8_lossy(&keys.stdout).lines() {
-        found.push(format!("key file still names a grant: {file}"));
-    }
-    Ok(found)
 }
 
 fn signal(connector: &Connector, signal: nix::sys::signal::Signal) -> Result<()> {
