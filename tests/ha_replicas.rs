@@ -473,9 +473,27 @@ grant_duration = "6s"
         .await?;
         burst.push(r["id"].as_str().context("id")?.to_owned());
     }
-    // Replica 2 claims at once (the request wakes its scheduler); the actions take a few
-    // hundred milliseconds on sshd. Cut while they run.
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Replica 2 claims at once (the request wakes its scheduler): its claim moves the grants to
+    // `Granting`, and their actions take a few hundred milliseconds on sshd. Cut while they run.
+    let claimed_by = Instant::now() + Duration::from_secs(5);
+    loop {
+        let granting = send(
+            &client,
+            "GET",
+            &format!("{}/api/v1/access-sessions?all=true", urls[2]),
+            &admin,
+            None,
+        )
+        .await?
+        .as_array()
+        .map_or(0, |a| {
+            a.iter().filter(|s| s["status"] == "Granting").count()
+        });
+        if granting > 0 || Instant::now() > claimed_by {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     proxy.cut();
     let cut_at = Instant::now();
     for r in &replicas[..2] {
