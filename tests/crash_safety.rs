@@ -7,49 +7,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use apono_e2e::{ConnectorConfig, call as send, ssh_secret_store, ssh_server};
+use apono_e2e::{ConnectorConfig, XorShift, call as send, leftovers, ssh_secret_store, ssh_server};
 use apono_testkit::SshServer;
 use serde_json::json;
 
 const USERS: usize = 20;
 const SERVERS: usize = 10;
 const CYCLES: usize = 200;
-
-/// A small deterministic generator (no extra dependency).
-struct XorShift(u64);
-impl XorShift {
-    fn next(&mut self, below: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % below
-    }
-}
-
-fn leftovers(server: &SshServer) -> Result<Vec<String>> {
-    let mut found = Vec::new();
-    let passwd = server.exec(&["getent", "passwd"])?;
-    for line in String::from_utf8_lossy(&passwd.stdout).lines() {
-        if line.contains("apono-managed") {
-            found.push(format!("account: {line}"));
-        }
-    }
-    let group = server.exec(&["getent", "group", "apono-managed"])?;
-    let members = String::from_utf8_lossy(&group.stdout)
-        .trim()
-        .rsplit(':')
-        .next()
-        .unwrap_or("")
-        .to_owned();
-    if !members.is_empty() {
-        found.push(format!("apono-managed members: {members}"));
-    }
-    let keys = server.exec(&["sh", "-c", "grep -rl grt_ /home 2>/dev/null || true"])?;
-    for file in String::from_utf8_lossy(&keys.stdout).lines() {
-        found.push(format!("key file still names a grant: {file}"));
-    }
-    Ok(found)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[allow(clippy::print_stdout)] // the run's summary

@@ -440,3 +440,42 @@ impl FakeClock {
         config.run_env("FAKETIME_CACHE_DURATION", "1");
     }
 }
+
+/// A small deterministic generator (no extra dependency).
+pub struct XorShift(pub u64);
+impl XorShift {
+    /// The next number below `below`.
+    pub fn next(&mut self, below: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % below
+    }
+}
+
+/// What the connector granted that is still on `server`: `apono-managed` accounts and group
+/// members, and key files naming a grant.
+pub fn leftovers(server: &SshServer) -> Result<Vec<String>> {
+    let mut found = Vec::new();
+    let passwd = server.exec(&["getent", "passwd"])?;
+    for line in String::from_utf8_lossy(&passwd.stdout).lines() {
+        if line.contains("apono-managed") {
+            found.push(format!("account: {line}"));
+        }
+    }
+    let group = server.exec(&["getent", "group", "apono-managed"])?;
+    let members = String::from_utf8_lossy(&group.stdout)
+        .trim()
+        .rsplit(':')
+        .next()
+        .unwrap_or("")
+        .to_owned();
+    if !members.is_empty() {
+        found.push(format!("apono-managed members: {members}"));
+    }
+    let keys = server.exec(&["sh", "-c", "grep -rl grt_ /home 2>/dev/null || true"])?;
+    for file in String::from_utf8_lossy(&keys.stdout).lines() {
+        found.push(format!("key file still names a grant: {file}"));
+    }
+    Ok(found)
+}

@@ -251,7 +251,7 @@ fn plain_http_is_refused_off_loopback() -> Result<()> {
         &[],
     )?;
     connector.wait(Duration::from_secs(10), || {
-        std::fs::read_to_string(&connector_log(plain.path()))
+        std::fs::read_to_string(connector_log(plain.path()))
             .is_ok_and(|l| l.contains("unencrypted"))
     })?;
     Ok(())

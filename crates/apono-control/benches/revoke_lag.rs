@@ -1,9 +1,12 @@
-//! Benchmark (not run in CI): revoke lag for 1,000 and 10,000 grants expiring together, time to
-//! drain 10,000 overdue grants after a restart with `/healthz` and `/metrics` latency meanwhile,
-//! the time from an approval's commit to `Active` beyond the provisioner's own, and peak RSS.
+//! Benchmark (not run in CI): revoke lag for 1,000 and 10,000 grants expiring together on SQLite
+//! (one connector) and on PostgreSQL with one, two and three replicas (control planes in this
+//! process on one database, each with its own executor and scheduler), with `/healthz` latency
+//! meanwhile; time to drain 10,000 overdue grants after a restart with `/healthz` and
+//! `/metrics` latency meanwhile; the time from an approval's commit to `Active` beyond the
+//! provisioner's own; and peak RSS.
 //!
 //! `cargo bench -p apono-control --bench revoke_lag -- [latency_ms]` (default 5 ms per action,
-//! in-process provisioner, SQLite store).
+//! in-process provisioner; PostgreSQL is a private cluster from `apono-testkit`).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -176,6 +179,57 @@ async fn approval_overhead(n: usize, latency: Duration) -> Result<Vec<i64>> {
     Ok(out)
 }
 
+/// `n` active grants made by the first of `replicas` control planes on `url`, expiring together
+/// 2 s later while every replica's scheduler runs and `/healthz` of the first is probed every
+/// 10 ms; returns each grant's lag, the time from the expiry to the last revoke, and the
+/// `/healthz` latencies (µs).
+async fn expire_together(
+    url: &str,
+    n: usize,
+    replicas: usize,
+    latency: Duration,
+) -> Result<(Vec<i64>, i64, Vec<i64>)> {
+    let mut planes = Vec::new();
+    for _ in 0..replicas {
+        planes.push(plane(url, n, latency, "127.0.0.1:0", planes.is_empty()).await?);
+    }
+    let expiry = setup(&planes[0], n, 2000).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?.to_string();
+    let router = apono_control::api::router(planes[0].clone());
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let shutdown = CancelSignal::new();
+    let schedulers: Vec<_> = planes
+        .iter()
+        .map(|p| tokio::spawn(p.clone().run_scheduler(shutdown.clone())))
+        .collect();
+    let health = {
+        let stop = shutdown.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut samples = Vec::new();
+            while !stop.is_cancelled() {
+                if let Some(d) = get(&addr, "/healthz") {
+                    samples.push(d.as_micros() as i64);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            samples
+        })
+    };
+    wait_for(&planes[0], "Revoked", n).await?;
+    let total = now_ms() - expiry;
+    shutdown.cancel();
+    for s in schedulers {
+        s.await??;
+    }
+    server.abort();
+    let lag = lags(&planes[0]).await?;
+    for p in &planes {
+        p.store().close().await;
+    }
+    Ok((lag, total, health.await?))
+}
+
 async fn lags(plane: &ControlPlane) -> Result<Vec<i64>> {
     let rows =
         sqlx::query("SELECT revoked_at - expires_at AS lag FROM grants WHERE status = 'Revoked'")
@@ -225,27 +279,33 @@ async fn main() -> Result<()> {
             .unwrap_or(5),
     );
     println!(
-        "in-process provisioner, {} ms per action, SQLite store, 64 actions in flight\n",
+        "in-process provisioner, {} ms per action, 64 actions in flight per replica\n",
         latency.as_millis()
     );
-    println!("| scenario | grants | p50 | p99 | max | total |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!(
+        "| store | replicas | grants expiring together | lag p50 | p99 | max | total | /healthz p99 |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for n in [1_000usize, 10_000] {
-        let dir = tempfile::tempdir()?;
-        let url = format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join("db.sqlite3").display()
-        );
-        let p = plane(&url, n, latency, "127.0.0.1:0", true).await?;
-        let expiry = setup(&p, n, 2000).await?;
-        let shutdown = CancelSignal::new();
-        let scheduler = tokio::spawn(p.clone().run_scheduler(shutdown.clone()));
-        wait_for(&p, "Revoked", n).await?;
-        let total = now_ms() - expiry;
-        shutdown.cancel();
-        scheduler.await??;
-        let (p50, p99, max) = percentiles(lags(&p).await?);
-        println!("| expire together | {n} | {p50} ms | {p99} ms | {max} ms | {total} ms |");
+        for (postgres, replicas) in [(false, 1), (true, 1), (true, 2), (true, 3)] {
+            let dir = tempfile::tempdir()?;
+            let pg = postgres.then(apono_testkit::Postgres::start).transpose()?;
+            let url = match &pg {
+                Some(pg) => pg.url(),
+                None => format!(
+                    "sqlite://{}?mode=rwc",
+                    dir.path().join("db.sqlite3").display()
+                ),
+            };
+            let (lag, total, health) = expire_together(&url, n, replicas, latency).await?;
+            let (p50, p99, max) = percentiles(lag);
+            let (_, h99, _) = percentiles(health);
+            println!(
+                "| {} | {replicas} | {n} | {p50} ms | {p99} ms | {max} ms | {total} ms | {:.1} ms |",
+                if postgres { "PostgreSQL" } else { "SQLite" },
+                h99 as f64 / 1000.0
+            );
+        }
     }
 
     // Drain after restart: 10,000 grants already overdue when the connector starts.

@@ -26,14 +26,17 @@
 //!   to a group-commit writer, which applies all items queued meanwhile in order in one
 //!   transaction, appends their audit records chained in that order under the audit head's lock,
 //!   and commits. A job waits for that commit before it goes on, so a grant is still written
-//!   down before the target is touched and credentials are kept only once `Active` is stored.
+//!   down before the target is touched, and its sealed credentials are stored with `Active`.
 //! * An outcome commits together with the release of its job's lease. If the process dies
 //!   before the commit, nothing of the batch is written: the jobs are still leased and due again
 //!   when the leases end (at once after a restart on SQLite), so a lost revoke outcome means the
 //!   (idempotent) revoke is simply run again. Retries, backoff and `RevokeFailed` are recorded
 //!   per item exactly as before; a failing batch is retried item by item.
-//! * [`audit`]: the hash-chained audit log.
-//! * [`api::router`]: the HTTP API.
+//! * [`audit`]: the audit log, each record linked to the previous one by an HMAC under a key
+//!   derived from the master key ([`Keys`], `connector.master_key`), which also seals one-time
+//!   credentials in the store until they are shown once.
+//! * [`api::router`]: the HTTP API; [`api::serve`] its listener (TLS with certificate reload,
+//!   or plain HTTP on loopback).
 //!
 //! # Example
 //!
@@ -50,8 +53,7 @@
 //! plane.bootstrap().await?;
 //! let shutdown = CancelSignal::new();
 //! tokio::spawn(plane.clone().run_scheduler(shutdown.clone()));
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//! axum::serve(listener, api::router(plane)).await?;
+//! api::serve(plane, shutdown).await?;
 //! # Ok(())
 //! # }
 //! ```

@@ -12,8 +12,8 @@
 //! * Every item first checks that its job still carries the lease token of its claim. If the
 //!   lease ended and another worker took the job, the item writes nothing
 //!   ([`Applied::Fenced`]): a late outcome never overwrites newer work.
-//! * A submitter learns what happened only after the commit, so credentials are kept only once
-//!   `Active` is stored.
+//! * A submitter learns what happened only after the commit; sealed credentials are stored in
+//!   the transaction that makes the grant `Active`, and dropped if a revoke won meanwhile.
 //! * If the process dies before the batch commits, nothing of it is written: the jobs are still
 //!   leased, due again when their leases end (at once on SQLite, where a restart voids the
 //!   leases), and the idempotent actions are redone.
