@@ -12,7 +12,8 @@
 //! ```
 //!
 //! Unknown keys are errors. `APONO_CONNECTOR_<KEY>` environment variables override
-//! `[connector]` keys (`APONO_CONNECTOR_ALLOWED_SECRETS_TO_READ` as a comma-separated list).
+//! `[connector]` keys (`APONO_CONNECTOR_ALLOWED_SECRETS_TO_READ` as a comma-separated list,
+//! `APONO_CONNECTOR_MASTER_KEY_FILE` as `master_key = { file = … }`).
 //!
 //! Every key, with its type, default and an example, is in the repository's
 //! `docs/configuration.md`, which a test of `apono-connector` checks against the JSON Schema
@@ -577,6 +578,13 @@ impl Config {
         };
         for (name, value) in env {
             if let Some(key) = name.strip_prefix("APONO_CONNECTOR_") {
+                // A table cannot be written in one variable: the key file's path can.
+                if key.eq_ignore_ascii_case("master_key_file") {
+                    let file: toml::Table =
+                        [("file".to_owned(), toml::Value::String(value))].into_iter().collect();
+                    connector_table.insert("master_key".into(), toml::Value::Table(file));
+                    continue;
+                }
                 let value = if key.eq_ignore_ascii_case("allowed_secrets_to_read") {
                     toml::Value::Array(
                         value
@@ -1060,6 +1068,11 @@ mod tests {
         assert_eq!(
             config.connector.allowed_secrets_to_read,
             Some(vec!["a/b".to_owned(), "c".to_owned()])
+        );
+        let config = check("", &[("APONO_CONNECTOR_MASTER_KEY_FILE", "/keys/master")]).unwrap();
+        assert_eq!(
+            config.connector.master_key,
+            Some(MasterKeySource::File("/keys/master".into()))
         );
         let err = check(
             "[connector]\nallowed_secrets_to_read = [\"ok\", \"a/b/c\", \"Bad_Name\"]\nlisten = \"nowhere\"\nallowed_secret = []\n",
