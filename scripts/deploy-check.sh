@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Checks the Helm charts in deploy/charts as far as this machine allows (no Kubernetes API
+# Checks the Helm charts in deploy/charts (and deploy/aws/eks-values.yaml) as far as this machine allows (no Kubernetes API
 # server runs here): `helm lint --strict` and `helm template` with the defaults and the
 # realistic values files in each chart's ci/, every rendered manifest validated with
 # `kubernetes-validate --strict` for every Kubernetes version the charts claim (kubeVersion
@@ -30,6 +30,10 @@ helm template apono-connector "$C" -n apono-connector --set apono.connectorId=de
 for f in "$C"/ci/*.yaml; do
   helm template apono-connector "$C" -n apono-connector -f "$f" >"$out/connector-$(basename "$f")"
 done
+# EKS with IRSA (deploy/aws/eks-values.yaml).
+helm lint --strict "$C" -f deploy/aws/eks-values.yaml >/dev/null
+helm template apono-connector "$C" -n apono-connector -f deploy/aws/eks-values.yaml >"$out/connector-eks.yaml"
+grep -q 'eks.amazonaws.com/role-arn' "$out/connector-eks.yaml" || fail "the IRSA annotation is not rendered"
 helm template apono-vault "$V" -n apono-vault >"$out/vault-default.yaml"
 for f in "$V"/ci/*.yaml; do
   helm template apono-vault "$V" -n apono-vault -f "$f" >"$out/vault-$(basename "$f")"
