@@ -30,6 +30,16 @@ helm template apono-connector "$C" -n apono-connector --set apono.connectorId=de
 for f in "$C"/ci/*.yaml; do
   helm template apono-connector "$C" -n apono-connector -f "$f" >"$out/connector-$(basename "$f")"
 done
+# README's command, flag for flag (less the cluster).
+printf '[[users]]\nemail = "alice@example.com"\nadmin = true\n' >"$out/connector.toml.in"
+helm template apono-connector "$C" -n apono-connector \
+  --set-string apono.connectorId=prod-eu-1 --set serviceAccount.manageClusterRoles=true \
+  --set allowedSecretsToRead={db-admin\,apono-vault/apono-vault-role} \
+  --set-file config.toml="$out/connector.toml.in" >"$out/connector-readme.yaml"
+rm "$out/connector.toml.in"
+grep -q 'alice@example.com' "$out/connector-readme.yaml" || fail "--set-file config.toml did not reach the ConfigMap"
+grep -q '"apono-connector/db-admin,apono-vault/apono-vault-role"' "$out/connector-readme.yaml" \
+  || fail "allowedSecretsToRead={a\\,b} did not reach APONO_CONNECTOR_ALLOWED_SECRETS_TO_READ"
 # EKS with IRSA (deploy/aws/eks-values.yaml).
 helm lint --strict "$C" -f deploy/aws/eks-values.yaml >/dev/null
 helm template apono-connector "$C" -n apono-connector -f deploy/aws/eks-values.yaml >"$out/connector-eks.yaml"
