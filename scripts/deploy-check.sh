@@ -8,7 +8,7 @@
 # template time, and the RBAC and security context rendered. Any failure exits non-zero.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-eval "$(scripts/deploy-tools.sh)"
+eval "$(scripts/deploy-tools.sh --charts-only)"
 PY=.venv/bin/python
 VALIDATE=.venv/bin/kubernetes-validate
 [ -x "$VALIDATE" ] || { echo "kubernetes-validate missing: pip install -r scripts/requirements-test.txt" >&2; exit 1; }

