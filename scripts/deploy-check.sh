@@ -124,6 +124,11 @@ args = job["spec"]["template"]["spec"]["containers"][0]["args"]
 if args[0] != "vault-init" or "--unseal-only" in args:
     fail(f"init Job args {args}")
 sts = [d for d in docs("vault-default.yaml") if d["kind"] == "StatefulSet"][0]
+unsealer_rules = [d["rules"] for d in docs("vault-default.yaml") if d["kind"] == "Role" and d["metadata"]["name"].endswith("-unsealer")]
+if unsealer_rules != [[{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "resourceNames": ["apono-vault-keys"]}]]:
+    fail(f"the unsealer may do more than read the keys secret: {unsealer_rules}")
+if not sts["spec"]["template"]["spec"]["serviceAccountName"].endswith("-unsealer"):
+    fail("OpenBao's pod does not run as the unsealer service account")
 claim = sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"]
 svc = [d for d in docs("vault-default.yaml") if d["kind"] == "Service"][0]
 if claim != "1Gi" or svc["spec"]["type"] != "ClusterIP" or svc["spec"]["ports"][0]["port"] != 8200:
