@@ -39,6 +39,8 @@ fi
 mkdir -p .deploy-tools
 scripts/deploy-tools.sh --base-image-only >.deploy-tools/base-image.log 2>&1 &
 BASE_IMAGE_PID=$!
+# If a check fails first, stop it (by its PID); a partial base is redone next time.
+trap 'kill "$BASE_IMAGE_PID" 2>/dev/null || true' EXIT
 
 # ---------------------------------------------------------------- python tools
 step "preparing the Python venv (.venv)"
