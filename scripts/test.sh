@@ -85,6 +85,7 @@ export APONO_TEST_CLI_BIN="$ROOT/target/debug/apono"
 
 step "deploy/: charts (helm lint, template, kubernetes-validate) and the image"
 scripts/deploy-check.sh
+trap - EXIT
 wait "$BASE_IMAGE_PID" || { cat .deploy-tools/base-image.log >&2; echo "making the image's base failed" >&2; exit 1; }
 # The image's runtime stage from the binaries just built; tests/image.rs runs it.
 export APONO_TEST_IMAGE=localhost/apono-connector:ci
