@@ -83,6 +83,8 @@ cargo build --locked -p apono-connector --bin apono-connector -p apono-cli --bin
 export APONO_TEST_CONNECTOR_BIN="$ROOT/target/debug/apono-connector"
 export APONO_TEST_CLI_BIN="$ROOT/target/debug/apono"
 
+cargo nextest run --locked --workspace --all-features --no-run
+
 step "deploy/: charts (helm lint, template, kubernetes-validate) and the image"
 scripts/deploy-check.sh
 trap - EXIT
@@ -90,7 +92,6 @@ wait "$BASE_IMAGE_PID" || { cat .deploy-tools/base-image.log >&2; echo "making t
 # The image's runtime stage from the binaries just built; tests/image.rs runs it.
 export APONO_TEST_IMAGE=localhost/apono-connector:ci
 scripts/build-image.sh "$APONO_TEST_CONNECTOR_BIN" "$APONO_TEST_CLI_BIN" "$APONO_TEST_IMAGE" >/dev/null
-cargo nextest run --locked --workspace --all-features --no-run
 
 step "running tests"
 cargo nextest run --locked --workspace --all-features --profile ci
