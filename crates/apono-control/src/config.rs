@@ -1026,6 +1026,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_data_dir_that_cannot_be_made_or_written_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, "").unwrap();
+        let settings = |data_dir: std::path::PathBuf| ConnectorSettings {
+            data_dir,
+            ..ConnectorSettings::default()
+        };
+        // Under a regular file: it can never be created, whoever runs the test.
+        let err = settings(file.join("data")).prepare_data_dir().unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("{}", file.join("data").display()))
+                && text.contains("(connector.data_dir) is missing and cannot be created"),
+            "{text}"
+        );
+        let fine = dir.path().join("data");
+        settings(fine.clone()).prepare_data_dir().unwrap();
+        assert!(fine.is_dir());
+        assert_eq!(
+            std::fs::read_dir(&fine).unwrap().count(),
+            0,
+            "the check file is removed"
+        );
+    }
+
+    #[test]
     fn durations_parse_and_print() {
         for (text, secs, shown) in [
             ("90s", 90, "1m30s"),

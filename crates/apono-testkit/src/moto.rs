@@ -30,6 +30,18 @@ impl Moto {
 
     /// Starts `moto_server` and waits until `GET /moto-api/` answers 200.
     pub fn start() -> Result<Self> {
+        Self::launch(None)
+    }
+
+    /// Starts `moto_server` enforcing IAM after its first `unauthenticated_actions` requests
+    /// (moto's `INITIAL_NO_AUTH_ACTION_COUNT`; the readiness probe is not one): those set up
+    /// users, policies and access keys, and every later request is allowed or denied by the
+    /// policies of the access key that signs it, as far as moto evaluates policies.
+    pub fn start_enforcing_iam(unauthenticated_actions: u32) -> Result<Self> {
+        Self::launch(Some(unauthenticated_actions))
+    }
+
+    fn launch(unauthenticated_actions: Option<u32>) -> Result<Self> {
         let moto_server = locate::program(SERVER, "moto_server")?;
         let python = interpreter_of(&moto_server);
         process::on_free_port(SERVER, |port| {
@@ -40,6 +52,9 @@ impl Moto {
                 .env("HOME", dir.path())
                 .env("PYTHONUNBUFFERED", "1")
                 .current_dir(dir.path());
+            if let Some(count) = unauthenticated_actions {
+                command.env("INITIAL_NO_AUTH_ACTION_COUNT", count.to_string());
+            }
             let mut process = ServerProcess::spawn(
                 SERVER,
                 command,

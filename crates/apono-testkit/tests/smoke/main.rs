@@ -37,6 +37,7 @@ fn servers_are_send_and_sync() {
     fn send_sync<T: Send + Sync>() {}
     send_sync::<apono_testkit::SshServer>();
     send_sync::<apono_testkit::OpenBao>();
+    send_sync::<apono_testkit::OpenBaoRaft>();
     send_sync::<apono_testkit::Postgres>();
     send_sync::<apono_testkit::MariaDb>();
     send_sync::<apono_testkit::Moto>();

@@ -62,3 +62,38 @@ fn tls_server_stores_kv_v2_secrets_and_needs_its_ca() -> anyhow::Result<()> {
     ensure!(stderr.contains("certificate"), "{stderr}");
     Ok(())
 }
+
+/// A Raft server starts uninitialised and sealed; once initialised and unsealed (with the
+/// CLI), a restart keeps its data and seals it again, and the same key unseals it.
+#[test]
+fn raft_server_keeps_its_data_and_seals_at_restart() -> anyhow::Result<()> {
+    let mut bao = apono_testkit::OpenBaoRaft::start()?;
+    let status = |bao: &apono_testkit::OpenBaoRaft| -> anyhow::Result<serde_json::Value> {
+        let out = output_of(bao.cli().args(["status", "-format=json"]))?;
+        Ok(serde_json::from_slice(&out.stdout)?)
+    };
+    let s = status(&bao)?;
+    ensure!(
+        s["initialized"] == false && s["sealed"] == true && s["storage_type"] == "raft",
+        "{s}"
+    );
+    let init: serde_json::Value = serde_json::from_str(&stdout_of(bao.cli().args([
+        "operator",
+        "init",
+        "-key-shares=1",
+        "-key-threshold=1",
+        "-format=json",
+    ]))?)?;
+    let key = init["unseal_keys_b64"][0]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    stdout_of(bao.cli().args(["operator", "unseal", &key]))?;
+    ensure!(status(&bao)?["sealed"] == false);
+    bao.restart()?;
+    let s = status(&bao)?;
+    ensure!(s["initialized"] == true && s["sealed"] == true, "{s}");
+    stdout_of(bao.cli().args(["operator", "unseal", &key]))?;
+    ensure!(status(&bao)?["sealed"] == false);
+    Ok(())
+}
