@@ -20,13 +20,13 @@ V=deploy/charts/apono-vault
 fail() { echo "deploy-check: $*" >&2; exit 1; }
 
 echo "deploy-check: helm lint" >&2
-helm lint --strict "$C" --set apono.connectorId=lint >/dev/null
+helm lint --strict "$C" --set apono.connectorId=lint --set allowInsecureListen=true >/dev/null
 for f in "$C"/ci/*.yaml; do helm lint --strict "$C" -f "$f" >/dev/null; done
 helm lint --strict "$V" >/dev/null
 for f in "$V"/ci/*.yaml; do helm lint --strict "$V" -f "$f" >/dev/null; done
 
 echo "deploy-check: helm template" >&2
-helm template apono-connector "$C" -n apono-connector --set apono.connectorId=default >"$out/connector-default.yaml"
+helm template apono-connector "$C" -n apono-connector --set apono.connectorId=default --set allowInsecureListen=true >"$out/connector-default.yaml"
 for f in "$C"/ci/*.yaml; do
   helm template apono-connector "$C" -n apono-connector -f "$f" >"$out/connector-$(basename "$f")"
 done
@@ -34,6 +34,7 @@ done
 printf '[[users]]\nemail = "alice@example.com"\nadmin = true\n' >"$out/connector.toml.in"
 helm template apono-connector "$C" -n apono-connector \
   --set-string apono.connectorId=prod-eu-1 --set serviceAccount.manageClusterRoles=true \
+  --set tls.existingSecret=apono-connector-tls \
   --set allowedSecretsToRead={db-admin\,apono-vault/apono-vault-role} \
   --set-file config.toml="$out/connector.toml.in" >"$out/connector-readme.yaml"
 rm "$out/connector.toml.in"
@@ -69,11 +70,13 @@ refused() {
 }
 refused "apono.connectorId is required" "$C"
 refused "needs a PostgreSQL store" "$C" --set apono.connectorId=x --set replicaCount=3
+refused "no TLS for the API" "$C" --set apono.connectorId=x
+refused "needs masterKey.existingSecret" "$C" --set apono.connectorId=x --set allowInsecureListen=true --set database.existingSecret=db
 refused "Additional property bogus is not allowed" "$C" --set apono.connectorId=x --set bogus=1
 refused "Additional property replicas is not allowed" "$C" --set apono.connectorId=x --set image.replicas=1
 refused "replicaCount: Invalid type" "$C" --set apono.connectorId=x --set replicaCount=three
 refused "allowedSecretsToRead.0: Does not match pattern" "$C" --set apono.connectorId=x --set 'allowedSecretsToRead={Bad_Name}'
-refused "set config.toml or config.existingSecret, not both" "$C" --set apono.connectorId=x --set config.toml=a --set config.existingSecret=b
+refused "set config.toml or config.existingSecret, not both" "$C" --set apono.connectorId=x --set allowInsecureListen=true --set config.toml=a --set config.existingSecret=b
 refused "keyCustody must be one of" "$V" --set init.keyCustody=somewhere
 refused "Additional property size is not allowed" "$V" --set vault.server.size=1Gi
 

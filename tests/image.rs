@@ -65,9 +65,12 @@ fn image_is_non_root_read_only_healthy_and_names_a_bad_data_dir() -> Result<()> 
     std::fs::write(&config_file, "")?;
     let data = data_dir_for_image(dir.path(), "data")?;
     let port = free_port()?;
+    // The image listens on 0.0.0.0 inside the container: plain HTTP there is an explicit choice.
+    let insecure = s("--env=APONO_CONNECTOR_ALLOW_INSECURE_LISTEN=true");
     let container = Container::start(&[
         s("--read-only"),
         s("--tmpfs=/tmp"),
+        insecure.clone(),
         format!("--publish=127.0.0.1:{port}:8080"),
         format!("--volume={}", mount(&data, "/var/lib/apono-connector", "")),
         format!(
@@ -93,6 +96,7 @@ fn image_is_non_root_read_only_healthy_and_names_a_bad_data_dir() -> Result<()> 
         let mut args = vec![
             s("--read-only"),
             s("--tmpfs=/tmp"),
+            insecure.clone(),
             format!(
                 "--volume={}",
                 mount(&config_file, "/etc/apono/connector.toml", ":ro")
@@ -497,30 +501,11 @@ fn the_image_starts_with_exactly_what_the_chart_mounts() -> Result<()> {
     Ok(())
 }
 
-/// The `[connector]` keys this connector binary knows (its configuration's JSON Schema).
-fn known_connector_keys() -> Result<Vec<String>> {
-    let schema: Value = serde_json::from_str(&run(
-        std::process::Command::new(apono_e2e::connector_bin()?).arg("config-schema"),
-        "apono-connector config-schema",
-    )?)?;
-    Ok(schema["$defs"]["ConnectorSettings"]["properties"]
-        .as_object()
-        .context("ConnectorSettings in the schema")?
-        .keys()
-        .cloned()
-        .collect())
-}
-
-/// Three replicas on PostgreSQL with TLS and a sealing key: the chart's Secrets become files
+/// Three replicas on PostgreSQL with TLS and a master key: the chart's Secrets become files
 /// and environment as Kubernetes would mount them, PostgreSQL is the testkit's (reached from
 /// the container through slirp4netns' host loopback, as a cluster reaches its database).
-///
-/// The chart writes `[connector]` keys that issue 16 adds (`tls_cert_file`, `tls_key_file`,
-/// `sealing_key_file`). Against a connector that does not know them yet, the run must fail
-/// naming each of them (which proves the chart passes exactly those); once it knows them, it
-/// must start and answer its probes over TLS.
+/// It must start and answer its probes over TLS.
 #[test]
-#[allow(clippy::print_stdout)] // says which of the two checks ran
 fn the_image_runs_the_postgres_tls_values_as_the_chart_mounts_them() -> Result<()> {
     let image = test_image()?;
     let postgres = apono_testkit::Postgres::start()?;
@@ -567,9 +552,9 @@ fn the_image_runs_the_postgres_tls_values_as_the_chart_mounts_them() -> Result<(
     for (secret, key, value) in [
         ("apono-connector-db", "database_url", url),
         (
-            "apono-connector-sealing",
-            "sealing_key",
-            "0123456789abcdef0123456789abcdef".to_owned(),
+            "apono-connector-master-key",
+            "master_key",
+            "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef".to_owned(),
         ),
         ("apono-connector-tls", "tls.crt", read("tls.crt")?),
         ("apono-connector-tls", "tls.key", read("tls.key")?),
@@ -589,53 +574,30 @@ fn the_image_runs_the_postgres_tls_values_as_the_chart_mounts_them() -> Result<(
     args.insert(0, s("--network=slirp4netns:allow_host_loopback=true"));
     args.insert(0, format!("--publish=127.0.0.1:{port}:8080"));
 
-    let known = known_connector_keys()?;
-    let chart_keys: Vec<String> = args
-        .iter()
-        .filter_map(|a| a.strip_prefix("--env=APONO_CONNECTOR_"))
-        .filter_map(|a| a.split_once('='))
-        .map(|(k, _)| k.to_ascii_lowercase())
-        .collect();
-    let unknown: Vec<&String> = chart_keys.iter().filter(|k| !known.contains(k)).collect();
-    if unknown.is_empty() {
-        let running = Container::start(&args)?;
-        for probe in ["livenessProbe", "readinessProbe"] {
-            ensure!(container[probe]["httpGet"]["scheme"] == "HTTPS");
-            let path = container[probe]["httpGet"]["path"]
-                .as_str()
-                .context("path")?;
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                let ok = std::process::Command::new("curl")
-                    .args(["-fsS", "-o", "/dev/null", "--max-time", "2", "--cacert"])
-                    .arg(tls.join("tls.crt"))
-                    .arg(format!("https://127.0.0.1:{port}{path}"))
-                    .status()?
-                    .success();
-                if ok {
-                    break;
-                }
-                ensure!(Instant::now() < deadline, "{path}: {}", running.logs());
-                std::thread::sleep(Duration::from_millis(200));
+    let running = Container::start(&args)?;
+    for probe in ["livenessProbe", "readinessProbe"] {
+        ensure!(container[probe]["httpGet"]["scheme"] == "HTTPS");
+        let path = container[probe]["httpGet"]["path"]
+            .as_str()
+            .context("path")?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ok = std::process::Command::new("curl")
+                .args(["-fsS", "-o", "/dev/null", "--max-time", "2", "--cacert"])
+                .arg(tls.join("tls.crt"))
+                .arg(format!("https://127.0.0.1:{port}{path}"))
+                .status()?
+                .success();
+            if ok {
+                break;
             }
+            ensure!(Instant::now() < deadline, "{path}: {}", running.logs());
+            std::thread::sleep(Duration::from_millis(200));
         }
-    } else {
-        println!(
-            "this connector does not know the chart's keys {unknown:?} yet (issue 16): checking that it names them"
-        );
-        let (ok, out) = run_once(&args)?;
-        ensure!(!ok, "started with keys it does not know: {out}");
-        for key in unknown {
-            ensure!(
-                out.contains(&format!("connector.{key}")),
-                "{key} not named: {out}"
-            );
-        }
-        // Everything else the chart passes is known, and the store URL is the Secret's.
-        ensure!(chart_keys.contains(&s("database_url")) && known.contains(&s("database_url")));
     }
+    drop(running);
 
-    // The same values without TLS and sealing key: three replicas, as the Deployment runs
+    // The same values without TLS (plain HTTP allowed explicitly): three replicas, as the Deployment runs
     // them, share the PostgreSQL store and each answers its probes.
     let plain = Rendered::render(
         "ci/postgres-ha-tls-values.yaml",
@@ -643,7 +605,7 @@ fn the_image_runs_the_postgres_tls_values_as_the_chart_mounts_them() -> Result<(
             "--set",
             "tls.existingSecret=",
             "--set",
-            "sealingKey.existingSecret=",
+            "allowInsecureListen=true",
         ],
     )?;
     let mut replicas = Vec::new();

@@ -1,23 +1,21 @@
 # The Apono connector on ECS Fargate: a task definition, its two roles, a log group, a
-# security group and a service. The connector's configuration, its PostgreSQL URL and (with
-# issue 16's sealing) its sealing key come from Secrets Manager as environment variables; its
-# own task role may read only secrets tagged apono-connector-read=true (../iam-policy.json).
+# security group and a service. The connector's configuration, its PostgreSQL URL and its master
+# key come from Secrets Manager as environment variables; its own task role may read only
+# secrets tagged apono-connector-read=true (../iam-policy.json). The configuration must set
+# connector.tls_cert/tls_key or allow_insecure_listen = true (behind a TLS-terminating load
+# balancer): the connector refuses plain HTTP on 0.0.0.0 otherwise.
 
 data "aws_region" "current" {}
 
 locals {
   # ECS injects these from Secrets Manager; the container writes the TOML to /tmp (a task
   # volume; the root filesystem is read-only) and starts the connector on it.
-  secrets = concat(
-    [
-      { name = "APONO_CONFIG_TOML", valueFrom = var.config_secret_arn },
-      { name = "APONO_CONNECTOR_DATABASE_URL", valueFrom = var.database_url_secret_arn },
-    ],
-    var.sealing_key_secret_arn == null ? [] : [
-      { name = "APONO_CONNECTOR_SEALING_KEY", valueFrom = var.sealing_key_secret_arn },
-    ],
-  )
-  startup = "umask 077 && printf '%s' \"$APONO_CONFIG_TOML\" > /tmp/connector.toml && unset APONO_CONFIG_TOML && exec apono-connector run --config /tmp/connector.toml"
+  secrets = [
+    { name = "APONO_CONFIG_TOML", valueFrom = var.config_secret_arn },
+    { name = "APONO_CONNECTOR_DATABASE_URL", valueFrom = var.database_url_secret_arn },
+    { name = "APONO_MASTER_KEY", valueFrom = var.master_key_secret_arn },
+  ]
+  startup = "umask 077 && printf '%s' \"$APONO_CONFIG_TOML\" > /tmp/connector.toml && printf '%s' \"$APONO_MASTER_KEY\" > /tmp/master.key && unset APONO_CONFIG_TOML APONO_MASTER_KEY && APONO_CONNECTOR_MASTER_KEY_FILE=/tmp/master.key exec apono-connector run --config /tmp/connector.toml"
 }
 
 resource "aws_cloudwatch_log_group" "connector" {

@@ -51,10 +51,9 @@ variable "database_url_secret_arn" {
   type        = string
 }
 
-variable "sealing_key_secret_arn" {
-  description = "Secrets Manager secret holding the key that seals one-time credentials (null: none)."
+variable "master_key_secret_arn" {
+  description = "Secrets Manager secret holding the connector's master key (64 hex digits, e.g. openssl rand -hex 32): it seals one-time credentials and keys the audit chain. Required with PostgreSQL: every task must hold the same key."
   type        = string
-  default     = null
 }
 
 variable "cpu" {

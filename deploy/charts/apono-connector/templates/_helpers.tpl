@@ -31,7 +31,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- define "apono-connector.configPath" -}}/etc/apono/connector.toml{{- end -}}
 {{- define "apono-connector.dataDir" -}}/var/lib/apono-connector{{- end -}}
 {{- define "apono-connector.tlsDir" -}}/etc/apono/tls{{- end -}}
-{{- define "apono-connector.sealingDir" -}}/etc/apono/sealing{{- end -}}
+{{- define "apono-connector.masterKeyDir" -}}/etc/apono/master-key{{- end -}}
 
 {{/* SQLite (no database Secret): one replica, a PVC, Recreate. */}}
 {{- define "apono-connector.sqlite" -}}
