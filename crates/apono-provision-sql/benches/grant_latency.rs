@@ -165,8 +165,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     println!(
-        "grant and revoke latency, {RUNS} cycles each, same PostgreSQL {}, taking turns",
-        "(loopback, no TLS)"
+        "grant and revoke latency, {RUNS} cycles each, same PostgreSQL (loopback, no TLS), \
+         taking turns"
     );
     println!("| client | grant p50 ms | grant p99 ms | revoke p50 ms | revoke p99 ms |");
     println!("|---|---|---|---|---|");
