@@ -54,13 +54,19 @@
 //!   existing unmarked account is never adopted; hostile schema and table names are quoted;
 //!   `apono_core::conformance` passes on both. Hostile strings quoted by [`quote`] are read back
 //!   exactly by both servers. MySQL itself (not MariaDB) has not run.
-//! * **SQL Server**: **no SQL Server runs here, nothing in [`mssql`] has executed.** Every
-//!   statement text it sends is parsed with `sqlfluff parse --dialect tsql` (sqlfluff 4.5)
-//!   for ordinary and hostile names (`tests/mssql_statements.rs`), except the kinds sqlfluff's
-//!   grammar lacks (`ALTER LOGIN`, `DROP LOGIN`, `ALTER SERVER ROLE`, `DROP SERVER ROLE`,
-//!   `KILL`), which are checked against their exact fixed form instead. Not checked: that SQL
-//!   Server accepts the statements, that the privileges mean what the table in [`mssql`] says,
-//!   the catalog queries' results, the tiberius connection itself (no TDS peer), and TLS.
+//! * **SQL Server**: **no SQL Server runs here; nothing in [`mssql`] has run against one.**
+//!   Every statement text it sends is parsed with `sqlfluff parse --dialect tsql` (sqlfluff
+//!   4.5) for ordinary and hostile names (`tests/mssql_statements.rs`), except the kinds
+//!   sqlfluff's grammar lacks (`ALTER LOGIN`, `DROP LOGIN`, `ALTER SERVER ROLE`, `DROP SERVER
+//!   ROLE`, `KILL`), which are checked against their exact fixed form instead. The tiberius
+//!   client runs against `apono_testkit::fakes::tds`, a TDS peer (PRELOGIN without TLS,
+//!   LOGIN7, batches, `sp_executesql` with parameters, result sets, errors) whose wire format
+//!   the independent client python-tds checks; there grant, union, revoke (login disabled
+//!   first), cleanup, the refusal of an unmarked login and the conformance suite pass
+//!   (`tests/mssql_fake.rs`). The fake's handling of the SQL is our own model of the
+//!   statements, so **not proven**: that SQL Server accepts them, that the privileges mean
+//!   what the table in [`mssql`] says, the catalog queries' results on a real server,
+//!   `KILL` of real sessions, and TLS (the fake has none).
 //!
 //! # Example
 //!

@@ -2,8 +2,9 @@
 //!
 //! **Not proven on a SQL Server**: none runs on the machine this was built on. Every statement
 //! this module sends is written by the pure functions of [`plan`], and the tests parse each of
-//! them, for ordinary and hostile names, with `sqlfluff parse --dialect tsql`; nothing has
-//! executed them. See the crate's README section for exactly what was and was not checked.
+//! them, for ordinary and hostile names, with `sqlfluff parse --dialect tsql`, and run the
+//! provisioner over tiberius against a TDS fake checked by python-tds; no SQL Server has
+//! executed them. The crate docs say exactly what was and was not checked.
 //!
 //! # Logins, users and roles
 //!
