@@ -121,6 +121,8 @@ impl IdleConnections {
 
     fn put(&self, key: IdleKey, conn: PgConnection) {
         if let Ok(mut idle) = self.0.lock() {
+            // Connections opened with a credential since rotated are dropped (closed).
+            idle.retain(|(db, hash), _| *db != key.0 || *hash == key.1);
             let list = idle.entry(key).or_default();
             if list.len() < IDLE_PER_KEY {
                 list.push(conn);
