@@ -52,8 +52,11 @@
 //!   grant, revoke and cleanup are idempotent and leave pre-existing roles, users and
 //!   privileges (decoys with the same prefix among them) byte for byte as they were; an
 //!   existing unmarked account is never adopted; hostile schema and table names are quoted;
-//!   `apono_core::conformance` passes on both. Hostile strings quoted by [`quote`] are read back
-//!   exactly by both servers. MySQL itself (not MariaDB) has not run.
+//!   a listed server role is granted and taken back within the union (PostgreSQL, MariaDB);
+//!   by default TLS is required and verified (shown on PostgreSQL: a server without TLS is
+//!   refused); `apono_core::conformance` passes on both. Hostile strings quoted by [`quote`] are read back
+//!   exactly by both servers. MySQL itself (not MariaDB) has not run, and no TLS connection
+//!   has been made (the test servers have no TLS).
 //! * **SQL Server**: **no SQL Server runs here; nothing in [`mssql`] has run against one.**
 //!   Every statement text it sends is parsed with `sqlfluff parse --dialect tsql` (sqlfluff
 //!   4.5) for ordinary and hostile names (`tests/mssql_statements.rs`), except the kinds
