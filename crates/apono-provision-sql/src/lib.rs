@@ -1,6 +1,6 @@
 //! Just-in-time access to databases: Apono's `postgresql` (PostgreSQL), `mysql` (MySQL and
 //! MariaDB) and `mssql` (Microsoft SQL Server) integrations, one cargo feature per engine
-//! (`postgres`, `mysql`, `mssql`).
+//! (`postgres`, `mysql`, `mssql`), plus `schemars` for the configuration's JSON Schema.
 //!
 //! Each engine's provisioner implements [`apono_core::Provisioner`]:
 //!
@@ -10,21 +10,25 @@
 //!   System databases and schemas are never offered.
 //! * **Permissions** `read-only`, `read-write` and `admin` on every resource type, plus, on
 //!   `cluster`, the server's existing roles listed in the integration's `roles`. What each
-//!   means, statement by statement, is in the engine's module: [`postgres`] and [`mysql`].
+//!   means, statement by statement, is in the engine's module: [`postgres`], [`mysql`] and
+//!   [`mssql`].
 //! * **One login per grantee per server**, named by [`apono_core::AccountNaming`] (with the
 //!   config's `home_domain`), created on the first grant and **marked as ours** (PostgreSQL: a
-//!   `COMMENT ON ROLE`; MySQL/MariaDB: a row in the connector's own database on the server); a
+//!   `COMMENT ON ROLE`; MySQL/MariaDB: a row in the connector's own database on the server; SQL
+//!   Server: membership in the server role `apono_managed`); a
 //!   login of that name that is not marked is never adopted ([`ProvisionError::Conflict`]).
 //! * **A one-time password per grant**: each grant (and `reset-credentials`) sets a fresh
 //!   password on the shared login, so the newest grant's password is the one that works; the
 //!   access details carry a ready `psql`/`mysql`/`sqlcmd` command line without the password, a
 //!   connection URL with the placeholder `{password}`, and the parameters as JSON.
 //! * **Union semantics**: concurrent grants of one person share the login; revoking one leaves
-//!   exactly what the others give (PostgreSQL: one role per grant; MySQL: privileges recomputed
-//!   from the server-side grant records).
+//!   exactly what the others give (PostgreSQL and SQL Server: one role per grant; MySQL:
+//!   privileges recomputed from the server-side grant records).
 //! * **Expiry on the server**, so access ends even when the connector is down: PostgreSQL
 //!   `VALID UNTIL` at the latest active grant's end; MySQL/MariaDB an `EVENT` that locks the
-//!   account then (`get-status` warns when the event scheduler is off).
+//!   account then (`get-status` warns when the event scheduler is off). SQL Server has no
+//!   expiry time on logins: there, access ends only with the connector's revoke (`get-status`
+//!   says so).
 //! * **Revoke** removes the grant's privileges; with no grant left it disables the login
 //!   first, ends its sessions and reassigns the objects it created to the `owner_role`.
 //!   **Cleanup** (`delete-credentials`, run by the control plane after
@@ -35,6 +39,37 @@
 //!   [`quote::quote_literal`]); every value a driver can bind is bound.
 //!
 //! The admin credential is the integration secret's `username` and `password`.
+//!
+//! # What was proven, and how
+//!
+//! * **PostgreSQL** (15, `apono_testkit::Postgres`) and **MariaDB** (10.11,
+//!   `apono_testkit::MariaDb`): real servers. `tests/postgres.rs` and `tests/mysql.rs` log in
+//!   with the handed-out credentials through the vendors' own clients (`psql`, `mariadb`):
+//!   read-only selects the granted table and nothing else and cannot write; read-write writes
+//!   the granted table only; admin is confined to its database; revoke refuses the next login
+//!   and ends an open session; with the connector gone, `VALID UNTIL` (PostgreSQL) and the
+//!   `EVENT` (MariaDB) refuse the login after the end; concurrent grants leave the union;
+//!   grant, revoke and cleanup are idempotent and leave pre-existing roles, users and
+//!   privileges (decoys with the same prefix among them) byte for byte as they were; an
+//!   existing unmarked account is never adopted; hostile schema and table names are quoted;
+//!   a listed server role is granted and taken back within the union (PostgreSQL, MariaDB);
+//!   by default TLS is required and verified (shown on PostgreSQL: a server without TLS is
+//!   refused); `apono_core::conformance` passes on both. Hostile strings quoted by [`quote`] are read back
+//!   exactly by both servers. MySQL itself (not MariaDB) has not run, and no TLS connection
+//!   has been made (the test servers have no TLS).
+//! * **SQL Server**: **no SQL Server runs here; nothing in [`mssql`] has run against one.**
+//!   Every statement text it sends is parsed with `sqlfluff parse --dialect tsql` (sqlfluff
+//!   4.5) for ordinary and hostile names (`tests/mssql_statements.rs`), except the kinds
+//!   sqlfluff's grammar lacks (`ALTER LOGIN`, `DROP LOGIN`, `ALTER SERVER ROLE`, `DROP SERVER
+//!   ROLE`, `KILL`), which are checked against their exact fixed form instead. The tiberius
+//!   client runs against `apono_testkit::fakes::tds`, a TDS peer (PRELOGIN without TLS,
+//!   LOGIN7, batches, `sp_executesql` with parameters, result sets, errors) whose wire format
+//!   the independent client python-tds checks; there grant, union, revoke (login disabled
+//!   first), cleanup, the refusal of an unmarked login and the conformance suite pass
+//!   (`tests/mssql_fake.rs`). The fake's handling of the SQL is our own model of the
+//!   statements, so **not proven**: that SQL Server accepts them, that the privileges mean
+//!   what the table in [`mssql`] says, the catalog queries' results on a real server,
+//!   `KILL` of real sessions, and TLS (the fake has none).
 //!
 //! # Example
 //!
@@ -60,6 +95,8 @@ mod config;
 pub mod quote;
 mod scope;
 
+#[cfg(feature = "mssql")]
+pub mod mssql;
 #[cfg(feature = "mysql")]
 pub mod mysql;
 #[cfg(feature = "postgres")]
@@ -309,7 +346,7 @@ pub fn grant_role_name(grant_id: &apono_core::GrantId) -> String {
 }
 
 /// The permissions offered per resource type (levels everywhere; listed roles on the cluster).
-#[cfg(any(feature = "postgres", feature = "mysql"))]
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "mssql"))]
 pub(crate) fn permissions(roles: &[String], with_schemas: bool) -> Vec<apono_core::PermissionInfo> {
     let mut types = vec![resource_type::CLUSTER, resource_type::DATABASE];
     if with_schemas {

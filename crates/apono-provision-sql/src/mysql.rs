@@ -20,18 +20,21 @@
 //! | `cluster` | for each database D offered at that time: `GRANT SELECT, SHOW VIEW ON D.*` | `GRANT SELECT, INSERT, UPDATE, DELETE, SHOW VIEW ON D.*` | `GRANT ALL PRIVILEGES ON D.*` |
 //! | `database` D | `GRANT SELECT, SHOW VIEW ON D.*` | `GRANT SELECT, INSERT, UPDATE, DELETE, SHOW VIEW ON D.*` | `GRANT ALL PRIVILEGES ON D.*` (create, alter, drop, index, views, routines, events, triggers, temporary tables, locks; never `GRANT OPTION`) |
 //! | `table` D.T | `GRANT SELECT, SHOW VIEW ON D.T` | `GRANT SELECT, INSERT, UPDATE, DELETE, SHOW VIEW ON D.T` | `GRANT ALL PRIVILEGES ON D.T` |
+//! | `cluster`, listed role R | `GRANT R TO 'L'@'H'`, `SET DEFAULT ROLE R FOR 'L'@'H'` | | |
 //!
 //! No global privilege (`*.*`) is ever granted: it would reach `mysql.*` and the connector's
 //! records. In database-level grants MySQL reads `_` and `%` in the name as wildcards, so they
 //! are escaped (`app\_db`): a grant on `app_db` never reaches `appXdb`. MySQL and MariaDB have
-//! no schemas below databases, so there is no `schema` resource. The server's own roles are
-//! not offered on `mysql` integrations (MariaDB activates only one default role per account).
+//! no schemas below databases, so there is no `schema` resource. The server's roles are offered
+//! only when listed in `roles`; MariaDB activates one default role per account, so with two
+//! role grants at once the newer is active at login and the other needs `SET ROLE`.
 //!
 //! # Union and expiry
 //!
 //! A grant adds its privileges (`GRANT` is additive and idempotent). A revoke deletes its
-//! record, then `REVOKE ALL PRIVILEGES, GRANT OPTION FROM 'L'@'H'` and grants the remaining
-//! records again, so the account holds exactly their union. The backstop is an event,
+//! record, then `REVOKE ALL PRIVILEGES, GRANT OPTION FROM 'L'@'H'` (and `REVOKE R FROM 'L'@'H'`
+//! for a role no remaining record names) and grants the remaining records again, so the
+//! account holds exactly their union. The backstop is an event,
 //! `apono_connector.expire_L`: `CREATE OR REPLACE EVENT … ON SCHEDULE AT <latest end> DO ALTER
 //! USER 'L'@'H' ACCOUNT LOCK`; it runs only when `event_scheduler` is `ON`, which `get-status`
 //! checks.
@@ -62,7 +65,7 @@ use crate::quote::{Dialect, QuoteError, Sql};
 use crate::scope::encode_id;
 use crate::{
     Connection, Engine, Level, MySqlSslMode, Scope, SqlConfig, SqlGrantState, admin_credential,
-    permissions, resource_type,
+    permission, permissions, resource_type,
 };
 
 const D: Dialect = Dialect::MySql;
@@ -248,11 +251,6 @@ impl MySqlProvisioner {
     /// A provisioner for `config` (checked again here).
     pub fn new(config: SqlConfig) -> Result<Self, crate::ConfigError> {
         config.validate(Engine::MySql)?;
-        if !config.roles.is_empty() {
-            return Err(crate::ConfigError::Invalid(
-                "mysql integrations do not offer server roles".into(),
-            ));
-        }
         let naming = match &config.home_domain {
             Some(domain) => AccountNaming::new().with_home_domain(domain.clone()),
             None => AccountNaming::new(),
@@ -380,18 +378,25 @@ impl MySqlProvisioner {
         level: &Level,
         user: &str,
     ) -> Result<Vec<Sql>, ProvisionError> {
+        let host = self.user_host();
+        let q = |r: Result<Sql, QuoteError>| r.map_err(quote_error);
         let privileges = match level {
             Level::ReadOnly => "GRANT SELECT, SHOW VIEW ON ",
             Level::ReadWrite => "GRANT SELECT, INSERT, UPDATE, DELETE, SHOW VIEW ON ",
             Level::Admin => "GRANT ALL PRIVILEGES ON ",
-            Level::Role(_) => {
-                return Err(ProvisionError::InvalidGrant(
-                    "mysql integrations do not offer server roles".into(),
-                ));
+            Level::Role(role) => {
+                return Ok(vec![
+                    q(Sql::new(D, "GRANT ")
+                        .ident(role)
+                        .map(|s| s.push(" TO "))
+                        .and_then(|s| account(s, user, host)))?,
+                    q(Sql::new(D, "SET DEFAULT ROLE ")
+                        .ident(role)
+                        .map(|s| s.push(" FOR "))
+                        .and_then(|s| account(s, user, host)))?,
+                ]);
             }
         };
-        let host = self.user_host();
-        let q = |r: Result<Sql, QuoteError>| r.map_err(quote_error);
         let on_db = |db: &str| -> Result<Sql, ProvisionError> {
             q(Sql::new(D, privileges)
                 .ident(&db_pattern(db)?)
@@ -525,7 +530,7 @@ impl MySqlProvisioner {
     ) -> Result<Granted, ProvisionError> {
         ctx.checkpoint()?;
         let scope = Scope::from_resource(&grant.resource, false)?;
-        let level = Level::parse(&grant.permission, &scope, &[])?;
+        let level = Level::parse(&grant.permission, &scope, &self.config.roles)?;
         if grant.expires_at <= Utc::now() {
             return Err(ProvisionError::InvalidGrant(
                 "the grant has already expired".into(),
@@ -616,6 +621,17 @@ impl MySqlProvisioner {
             admin.close().await;
             return Ok(());
         }
+        // This grant's permission, for a role it may have given.
+        let removed: Vec<String> = sqlx::query_scalar(
+            "SELECT permission FROM apono_connector.grants \
+             WHERE grant_id = ? AND user = ? AND host = ?",
+        )
+        .bind(grant.grant_id.as_str())
+        .bind(user.as_str())
+        .bind(host)
+        .fetch_all(&mut admin.conn)
+        .await
+        .map_err(|e| db_error(&self.target, e, false))?;
         sqlx::query(
             "DELETE FROM apono_connector.grants WHERE grant_id = ? AND user = ? AND host = ?",
         )
@@ -642,6 +658,43 @@ impl MySqlProvisioner {
         )
         .map_err(quote_error)?;
         admin.run(revoke_all).await?;
+        // A role no remaining grant gives goes, and with no role grant left, the default role.
+        let is_role = |p: &str| {
+            ![
+                permission::READ_ONLY,
+                permission::READ_WRITE,
+                permission::ADMIN,
+            ]
+            .contains(&p)
+        };
+        for role in removed.iter().filter(|p| is_role(p)) {
+            if remaining.iter().all(|r| r.permission != *role) {
+                let sql = Sql::new(D, "REVOKE ")
+                    .ident(role)
+                    .map(|s| s.push(" FROM "))
+                    .and_then(|s| account(s, user.as_str(), host))
+                    .map_err(quote_error)?;
+                match admin.run(sql).await {
+                    // Not granted any more (MariaDB's `REVOKE ALL PRIVILEGES, GRANT OPTION`
+                    // takes roles too): nothing to take back.
+                    Err(ProvisionError::Target { reason, .. })
+                        if reason.contains("error 1919") || reason.contains("error 1962") => {}
+                    other => other?,
+                }
+            }
+        }
+        if remaining.iter().all(|r| !is_role(&r.permission)) {
+            admin
+                .run(
+                    account(
+                        Sql::new(D, "SET DEFAULT ROLE NONE FOR "),
+                        user.as_str(),
+                        host,
+                    )
+                    .map_err(quote_error)?,
+                )
+                .await?;
+        }
         for record in &remaining {
             let resource = Resource {
                 integration: String::new(),
@@ -651,7 +704,12 @@ impl MySqlProvisioner {
                 tags: Default::default(),
             };
             let scope = Scope::from_resource(&resource, false)?;
-            let level = Level::parse(&record.permission.as_str().into(), &scope, &[])?;
+            // A role record keeps its role even if the role is no longer listed: it was then.
+            let level = if is_role(&record.permission) && scope == Scope::Cluster {
+                Level::Role(record.permission.clone())
+            } else {
+                Level::parse(&record.permission.as_str().into(), &scope, &[])?
+            };
             match self.check_scope(&mut admin, &scope).await {
                 Ok(()) => {}
                 // Dropped since: nothing to give back there.
@@ -858,7 +916,7 @@ impl Provisioner for MySqlProvisioner {
         }
         Ok(Inventory {
             resources,
-            permissions: permissions(&[], false),
+            permissions: permissions(&self.config.roles, false),
         })
     }
 

@@ -56,6 +56,8 @@
 //! Superuser, or `CREATEROLE` with membership in `pg_signal_backend`, the `owner_role` and the
 //! listed roles (`ADMIN OPTION`), and the privileges it grants `WITH GRANT OPTION`.
 
+use std::collections::HashMap;
+
 use apono_core::names::PostgresRoleName;
 use apono_core::{
     AccountNaming, ActionContext, GrantSpec, GrantState, Granted, Inventory, ProvisionError,
@@ -84,12 +86,58 @@ pub struct PostgresProvisioner {
     config: SqlConfig,
     naming: AccountNaming,
     target: String,
+    idle: IdleConnections,
 }
 
-/// One admin connection, with the target's name for errors.
+/// Admin connections kept open between actions, per database and per credential (a SHA-256 of
+/// the admin's name and password, so a rotated credential never reuses a connection opened
+/// with the old one). No password is kept: a connection is only reused, never reopened.
+#[derive(Default)]
+struct IdleConnections(std::sync::Mutex<HashMap<IdleKey, Vec<PgConnection>>>);
+
+/// A database and the hash of the credential its connections were opened with.
+type IdleKey = (String, [u8; 32]);
+
+/// At most this many idle connections per database and credential.
+const IDLE_PER_KEY: usize = 2;
+
+impl std::fmt::Debug for IdleConnections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let count = self
+            .0
+            .lock()
+            .map(|idle| idle.values().map(Vec::len).sum::<usize>())
+            .unwrap_or(0);
+        f.debug_struct("IdleConnections")
+            .field("open", &count)
+            .finish()
+    }
+}
+
+impl IdleConnections {
+    fn take(&self, key: &IdleKey) -> Option<PgConnection> {
+        self.0.lock().ok()?.get_mut(key)?.pop()
+    }
+
+    fn put(&self, key: IdleKey, conn: PgConnection) {
+        if let Ok(mut idle) = self.0.lock() {
+            // Connections opened with a credential since rotated are dropped (closed).
+            idle.retain(|(db, hash), _| *db != key.0 || *hash == key.1);
+            let list = idle.entry(key).or_default();
+            if list.len() < IDLE_PER_KEY {
+                list.push(conn);
+            }
+        }
+    }
+}
+
+/// One admin connection, with the target's name for errors. [`Admin::close`] hands it back
+/// for reuse; dropped otherwise (after an error, or mid-transaction), it is closed.
 struct Admin<'a> {
     conn: PgConnection,
     target: &'a str,
+    idle: &'a IdleConnections,
+    key: IdleKey,
 }
 
 impl Admin<'_> {
@@ -160,7 +208,7 @@ impl Admin<'_> {
     }
 
     async fn close(self) {
-        let _ = self.conn.close().await;
+        self.idle.put(self.key, self.conn);
     }
 }
 
@@ -187,6 +235,17 @@ fn grant_marker(grant: &GrantSpec) -> String {
             .expires_at
             .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
     )
+}
+
+/// SHA-256 of the admin credential: which idle connections an action may reuse.
+fn credential_key(user: &str, password: &SecretString) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::new()
+        .chain_update(user.as_bytes())
+        .chain_update([0])
+        .chain_update(password.expose_secret().as_bytes())
+        .finalize()
+        .into()
 }
 
 fn timestamp(at: DateTime<Utc>) -> String {
@@ -218,6 +277,7 @@ impl PostgresProvisioner {
             config,
             naming,
             target,
+            idle: IdleConnections::default(),
         })
     }
 
@@ -265,6 +325,26 @@ impl PostgresProvisioner {
         if let Some(ca) = &self.config.ssl_ca {
             options = options.ssl_root_cert(ca);
         }
+        let key = (database.to_owned(), credential_key(&user, &password));
+        while let Some(mut conn) = self.idle.take(&key) {
+            // A connection the server closed meanwhile is dropped, not used.
+            if ctx
+                .bounded(tokio::time::sleep, async {
+                    conn.ping()
+                        .await
+                        .map_err(|e| db_error(&self.target, e, false))
+                })
+                .await
+                .is_ok()
+            {
+                return Ok(Admin {
+                    conn,
+                    target: &self.target,
+                    idle: &self.idle,
+                    key,
+                });
+            }
+        }
         let timeout = self.config.connect_timeout();
         let conn = ctx
             .bounded(tokio::time::sleep, async {
@@ -280,6 +360,8 @@ impl PostgresProvisioner {
         Ok(Admin {
             conn,
             target: &self.target,
+            idle: &self.idle,
+            key,
         })
     }
 
@@ -445,6 +527,11 @@ impl PostgresProvisioner {
         Ok(out)
     }
 
+    /// Reads first (the login, the grant's role, the other grants' ends, the objects), then
+    /// writes in as few round trips as possible: one multi-statement batch, which PostgreSQL
+    /// runs as one transaction, when the grant's database is the maintenance database; else
+    /// one batch there for the roles, one in the grant's database for the privileges, and one
+    /// for the membership and the password.
     async fn grant(
         &self,
         ctx: &ActionContext,
@@ -463,30 +550,44 @@ impl PostgresProvisioner {
         let mut admin = self.connect(ctx, self.maintenance_db()).await?;
         let databases = self.databases_of(&mut admin, &scope).await?;
 
-        // The login, created with its marker in one transaction.
-        let login_created = match admin.role_comment(login.as_str()).await? {
-            None => {
-                let password = generate_password();
-                admin.run(Sql::new(D, "BEGIN")).await?;
-                let create = Sql::new(D, "CREATE ROLE ")
-                    .ident(login.as_str())
-                    .map(|s| {
-                        s.push(
-                            " LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE INHERIT NOREPLICATION \
-                             NOBYPASSRLS PASSWORD ",
-                        )
-                    })
-                    .and_then(|s| s.secret(&password))
-                    .and_then(|s| {
-                        s.push(" VALID UNTIL ")
-                            .literal(&timestamp(grant.expires_at))
-                    })
-                    .map_err(quote_error)?;
-                admin.run(create).await?;
-                admin.run(comment_on(login.as_str(), LOGIN_MARKER)?).await?;
-                admin.run(Sql::new(D, "COMMIT")).await?;
-                true
+        // One round trip: the login, the grant's role and the roles the login is a member of.
+        let rows = sqlx::query(
+            "SELECT r.rolname::text, shobj_description(r.oid, 'pg_authid'), \
+             r.oid IN (SELECT m.roleid FROM pg_auth_members m \
+                       JOIN pg_roles l ON l.oid = m.member WHERE l.rolname = $1) \
+             FROM pg_roles r WHERE r.rolname = $1 OR r.rolname = $2 OR r.oid IN \
+             (SELECT m.roleid FROM pg_auth_members m \
+              JOIN pg_roles l ON l.oid = m.member WHERE l.rolname = $1)",
+        )
+        .bind(login.as_str())
+        .bind(&role)
+        .fetch_all(&mut admin.conn)
+        .await
+        .map_err(|e| db_error(&self.target, e, false))?;
+        let mut login_comment = None;
+        let mut role_comment = None;
+        let mut others = Vec::new();
+        for row in rows {
+            let name: String = row
+                .try_get(0)
+                .map_err(|e| db_error(&self.target, e, false))?;
+            let comment: Option<String> = row
+                .try_get(1)
+                .map_err(|e| db_error(&self.target, e, false))?;
+            let member: bool = row
+                .try_get(2)
+                .map_err(|e| db_error(&self.target, e, false))?;
+            if name == login.as_str() {
+                login_comment = Some(comment);
+            } else if name == role {
+                role_comment = Some(comment);
+            } else if member && let Some((_, end)) = comment.as_deref().and_then(parse_grant_marker)
+            {
+                others.push(end);
             }
+        }
+        let login_created = match login_comment {
+            None => true,
             Some(Some(comment)) if comment == LOGIN_MARKER => false,
             Some(_) => {
                 return Err(ProvisionError::Conflict {
@@ -495,26 +596,13 @@ impl PostgresProvisioner {
                 });
             }
         };
-        // The grant's role, likewise.
-        match admin.role_comment(&role).await? {
-            None => {
-                admin.run(Sql::new(D, "BEGIN")).await?;
-                admin
-                    .run(
-                        Sql::new(D, "CREATE ROLE ")
-                            .ident(&role)
-                            .map_err(quote_error)?
-                            .push(" NOLOGIN INHERIT"),
-                    )
-                    .await?;
-                admin.run(comment_on(&role, &grant_marker(grant))?).await?;
-                admin.run(Sql::new(D, "COMMIT")).await?;
-            }
+        let role_exists = match role_comment {
+            None => false,
             Some(Some(comment))
                 if parse_grant_marker(&comment)
                     .is_some_and(|(id, _)| id == grant.grant_id.as_str()) =>
             {
-                admin.run(comment_on(&role, &grant_marker(grant))?).await?;
+                true
             }
             Some(_) => {
                 return Err(ProvisionError::Conflict {
@@ -522,32 +610,66 @@ impl PostgresProvisioner {
                     reason: format!("role {role} exists and was not created for this grant"),
                 });
             }
+        };
+        // VALID UNTIL: the latest end among this grant and the login's others.
+        let until = others
+            .into_iter()
+            .flatten()
+            .chain([grant.expires_at])
+            .max()
+            .unwrap_or(grant.expires_at);
+        let password = generate_password();
+        let q = |r: Result<Sql, QuoteError>| r.map_err(quote_error);
+
+        // The login and the grant's role, each created with its marker in the same transaction.
+        let mut roles = Vec::new();
+        if login_created {
+            roles.push(q(Sql::new(D, "CREATE ROLE ")
+                .ident(login.as_str())
+                .map(|s| {
+                    s.push(
+                        " LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE INHERIT NOREPLICATION \
+                         NOBYPASSRLS PASSWORD ",
+                    )
+                })
+                .and_then(|s| s.secret(&password))
+                .and_then(|s| s.push(" VALID UNTIL ").literal(&timestamp(until))))?);
+            roles.push(comment_on(login.as_str(), LOGIN_MARKER)?);
         }
-        // The privileges, in the grant's database (cluster grants: on the maintenance one).
+        if !role_exists {
+            roles.push(q(Sql::new(D, "CREATE ROLE ").ident(&role))?.push(" NOLOGIN INHERIT"));
+        }
+        roles.push(comment_on(&role, &grant_marker(grant))?);
+        let mut membership = vec![q(Sql::new(D, "GRANT ")
+            .ident(&role)
+            .and_then(|s| s.push(" TO ").ident(login.as_str())))?];
+        if !login_created {
+            // A new password for the existing login (the server hashes each one: only once).
+            membership.push(q(Sql::new(D, "ALTER ROLE ")
+                .ident(login.as_str())
+                .map(|s| s.push(" LOGIN PASSWORD "))
+                .and_then(|s| s.secret(&password))
+                .and_then(|s| s.push(" VALID UNTIL ").literal(&timestamp(until))))?);
+        }
         ctx.checkpoint()?;
         match scope.database() {
             Some(db) if db != self.maintenance_db() => {
+                admin.run(Sql::batch(roles)).await?;
                 let mut conn = self.connect(ctx, db).await?;
-                for sql in self.privileges(&mut conn, &scope, &level, &role).await? {
-                    conn.run(sql).await?;
-                }
+                let privileges = self.privileges(&mut conn, &scope, &level, &role).await?;
+                conn.run(Sql::batch(privileges)).await?;
                 conn.close().await;
+                admin.run(Sql::batch(membership)).await?;
             }
             _ => {
-                for sql in self.privileges(&mut admin, &scope, &level, &role).await? {
-                    admin.run(sql).await?;
-                }
+                let privileges = self.privileges(&mut admin, &scope, &level, &role).await?;
+                admin
+                    .run(Sql::batch(
+                        roles.into_iter().chain(privileges).chain(membership),
+                    ))
+                    .await?;
             }
         }
-        admin
-            .run(
-                Sql::new(D, "GRANT ")
-                    .ident(&role)
-                    .and_then(|s| s.push(" TO ").ident(login.as_str()))
-                    .map_err(quote_error)?,
-            )
-            .await?;
-        let password = self.set_password(&mut admin, &login).await?;
         admin.close().await;
 
         let state = SqlGrantState {

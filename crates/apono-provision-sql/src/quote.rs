@@ -193,6 +193,25 @@ impl Sql {
         Ok(self)
     }
 
+    /// Joins statements into one multi-statement batch (`;` and a line break between them),
+    /// sent in one round trip. Empty batches are refused by the servers; callers pass at
+    /// least one statement.
+    pub fn batch(statements: impl IntoIterator<Item = Sql>) -> Sql {
+        let mut statements = statements.into_iter();
+        let mut out = statements.next().unwrap_or(Sql {
+            dialect: Dialect::Postgres,
+            text: String::new(),
+            secret: false,
+        });
+        for sql in statements {
+            debug_assert_eq!(sql.dialect, out.dialect, "one dialect per batch");
+            out.text.push_str(";\n");
+            out.text.push_str(&sql.text);
+            out.secret |= sql.secret;
+        }
+        out
+    }
+
     /// Whether the text holds a secret.
     pub fn holds_secret(&self) -> bool {
         self.secret

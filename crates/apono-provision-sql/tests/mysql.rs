@@ -110,11 +110,15 @@ fn as_grantee(granted: &Granted, sql: &str) -> Result<String, String> {
 }
 
 fn provisioner(db: &MariaDb) -> MySqlProvisioner {
+    provisioner_with_roles(db, &[])
+}
+
+fn provisioner_with_roles(db: &MariaDb, roles: &[&str]) -> MySqlProvisioner {
     let config = SqlConfig::from_json(
         Engine::MySql,
         &serde_json::json!({
             "hostname": db.host(), "port": db.port(), "ssl_mode": "DISABLED",
-            "home_domain": "corp.example",
+            "home_domain": "corp.example", "roles": roles,
         }),
     )
     .expect("config");
@@ -649,4 +653,88 @@ async fn the_provisioner_conforms_on_a_real_server() {
     let harness = Harness { db, provisioner };
     let report = check_provisioner(&harness).await.expect("conformance");
     assert!(report.not_applicable.is_empty(), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listed_role_is_the_default_role_until_revoked() {
+    let db = start();
+    admin(
+        &db,
+        "CREATE ROLE reporting; GRANT SELECT ON app_db.notes TO reporting;",
+    )
+    .unwrap();
+    let p = provisioner_with_roles(&db, &["reporting"]);
+    let unlisted = spec("ivy", "g-unlisted", "cluster", "cluster", "mysql_admin");
+    let err = p.grant_access(&ctx(&db), &unlisted).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+
+    let role = spec("ivy", "g-role", "cluster", "cluster", "reporting");
+    let table = spec("ivy", "g-table", "table", "app_db/orders", "read-only");
+    let r = p.grant_access(&ctx(&db), &role).await.expect("grant role");
+    let t = p
+        .grant_access(&ctx(&db), &table)
+        .await
+        .expect("grant table");
+    let _ = r;
+    // The role is active at login, beside the table grant.
+    assert_eq!(
+        as_grantee(&t, "SELECT t FROM app_db.notes").unwrap(),
+        "note"
+    );
+    assert_eq!(
+        as_grantee(&t, "SELECT COUNT(*) FROM app_db.orders").unwrap(),
+        "2"
+    );
+
+    p.revoke_access(&ctx(&db), &role, &t.state)
+        .await
+        .expect("revoke role");
+    denied(
+        as_grantee(&t, "SELECT t FROM app_db.notes"),
+        "notes after the role",
+    );
+    assert_eq!(
+        as_grantee(&t, "SELECT COUNT(*) FROM app_db.orders").unwrap(),
+        "2"
+    );
+    let granted_roles = admin(
+        &db,
+        "SELECT COUNT(*) FROM mysql.roles_mapping WHERE User = 'ivy'",
+    )
+    .unwrap();
+    assert_eq!(granted_roles, "0");
+    p.revoke_access(&ctx(&db), &role, &t.state)
+        .await
+        .expect("revoke role again");
+    // The other way round: revoking the table grant keeps a role grant (MariaDB's REVOKE ALL
+    // takes roles too; the remaining role grant is given back, as the default role).
+    let r2 = spec("ivy", "g-role-2", "cluster", "cluster", "reporting");
+    let r2 = p
+        .grant_access(&ctx(&db), &r2)
+        .await
+        .expect("grant role again");
+    p.revoke_access(&ctx(&db), &table, &t.state)
+        .await
+        .expect("revoke table");
+    assert_eq!(
+        as_grantee(&r2, "SELECT t FROM app_db.notes").unwrap(),
+        "note"
+    );
+    denied(
+        as_grantee(&r2, "SELECT COUNT(*) FROM app_db.orders"),
+        "orders after its revoke",
+    );
+    let last = spec("ivy", "g-role-2", "cluster", "cluster", "reporting");
+    p.revoke_access(&ctx(&db), &last, &r2.state)
+        .await
+        .expect("revoke the last grant");
+    assert!(
+        as_grantee(&r2, "SELECT 1").is_err(),
+        "the last revoke locks the account"
+    );
+    p.delete_credentials(&ctx(&db), &table, &t.state)
+        .await
+        .expect("cleanup");
+    let role_kept = admin(&db, "SHOW GRANTS FOR reporting").unwrap();
+    assert!(role_kept.contains("app_db`.`notes"), "{role_kept}");
 }

@@ -685,3 +685,69 @@ async fn the_provisioner_conforms_on_a_real_server() {
     let report = check_provisioner(&harness).await.expect("conformance");
     assert!(report.not_applicable.is_empty(), "{report}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_is_verified_by_default_and_a_partial_grant_is_finished_or_revoked() {
+    let pg = start();
+    // No sslmode: verify-full. This server has no TLS, so nothing is sent in the clear.
+    let strict = PostgresProvisioner::new(
+        SqlConfig::from_json(
+            Engine::Postgres,
+            &serde_json::json!({"hostname": pg.host(), "port": pg.port()}),
+        )
+        .expect("config"),
+    )
+    .expect("provisioner");
+    let status = strict.get_status(&ctx(&pg)).await.expect("status");
+    assert_eq!(
+        status.status,
+        apono_core::IntegrationStatus::Error,
+        "{status:?}"
+    );
+    let grant = spec("hal", "g-partial", "table", "app/sales/orders", "read-only");
+    let err = strict.grant_access(&ctx(&pg), &grant).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert_eq!(
+        psql_admin(
+            &pg,
+            "postgres",
+            "SELECT count(*) FROM pg_roles WHERE rolname = 'hal'"
+        )
+        .unwrap(),
+        "0"
+    );
+
+    // A grant that stopped after creating its role (marked), before the login: revoke cleans
+    // it up, and a retried grant completes it.
+    let p = provisioner(&pg, &[]);
+    let role = apono_provision_sql::grant_role_name(&grant.grant_id);
+    let partial = format!(
+        "CREATE ROLE {role} NOLOGIN; COMMENT ON ROLE {role} IS 'apono-managed grant g-partial until 2100-01-01T00:00:00Z'"
+    );
+    psql_admin(&pg, "postgres", &partial).unwrap();
+    let state = GrantState::from_json(serde_json::json!({
+        "engine": "postgresql", "login": "hal", "grant_role": role,
+        "databases": ["app"], "login_created": true
+    }));
+    p.revoke_access(&ctx(&pg), &grant, &state)
+        .await
+        .expect("revoke a partial grant");
+    let count = format!("SELECT count(*) FROM pg_roles WHERE rolname IN ('hal', '{role}')");
+    assert_eq!(psql_admin(&pg, "postgres", &count).unwrap(), "0");
+    psql_admin(&pg, "postgres", &partial).unwrap();
+    let granted = p
+        .grant_access(&ctx(&pg), &grant)
+        .await
+        .expect("grant over a partial one");
+    assert_eq!(
+        as_grantee(&pg, &granted, "app", "SELECT count(*) FROM sales.orders").unwrap(),
+        "2"
+    );
+    p.revoke_access(&ctx(&pg), &grant, &granted.state)
+        .await
+        .expect("revoke");
+    p.delete_credentials(&ctx(&pg), &grant, &granted.state)
+        .await
+        .expect("cleanup");
+    assert_eq!(psql_admin(&pg, "postgres", &count).unwrap(), "0");
+}

@@ -14,7 +14,7 @@ pub type ProvisionerFactory =
 /// Which provisioner serves which integration type.
 ///
 /// [`ProvisionerRegistry::with_builtin`] knows the types compiled in through this crate's
-/// features (`ssh`, `rancher`, `winrm`, `apono-vault`, `postgresql`, `mysql`); a custom connector adds its own with [`ProvisionerRegistry::register`]:
+/// features (`ssh`, `rancher`, `winrm`, `apono-vault`, `postgresql`, `mysql`, `mssql`); a custom connector adds its own with [`ProvisionerRegistry::register`]:
 ///
 /// ```no_run
 /// use std::sync::Arc;
@@ -45,6 +45,7 @@ impl ProvisionerRegistry {
     /// | `apono-vault` | `apono-vault` |
     /// | `postgresql` | `postgresql` |
     /// | `mysql` | `mysql` (MySQL and MariaDB) |
+    /// | `mssql` | `mssql` (SQL Server) |
     ///
     /// Building a provisioner parses and checks the integration's config and sets up its
     /// client; none of the factories touches the network.
@@ -123,6 +124,20 @@ impl ProvisionerRegistry {
                 Ok(Arc::new(provisioner) as Arc<dyn Provisioner>)
             }),
         );
+        #[cfg(feature = "mssql")]
+        registry.register(
+            apono_provision_sql::Engine::Mssql.integration_type(),
+            Arc::new(|integration: &Integration| {
+                let config = apono_provision_sql::SqlConfig::from_json(
+                    apono_provision_sql::Engine::Mssql,
+                    &integration.config,
+                )
+                .map_err(|e| config_error(integration, e))?;
+                let provisioner = apono_provision_sql::mssql::MssqlProvisioner::new(config)
+                    .map_err(|e| config_error(integration, e))?;
+                Ok(Arc::new(provisioner) as Arc<dyn Provisioner>)
+            }),
+        );
         registry
     }
 
@@ -158,7 +173,8 @@ impl ProvisionerRegistry {
     feature = "ssh",
     feature = "rancher",
     feature = "postgresql",
-    feature = "mysql"
+    feature = "mysql",
+    feature = "mssql"
 ))]
 fn config_error(integration: &Integration, error: impl fmt::Display) -> ProvisionError {
     ProvisionError::Config(apono_core::InvalidIntegration::Config {
@@ -182,7 +198,8 @@ impl fmt::Debug for ProvisionerRegistry {
     feature = "winrm",
     feature = "apono-vault",
     feature = "postgresql",
-    feature = "mysql"
+    feature = "mysql",
+    feature = "mssql"
 ))]
 mod tests {
     use super::*;
@@ -233,6 +250,11 @@ mod tests {
                 "mysql",
                 json!({"hostname": "db.example.com", "port": 3306}),
                 json!({"hostname": "db.example.com", "sslmode": "disable"}),
+            ),
+            (
+                "mssql",
+                json!({"hostname": "db.example.com", "encrypt": true}),
+                json!({"hostname": "db.example.com", "roles": ["sysadmin"]}),
             ),
         ]
     }
@@ -301,6 +323,11 @@ pub fn integration_config_schemas(
     #[cfg(feature = "mysql")]
     out.push((
         apono_provision_sql::Engine::MySql.integration_type(),
+        generator.subschema_for::<apono_provision_sql::SqlConfig>(),
+    ));
+    #[cfg(feature = "mssql")]
+    out.push((
+        apono_provision_sql::Engine::Mssql.integration_type(),
         generator.subschema_for::<apono_provision_sql::SqlConfig>(),
     ));
     let _ = &generator; // nothing to generate in a build without provisioners

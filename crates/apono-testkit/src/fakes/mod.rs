@@ -13,6 +13,7 @@
 //! | [`FakeGcpSecretManager`] | Secret Manager v1 `:access`, the OAuth token endpoint (JWT-bearer and refresh-token grants), the metadata server's token | plain HTTP |
 //! | [`FakeAzureKeyVault`] | Key Vault `GET /secrets/{name}`, the 401 challenge, Entra ID's `/{tenant}/oauth2/v2.0/token` and OpenID metadata, IMDS | HTTPS with a test CA ([`TestCa`]) |
 //! | [`FakeKubernetes`] | `/version`, `/api`, `/api/v1`, `GET /api/v1/namespaces/{ns}/secrets/{name}` with `Status` errors | plain HTTP, bearer tokens |
+//! | [`tds::FakeSqlServer`] | SQL Server's TDS: PRELOGIN, LOGIN7, batches, `sp_executesql`, results, errors, over a model of the `mssql` provisioner's statements | plain TCP |
 //!
 //! Every fake records the requests it answered ([`RecordedRequest`]) so that tests can check
 //! what a client sent.
@@ -22,6 +23,7 @@ mod gcp;
 mod kubernetes;
 pub mod rancher;
 mod server;
+pub mod tds;
 mod tls;
 pub mod winrm;
 
