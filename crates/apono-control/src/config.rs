@@ -580,8 +580,9 @@ impl Config {
             if let Some(key) = name.strip_prefix("APONO_CONNECTOR_") {
                 // A table cannot be written in one variable: the key file's path can.
                 if key.eq_ignore_ascii_case("master_key_file") {
-                    let file: toml::Table =
-                        [("file".to_owned(), toml::Value::String(value))].into_iter().collect();
+                    let file: toml::Table = [("file".to_owned(), toml::Value::String(value))]
+                        .into_iter()
+                        .collect();
                     connector_table.insert("master_key".into(), toml::Value::Table(file));
                     continue;
                 }
