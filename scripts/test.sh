@@ -76,6 +76,19 @@ cargo clippy --locked --workspace --all-targets --all-features -- -D warnings
 step "cargo doc (warnings denied)"
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --all-features --no-deps
 
+step "cargo package (the publishable crates: manifests, metadata, contents)"
+# Verification (a build of each packaged crate on its own) is left to releases: it rebuilds
+# every dependency with each crate's default features (11 min here); check-features.sh below
+# builds each library alone instead, feature by feature.
+cargo package --locked --workspace --no-verify --allow-dirty --quiet \
+  --exclude apono-testkit --exclude apono-e2e --exclude apono-examples --exclude apono-connector
+
+step "every feature of every library builds alone"
+scripts/check-features.sh
+
+step "documentation as docs.rs builds it (each library alone, --cfg docsrs)"
+scripts/check-docsrs.sh
+
 step "cargo deny check bans licenses sources"
 cargo deny --log-level error check bans licenses sources
 

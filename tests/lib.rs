@@ -131,6 +131,8 @@ pub struct ConnectorConfig {
     pub log: PathBuf,
     addr: SocketAddr,
     run_env: Vec<(String, String)>,
+    env: Vec<(String, String)>,
+    hosts: Option<PathBuf>,
 }
 
 impl ConnectorConfig {
@@ -150,6 +152,8 @@ impl ConnectorConfig {
             log: dir.join("connector.log"),
             addr,
             run_env: Vec::new(),
+            env: Vec::new(),
+            hosts: None,
         };
         let check = config.command(&["check-config"]).output()?;
         ensure!(
@@ -160,11 +164,44 @@ impl ConnectorConfig {
         Ok(config)
     }
 
-    /// `apono-connector ARGS --config PATH`.
+    /// `apono-connector ARGS --config PATH`, with [`ConnectorConfig::env`] and
+    /// [`ConnectorConfig::hosts`] applied.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(&self.bin);
+        let mut cmd = match &self.hosts {
+            // A private mount namespace whose /etc/hosts is the file given: `unshare` and `sh`
+            // exec into the connector, so the child's pid is the connector's.
+            Some(hosts) => {
+                let mut cmd = Command::new("unshare");
+                cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+                    .arg(r#"mount --bind "$0" /etc/hosts && exec "$@""#)
+                    .arg(hosts)
+                    .arg(&self.bin);
+                cmd
+            }
+            None => Command::new(&self.bin),
+        };
         cmd.args(args).arg("--config").arg(&self.path);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
+    }
+
+    /// Sets `key=value` in the environment of every command of this connector.
+    pub fn env(&mut self, key: &str, value: &str) {
+        self.env.push((key.to_owned(), value.to_owned()));
+    }
+
+    /// Runs every command of this connector in a private mount namespace whose `/etc/hosts`
+    /// adds `names`, each resolving to `127.0.0.1` (the test runs as root, as the SSH tests
+    /// do); the host's own `/etc/hosts` is untouched.
+    pub fn hosts(&mut self, names: &[&str]) -> Result<()> {
+        let mut text = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+        for name in names {
+            text.push_str(&format!("\n127.0.0.1 {name}\n"));
+        }
+        let path = self.path.with_file_name("hosts");
+        std::fs::write(&path, text)?;
+        self.hosts = Some(path);
+        Ok(())
     }
 
     /// A personal token for `email` (`apono-connector tokens create`).

@@ -74,6 +74,11 @@
 //! Statuses use Apono's spellings: requests `Pending`, `Granting`, `Active`, `Rejected`,
 //! `Revoking`, `Revoked`, `Failed`; sessions additionally `RevokeFailed`. Timestamps are
 //! RFC 3339 in UTC.
+//!
+//! # What is proven, against what
+//!
+//! Through the `apono` CLI's tests, against the real `apono-connector` binary, a real sshd and a
+//! real OpenBao.
 
 mod client;
 mod duration;

@@ -38,6 +38,13 @@
 //! * [`api::router`]: the HTTP API; [`api::serve`] its listener (TLS with certificate reload,
 //!   or plain HTTP on loopback).
 //!
+//! # What is proven, against what
+//!
+//! On SQLite and a real PostgreSQL: the ledger, the scheduler, approvals, owners and the races (a
+//! revoke during a grant, a job outliving its lease, a revoke racing an approval); the OpenAPI
+//! document against the running API with `openapi-spec-validator` and `schemathesis`; the owners'
+//! routing by a table of cases (`policy/route.rs`).
+//!
 //! # Example
 //!
 //! ```no_run

@@ -24,6 +24,12 @@
 //! * **Conformance suites** (feature `test-util`) that any implementation, ours or a third
 //!   party's, runs against itself ([`conformance`]).
 //!
+//! # What is proven, against what
+//!
+//! Property tests of the name grammars and of `AccountNaming` (deterministic and injective over
+//! every target's limits) and the conformance suites themselves; `tests/tidy.rs` keeps one home
+//! per shared helper. The crate talks to nothing, so nothing else needs proving.
+//!
 //! # Example: a provisioner
 //!
 //! ```no_run

@@ -51,6 +51,12 @@
 //! `users`, `globalrolebindings` and `tokens`, and `setpassword` on users
 //! (`management.cattle.io`), plus `create`/`delete` of project role template bindings.
 //!
+//! # What is proven, against what
+//!
+//! Against the test kit's Rancher v3 API fake, itself checked with Rancher's schema-driven Python
+//! client. No real Rancher server has answered: its login endpoint, permission checks and
+//! controllers stay unproven.
+//!
 //! # Example
 //!
 //! ```no_run

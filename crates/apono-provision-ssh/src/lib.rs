@@ -26,6 +26,12 @@
 //! `host_key`, `@cert-authority` lines, or explicit trust on first use). Every action is one
 //! fixed script whose arguments are validated names, quoted by construction.
 //!
+//! # What is proven, against what
+//!
+//! On a real OpenSSH server in a private namespace: grant, login, revoke, rotation and cleanup, in
+//! key and certificate mode, and a hostile grantee who cannot keep access. That sshd runs without
+//! PAM, cron and `at`: those paths are reasoned, not tested.
+//!
 //! # Example
 //!
 //! ```no_run

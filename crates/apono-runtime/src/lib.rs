@@ -14,6 +14,12 @@
 //! owns the grant ledger and decides what to run and what to retry
 //! ([`RuntimeError::kind`] + [`ErrorKind::is_retryable`]).
 //!
+//! # What is proven, against what
+//!
+//! `tests/executor.rs`, with in-process provisioners and stores: the concurrency limits,
+//! deadlines, cancellation and secrets read per action. The provisioners are proven in their own
+//! crates.
+//!
 //! # Example
 //!
 //! ```no_run

@@ -55,11 +55,16 @@
 //! ```
 //!
 //! `examples/custom_connector.rs` in the repository is a complete one, and its test drives it
-//! through the API (request, approval, grant, revoke). What the tests prove: `tests/connector.rs`
-//! starts a connector in-process with a provisioner of its own and a secret store it gives,
-//! and runs a request through approval, grant, expiry-free revoke and shutdown; the
-//! repository's `tests/` package drives the `apono-connector` binary, built on this crate,
-//! against a real sshd, OpenBao, moto and the testkit's Kubernetes, Azure and GCP fakes.
+//! through the API (request, approval, grant, revoke).
+//!
+//! # What is proven, against what
+//!
+//! `tests/connector.rs` starts a connector in-process with a provisioner and a secret store of
+//! its own and runs a request through grant, revoke and shutdown over HTTP; the example's test
+//! runs `examples/custom_connector.rs` as a process through request, approval, grant and revoke;
+//! the repository's `tests/` package drives the `apono-connector` binary, built on this crate,
+//! against a real sshd, OpenBao and moto and the test kit's Kubernetes, Azure and GCP fakes
+//! (`from_secret_store` from each), and a scheduled rotation on a libfaketime clock.
 
 mod error;
 mod stores;

@@ -21,7 +21,7 @@ use crate::ServerError;
 pub(crate) type Stores = BTreeMap<SecretStoreKind, Arc<dyn SecretStore>>;
 
 /// gcloud's endpoint override for Secret Manager (`https://…/`, requests go to `{it}v1/…`),
-/// honoured by [`fill_from_env`] for the GCP store (private endpoints, tests).
+/// honoured when the GCP store is built from the environment (private endpoints, tests).
 pub const GCP_ENDPOINT_OVERRIDE_ENV: &str = "CLOUDSDK_API_ENDPOINT_OVERRIDES_SECRETMANAGER";
 
 /// Who needs each store kind: the first integration naming it.

@@ -45,6 +45,12 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # What is proven, against what
+//!
+//! On a real OpenBao (`bao server -dev`): the client's operations, the `apono-vault` integration's
+//! permission levels, and 41 escalation attempts with the connector's own AppRole token, all
+//! refused.
 
 mod client;
 mod error;

@@ -91,9 +91,17 @@ pub struct FakeAzureKeyVault {
 }
 
 impl FakeAzureKeyVault {
-    /// Starts the fake for directory (tenant) `tenant`.
+    /// Starts the fake for directory (tenant) `tenant`, its certificate valid for `localhost`
+    /// and `127.0.0.1`.
     pub fn start(tenant: &str) -> Result<Self, FakeError> {
-        let ca = TestCa::generate()?;
+        Self::start_for(tenant, &["localhost", "127.0.0.1"])
+    }
+
+    /// Starts the fake with a certificate valid for `names` (DNS names or IP addresses), such
+    /// as a `*.vault.azure.net` name the client resolves to loopback: a client that checks the
+    /// challenge's resource against the vault's domain, as the Azure SDKs do, accepts it.
+    pub fn start_for(tenant: &str, names: &[&str]) -> Result<Self, FakeError> {
+        let ca = TestCa::generate_for(names)?;
         let state = Arc::new(AzureState {
             common: Common::default(),
             tenant: tenant.to_owned(),
