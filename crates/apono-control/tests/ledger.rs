@@ -444,6 +444,9 @@ async fn approvals_follow_the_flow(postgres: bool) -> Result<()> {
 on_both_databases!(approvals_follow_the_flow);
 
 const OWNERS_CONFIG: &str = r#"
+[connector]
+master_key = { secret_store = { apono = { parameters = { master_key = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a" } } } }
+
 [[users]]
 email = "alice@example.com"
 groups = ["developers"]
