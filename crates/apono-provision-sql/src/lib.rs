@@ -117,6 +117,34 @@ pub const SECRET_USERNAME: &str = "username";
 /// Secret key: the admin user's password.
 pub const SECRET_PASSWORD: &str = "password";
 
+/// A name that cannot be quoted, as the error of the grant that named it.
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "mssql"))]
+pub(crate) fn quote_error(e: quote::QuoteError) -> ProvisionError {
+    ProvisionError::InvalidGrant(format!("a name cannot be used: {e}"))
+}
+
+/// The sqlx errors that say the server cannot be reached (the connection, TLS, the pool),
+/// as [`ProvisionError::Unavailable`], and any other non-database error as a target failure;
+/// the engines map their own [`sqlx::Error::Database`] codes before calling this.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub(crate) fn sqlx_client_error(target: String, e: sqlx::Error) -> ProvisionError {
+    match e {
+        e @ (sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Protocol(_)) => ProvisionError::Unavailable {
+            target,
+            source: Some(Box::new(e)),
+        },
+        e => ProvisionError::Target {
+            target,
+            reason: "the database client failed".into(),
+            source: Some(Box::new(e)),
+        },
+    }
+}
+
 /// The resource types, as Apono names them.
 pub mod resource_type {
     /// The server.

@@ -55,7 +55,8 @@ use tokio::net::TcpStream;
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 use tracing::instrument;
 
-use crate::quote::{QuoteError, Sql};
+use crate::quote::Sql;
+use crate::quote_error;
 use crate::scope::encode_id;
 use crate::{
     Connection, Engine, Level, Scope, SqlConfig, SqlGrantState, admin_credential, grant_role_name,
@@ -419,10 +420,6 @@ impl Admin<'_> {
             })
             .collect())
     }
-}
-
-fn quote_error(e: QuoteError) -> ProvisionError {
-    ProvisionError::InvalidGrant(format!("a name cannot be used: {e}"))
 }
 
 /// A tiberius error as a [`ProvisionError`]; for a statement holding a secret, the server's

@@ -62,6 +62,7 @@ use sqlx::{Connection as _, Row};
 use tracing::instrument;
 
 use crate::quote::{Dialect, QuoteError, Sql};
+use crate::quote_error;
 use crate::scope::encode_id;
 use crate::{
     Connection, Engine, Level, MySqlSslMode, Scope, SqlConfig, SqlGrantState, admin_credential,
@@ -771,10 +772,6 @@ impl MySqlProvisioner {
     }
 }
 
-fn quote_error(e: QuoteError) -> ProvisionError {
-    ProvisionError::InvalidGrant(format!("a name cannot be used: {e}"))
-}
-
 /// A sqlx error as a [`ProvisionError`]; for a statement holding a secret, the server's
 /// message is left out (MySQL quotes the statement in syntax errors).
 fn db_error(target: &str, e: sqlx::Error, secret: bool) -> ProvisionError {
@@ -803,19 +800,7 @@ fn db_error(target: &str, e: sqlx::Error, secret: bool) -> ProvisionError {
                 },
             }
         }
-        e @ (sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Protocol(_)) => ProvisionError::Unavailable {
-            target,
-            source: Some(Box::new(e)),
-        },
-        e => ProvisionError::Target {
-            target,
-            reason: "the database client failed".into(),
-            source: Some(Box::new(e)),
-        },
+        e => crate::sqlx_client_error(target, e),
     }
 }
 

@@ -70,6 +70,7 @@ use sqlx::{Connection as _, Row};
 use tracing::instrument;
 
 use crate::quote::{Dialect, QuoteError, Sql};
+use crate::quote_error;
 use crate::scope::encode_id;
 use crate::{
     Connection, Engine, LOGIN_MARKER, Level, PgSslMode, Scope, SqlConfig, SqlGrantState,
@@ -946,10 +947,6 @@ fn comment_on(role: &str, comment: &str) -> Result<Sql, ProvisionError> {
         .map_err(quote_error)
 }
 
-fn quote_error(e: QuoteError) -> ProvisionError {
-    ProvisionError::InvalidGrant(format!("a name cannot be used: {e}"))
-}
-
 /// A sqlx error as a [`ProvisionError`]; for a statement holding a secret, the server's
 /// message is left out (servers may quote the statement).
 pub(crate) fn db_error(target: &str, e: sqlx::Error, secret: bool) -> ProvisionError {
@@ -981,19 +978,7 @@ pub(crate) fn db_error(target: &str, e: sqlx::Error, secret: bool) -> ProvisionE
                 },
             }
         }
-        e @ (sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Protocol(_)) => ProvisionError::Unavailable {
-            target,
-            source: Some(Box::new(e)),
-        },
-        e => ProvisionError::Target {
-            target,
-            reason: "the database client failed".into(),
-            source: Some(Box::new(e)),
-        },
+        e => crate::sqlx_client_error(target, e),
     }
 }
 
