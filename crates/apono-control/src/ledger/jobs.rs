@@ -16,6 +16,7 @@ use sqlx::any::AnyRow;
 
 use super::audit::{AuditEntry, Chain};
 use super::gauges::Deltas;
+use super::store::Backend;
 use super::{IN_CHUNK, Ledger, db, get, marks, transition};
 use crate::error::ControlError;
 use crate::model::now_ms;
@@ -301,6 +302,7 @@ impl Ledger {
                 .or_default()
                 .push(jobs[i].subject.as_str());
         }
+        let postgres = self.store.backend() == Backend::Postgres;
         let mut tx = self.store.begin().await.map_err(db("claiming jobs"))?;
         // 1. The jobs. The due time moves to the lease's end: if this worker dies, the job is
         //    due again then, and scans for due work skip leased rows by index.
@@ -309,9 +311,13 @@ impl Ledger {
             for chunk in subjects.chunks(IN_CHUNK) {
                 // `+due_at`: the primary key finds the rows; an index on the due time would scan
                 // every due job.
-                let sql = format!(
-                    "UPDATE jobs SET lease_owner = $1, leased_until = $2, due_at = $2 WHERE kind = $3 AND +due_at <= $4 AND (leased_until IS NULL OR leased_until < $4) AND subject IN ({}) RETURNING subject",
+                let due = format!(
+                    "kind = $3 AND +due_at <= $4 AND (leased_until IS NULL OR leased_until < $4) AND subject IN ({})",
                     marks(5, chunk.len())
+                );
+                let sql = format!(
+                    "UPDATE jobs SET lease_owner = $1, leased_until = $2, due_at = $2 WHERE kind = $3 AND {} RETURNING subject",
+                    skip_locked(postgres, "jobs", "subject", &due)
                 );
                 let mut query = sqlx::query_as::<_, (String,)>(sqlx::AssertSqlSafe(sql))
                     .bind(lease.clone())
@@ -341,9 +347,13 @@ impl Ledger {
             .collect();
         let mut grants: HashMap<String, GrantRow> = HashMap::new();
         for chunk in grant_ids.chunks(IN_CHUNK) {
-            let sql = format!(
-                "UPDATE grants SET lease_owner = $1, leased_until = $2 WHERE (leased_until IS NULL OR leased_until < $3) AND id IN ({}) RETURNING {GRANT_COLUMNS}",
+            let free = format!(
+                "(leased_until IS NULL OR leased_until < $3) AND id IN ({})",
                 marks(4, chunk.len())
+            );
+            let sql = format!(
+                "UPDATE grants SET lease_owner = $1, leased_until = $2 WHERE {} RETURNING {GRANT_COLUMNS}",
+                skip_locked(postgres, "grants", "id", &free)
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(lease.clone())
@@ -462,6 +472,23 @@ impl Ledger {
                 })
             })
             .collect())
+    }
+}
+
+/// The `WHERE` clause of a claim's `UPDATE` of `table` over the rows matching `filter`.
+///
+/// On PostgreSQL the rows are picked by a sub-select `FOR UPDATE SKIP LOCKED`: a claimer never
+/// waits for a row another transaction holds (another replica's claim, or an outcome being
+/// recorded), it leaves that row to its holder. Without it, two replicas' claims over
+/// overlapping due rows lock them in different orders (each statement's plan picks its own
+/// scan) and wait for each other until PostgreSQL's deadlock detector aborts one after
+/// `deadlock_timeout` (1 s): the three-replica revoke lag of docs/benchmarks.md. SQLite has one
+/// writer at a time, so the filter is used as it is.
+fn skip_locked(postgres: bool, table: &str, key: &str, filter: &str) -> String {
+    if postgres {
+        format!("{key} IN (SELECT {key} FROM {table} WHERE {filter} FOR UPDATE SKIP LOCKED)")
+    } else {
+        filter.to_owned()
     }
 }
 
