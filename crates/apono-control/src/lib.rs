@@ -74,8 +74,10 @@ mod metrics;
 mod model;
 mod plane;
 mod policy;
+mod portal;
 mod refusals;
 mod scheduler;
+pub mod watch;
 
 pub use config::{
     AccessFlow, ApprovalMode, Approvers, Config, ConfigError, ConfigProblem, ConnectorSettings,

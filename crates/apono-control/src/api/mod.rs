@@ -3,10 +3,12 @@
 //! * `extract`: the authenticated caller, ids, query strings and bodies, each refused with
 //!   the JSON error shape.
 //! * `routes`: one handler per operation, each a call of one [`ControlPlane`] method.
+//! * `live`: the watch endpoints (long polls for a request's or a session's next change).
 //! * [`openapi`]: the OpenAPI document.
 //! * [`serve`]: the listener, over TLS with certificate reload, or plain HTTP on loopback.
 
 mod extract;
+pub(crate) mod live;
 mod openapi;
 mod routes;
 mod serve;
@@ -20,6 +22,7 @@ use serde_json::json;
 
 use crate::error::ControlError;
 use crate::plane::ControlPlane;
+pub(crate) use extract::{Id, QueryOf};
 pub use openapi::openapi;
 pub use serve::{serve, serve_on};
 

@@ -57,6 +57,8 @@ pub(super) fn router(plane: Arc<ControlPlane>) -> Router {
         .route("/api/v1/tokens", get(list_tokens))
         .route("/api/v1/tokens/{id}/revoke", post(revoke_token))
         .route("/api/v1/audit", get(audit_log))
+        .merge(super::live::routes())
+        .merge(crate::portal::router())
         .with_state(plane)
 }
 
