@@ -9,8 +9,9 @@
 //!   as they are typed, copy buttons, live status by long poll). Every page works without it.
 //!
 //! Every answer carries a strict Content-Security-Policy (no inline script or style, nothing
-//! from elsewhere, no framing), `no-store` (pages may show credentials) and `no-referrer`. See
-//! `docs/portal.md`.
+//! from elsewhere, no framing), `no-store` (pages may show credentials) and
+//! `Referrer-Policy: same-origin` (with `no-referrer` browsers send `Origin: null` with
+//! same-origin form posts, which the origin check refuses). See `docs/portal.md`.
 
 mod pages;
 pub(crate) mod session;
@@ -103,7 +104,7 @@ async fn headers(request: Request, next: Next) -> Response {
     );
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));

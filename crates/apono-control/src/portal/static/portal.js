@@ -40,7 +40,8 @@ function copyButtons() {
 // Waits for the watched object's next version and reloads the page when it changes.
 async function live(main) {
   const note = document.querySelector(".live");
-  let version = main.dataset.version;
+  const version = main.dataset.version;
+  if (note) note.textContent = "(live)";
   for (;;) {
     try {
       const url = main.dataset.watch + "?wait=25&after=" + encodeURIComponent(version);
@@ -54,7 +55,6 @@ async function live(main) {
         window.location.reload();
         return;
       }
-      if (note) note.textContent = "(live)";
     } catch (_) {
       await new Promise((resolve) => setTimeout(resolve, 2000));
     }

@@ -1,0 +1,244 @@
+//! The web portal in a real headless Chromium (Debian's `chromium`, driven by `playwright-core`
+//! from `tests/portal/`, installed by `scripts/test.sh`), against the real connector binary and
+//! the test kit's sshd: `tests/portal/portal.mjs` walks the whole loop in the browser, and this
+//! side logs in to sshd with the key the browser revealed, and checks it no longer works after
+//! the browser revoked the request. Screenshots of every page are written to
+//! `$CARGO_TARGET_DIR/portal-screenshots` (or `target/portal-screenshots`).
+//!
+//! Nothing is skipped: without node, `tests/portal/node_modules` or `/usr/bin/chromium` this
+//! fails, saying what is missing.
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use apono_e2e::{Connector, call, ssh_login, ssh_secret_store, ssh_server};
+use apono_testkit::SshServer;
+use serde_json::json;
+
+const ALICE: &str = "alice@example.com";
+const BOB: &str = "bob@example.com";
+const CAROL: &str = "carol@example.com";
+
+/// alice (developers) requests through `ops`, which bob approves; bob (leads) gets access
+/// without approval through `leads`; carol is an admin.
+fn config(server: &SshServer) -> String {
+    format!(
+        r#"
+[connector]
+id = "portal-e2e"
+listen = "{{listen}}"
+data_dir = "{{data}}"
+
+[[users]]
+email = "{ALICE}"
+groups = ["developers"]
+
+[[users]]
+email = "{BOB}"
+groups = ["leads"]
+
+[[users]]
+email = "{CAROL}"
+admin = true
+
+[[integrations]]
+name = "servers"
+type = "ssh"
+connected_resource_types = ["ssh-server"]
+secret_store = {secret_store}
+config = {{ servers = [{web_1}] }}
+
+[[access_flows]]
+name = "ops"
+trigger = "self_serve"
+requestors = {{ groups = ["developers"] }}
+approvers = {{ users = ["{BOB}"] }}
+justification_required = true
+targets = [{{ integration = "servers", resource_type = "ssh-server", permissions = ["Default"] }}]
+grant_duration = "10m"
+
+[[access_flows]]
+name = "leads"
+trigger = "automatic"
+requestors = {{ groups = ["leads"] }}
+targets = [{{ integration = "servers", resource_type = "ssh-server", permissions = ["Default"] }}]
+grant_duration = "10m"
+"#,
+        secret_store = ssh_secret_store(server),
+        web_1 = ssh_server(server, "web-1", ""),
+    )
+}
+
+fn portal_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("portal")
+}
+
+fn screenshots_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+        .join("portal-screenshots")
+}
+
+/// Polls `GET url` as `token` until `done` holds for the answer (30 s at most).
+async fn poll(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> Result<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let value = call(client, "GET", url, token, None).await?;
+        if done(&value) {
+            return Ok(value);
+        }
+        ensure!(Instant::now() < deadline, "{url} never got there: {value}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::print_stdout)] // where the screenshots are
+async fn portal_loop_in_headless_chromium() -> Result<()> {
+    ensure!(
+        Path::new("/usr/bin/chromium").is_file(),
+        "/usr/bin/chromium is missing: scripts/test.sh installs Debian's chromium"
+    );
+    ensure!(
+        portal_dir().join("node_modules/playwright-core").is_dir(),
+        "tests/portal/node_modules is missing: scripts/test.sh runs npm ci there"
+    );
+    let server = SshServer::start()?;
+    let dir = tempfile::tempdir()?;
+    let (mut connector, tokens) =
+        Connector::start(dir.path(), &config(&server), &[ALICE, BOB, CAROL])?;
+    let [alice, bob, carol] = &tokens[..] else {
+        bail!("three tokens expected");
+    };
+    let base = connector.url.clone();
+    let client = reqwest::Client::new();
+    poll(&client, &format!("{base}/api/v1/resources"), bob, |v| {
+        v.as_array().is_some_and(|a| !a.is_empty())
+    })
+    .await?;
+
+    // bob's own access, which alice must not see.
+    let bob_request = call(
+        &client,
+        "POST",
+        &format!("{base}/api/v1/access-requests"),
+        bob,
+        Some(&json!({ "integration": "servers", "resource_type": "ssh-server", "resource_ids": ["web-1"], "permission": "Default" })),
+    )
+    .await?;
+    let bob_request_id = bob_request["id"].as_str().context("request id")?.to_owned();
+    let bob_request = poll(
+        &client,
+        &format!("{base}/api/v1/access-requests/{bob_request_id}"),
+        bob,
+        |v| v["status"] == "Active",
+    )
+    .await?;
+    let bob_session = bob_request["session_ids"][0]
+        .as_str()
+        .context("bob's session")?
+        .to_owned();
+
+    let out = tempfile::tempdir()?;
+    let shots = screenshots_dir();
+    let mut browser = Command::new("node")
+        .arg(portal_dir().join("portal.mjs"))
+        .current_dir(portal_dir())
+        .env("PORTAL_URL", &base)
+        .env("ALICE_TOKEN", alice)
+        .env("BOB_TOKEN", bob)
+        .env("CAROL_TOKEN", carol)
+        .env("BOB_REQUEST", &bob_request_id)
+        .env("BOB_SESSION", &bob_session)
+        .env("OUT", out.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting node (scripts/test.sh installs it)")?;
+
+    // The browser writes the revealed key and the account; log in to sshd with them.
+    let key = out.path().join("key");
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while !out.path().join("account").is_file() {
+        if let Some(status) = browser.try_wait()? {
+            let (stdout, stderr) = outputs(&mut browser);
+            bail!(
+                "the browser walk ended ({status}) before revealing the key:\n{stdout}\n{stderr}\nconnector log:\n{}",
+                connector.log_text()
+            );
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "no key revealed within 240 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let account = std::fs::read_to_string(out.path().join("account"))?;
+    let logged_in = ssh_login(&server, &key, account.trim())?;
+    std::fs::write(
+        out.path().join("ssh-result"),
+        if logged_in { "ok" } else { "refused" },
+    )?;
+    ensure!(logged_in, "ssh login with the key the portal revealed failed");
+
+    // The rest of the walk: bob's pages, revoke early, admin pages, sign-out.
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let status = loop {
+        if let Some(status) = browser.try_wait()? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = browser.kill();
+            bail!("the browser walk did not finish within 240 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (stdout, stderr) = outputs(&mut browser);
+    copy_screenshots(&out.path().join("screenshots"), &shots)?;
+    ensure!(
+        status.success() && stdout.contains("portal walk passed"),
+        "the browser walk failed ({status}):\n{stdout}\n{stderr}\nconnector log:\n{}",
+        connector.log_text()
+    );
+    println!("{stdout}screenshots in {}", shots.display());
+
+    // Revoked from the portal: the key no longer opens sshd.
+    ensure!(
+        !ssh_login(&server, &key, account.trim())?,
+        "the key still logs in after the revoke"
+    );
+    connector.wait_ready(Duration::from_secs(5))?;
+    Ok(())
+}
+
+fn outputs(child: &mut std::process::Child) -> (String, String) {
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    if let Some(mut s) = child.stdout.take() {
+        let _ = s.read_to_string(&mut stdout);
+    }
+    if let Some(mut s) = child.stderr.take() {
+        let _ = s.read_to_string(&mut stderr);
+    }
+    (stdout, stderr)
+}
+
+fn copy_screenshots(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    if let Ok(entries) = std::fs::read_dir(from) {
+        for entry in entries.flatten() {
+            std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+        }
+    }
+    Ok(())
+}
