@@ -19,7 +19,7 @@ pub(crate) mod session;
 use std::sync::Arc;
 
 use askama::Template;
-use axum::extract::Request;
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
@@ -36,8 +36,9 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 const SCRIPT: &str = include_str!("static/portal.js");
 const STYLE: &str = include_str!("static/portal.css");
 
-/// The portal's routes, mounted beside the API.
-pub(crate) fn router() -> Router<Arc<ControlPlane>> {
+/// The portal's routes, mounted beside the API; form bodies are limited to `max_body_bytes`
+/// (`connector.max_body_bytes`, as the API's).
+pub(crate) fn router(max_body_bytes: usize) -> Router<Arc<ControlPlane>> {
     Router::new()
         .route("/ui", get(pages::home))
         .route("/ui/", get(pages::home))
@@ -75,6 +76,7 @@ pub(crate) fn router() -> Router<Arc<ControlPlane>> {
             "/ui/static/portal.css",
             get(|| async { asset("text/css; charset=utf-8", STYLE) }),
         )
+        .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn(headers))
 }
 
