@@ -177,10 +177,7 @@ async fn portal_loop_in_headless_chromium() -> Result<()> {
                 connector.log_text()
             );
         }
-        ensure!(
-            Instant::now() < deadline,
-            "no key revealed within 240 s"
-        );
+        ensure!(Instant::now() < deadline, "no key revealed within 240 s");
         std::thread::sleep(Duration::from_millis(100));
     }
     let account = std::fs::read_to_string(out.path().join("account"))?;
@@ -189,7 +186,10 @@ async fn portal_loop_in_headless_chromium() -> Result<()> {
         out.path().join("ssh-result"),
         if logged_in { "ok" } else { "refused" },
     )?;
-    ensure!(logged_in, "ssh login with the key the portal revealed failed");
+    ensure!(
+        logged_in,
+        "ssh login with the key the portal revealed failed"
+    );
 
     // The rest of the walk: bob's pages, revoke early, admin pages, sign-out.
     let deadline = Instant::now() + Duration::from_secs(240);

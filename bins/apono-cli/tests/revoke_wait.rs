@@ -73,8 +73,18 @@ fn percentile(sorted: &[i64], p: usize) -> i64 {
 fn round(alice: &User, carol: &User, cli: &PathBuf) -> Result<(i64, i64)> {
     let created = alice
         .run(&[
-            "requests", "create", "-i", "servers", "-t", "ssh-server", "-r", "web-1", "-p",
-            "Default", "-o", "json",
+            "requests",
+            "create",
+            "-i",
+            "servers",
+            "-t",
+            "ssh-server",
+            "-r",
+            "web-1",
+            "-p",
+            "Default",
+            "-o",
+            "json",
         ])?
         .json()?;
     let request = &created[0];
@@ -115,7 +125,10 @@ fn revoke_wait_returns_at_the_commit() -> Result<()> {
     let carol = User::with_env(&connector.url, &tokens[1])?;
     alice.wait_for_discovery(&mut connector, "servers", "ssh-server")?;
 
-    let mut clis = vec![("long poll (this CLI)", PathBuf::from(env!("CARGO_BIN_EXE_apono")))];
+    let mut clis = vec![(
+        "long poll (this CLI)",
+        PathBuf::from(env!("CARGO_BIN_EXE_apono")),
+    )];
     if let Some(baseline) = std::env::var_os("APONO_BASELINE_CLI") {
         clis.push(("baseline (APONO_BASELINE_CLI)", PathBuf::from(baseline)));
     }

@@ -1651,7 +1651,12 @@ async fn watches_answer_at_the_commit(postgres: bool) -> Result<()> {
     let started = std::time::Instant::now();
     let same = h
         .plane
-        .watch_request(&alice, &request.id, Some(&first.version), Duration::from_millis(300))
+        .watch_request(
+            &alice,
+            &request.id,
+            Some(&first.version),
+            Duration::from_millis(300),
+        )
         .await?;
     assert!(!same.changed && same.version == first.version);
     assert!(started.elapsed() >= Duration::from_millis(300));
@@ -1674,7 +1679,10 @@ async fn watches_answer_at_the_commit(postgres: bool) -> Result<()> {
     let changed = changed?;
     assert!(changed.changed && changed.value.status != RequestStatus::Active);
     let lag = answered_at.saturating_duration_since(revoked_at);
-    assert!(lag < Duration::from_millis(500), "answered {lag:?} after the revoke");
+    assert!(
+        lag < Duration::from_millis(500),
+        "answered {lag:?} after the revoke"
+    );
 
     // The session's watch, and the end of every watch when the API stops.
     let session = &changed.value.session_ids[0];

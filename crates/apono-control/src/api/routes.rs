@@ -58,7 +58,9 @@ pub(super) fn router(plane: Arc<ControlPlane>) -> Router {
         .route("/api/v1/tokens/{id}/revoke", post(revoke_token))
         .route("/api/v1/audit", get(audit_log))
         .merge(super::live::routes())
-        .merge(crate::portal::router(plane.config().connector.max_body_bytes))
+        .merge(crate::portal::router(
+            plane.config().connector.max_body_bytes,
+        ))
         .with_state(plane)
 }
 

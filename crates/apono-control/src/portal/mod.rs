@@ -19,12 +19,12 @@ pub(crate) mod session;
 use std::sync::Arc;
 
 use askama::Template;
+use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Router;
 
 use crate::error::ControlError;
 use crate::plane::ControlPlane;
@@ -119,7 +119,11 @@ fn render(page: &impl Template) -> Response {
         Ok(html) => Html(html).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "a portal template failed to render");
-            (StatusCode::INTERNAL_SERVER_ERROR, "the page could not be rendered").into_response()
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the page could not be rendered",
+            )
+                .into_response()
         }
     }
 }
@@ -135,7 +139,9 @@ struct ErrorPage {
 }
 
 /// What a portal handler fails with: shown as the error page with the API's status codes.
-pub(crate) struct PageError {
+pub(crate) struct PageError(Box<Failure>);
+
+struct Failure {
     status: StatusCode,
     error: ControlError,
     nav: Option<session::Nav>,
@@ -143,7 +149,7 @@ pub(crate) struct PageError {
 
 impl PageError {
     pub(crate) fn with_nav(mut self, nav: &session::Nav) -> Self {
-        self.nav = Some(nav.clone());
+        self.0.nav = Some(nav.clone());
         self
     }
 }
@@ -159,17 +165,18 @@ impl From<ControlError> for PageError {
             ControlError::Conflict(_) => StatusCode::CONFLICT,
             _ => StatusCode::SERVICE_UNAVAILABLE,
         };
-        Self {
+        Self(Box::new(Failure {
             status,
             error,
             nav: None,
-        }
+        }))
     }
 }
 
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
-        let title = match self.status {
+        let Failure { status, error, nav } = *self.0;
+        let title = match status {
             StatusCode::UNAUTHORIZED => "Sign in first",
             StatusCode::FORBIDDEN => "Not allowed",
             StatusCode::NOT_FOUND => "Not found",
@@ -177,17 +184,17 @@ impl IntoResponse for PageError {
             StatusCode::BAD_REQUEST => "Check the form",
             _ => "Unavailable",
         };
-        let problems = match &self.error {
+        let problems = match &error {
             ControlError::Invalid(p) => p.clone(),
             _ => Vec::new(),
         };
         let page = ErrorPage {
-            nav: self.nav,
+            nav,
             title: title.into(),
-            message: self.error.to_string(),
+            message: error.to_string(),
             problems,
         };
-        (self.status, render(&page)).into_response()
+        (status, render(&page)).into_response()
     }
 }
 

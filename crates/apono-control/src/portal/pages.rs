@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use apono_core::{CredentialStatus, GrantStatus, RequestStatus};
 use askama::Template;
+use axum::Json;
 use axum::extract::{Form, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
@@ -136,7 +136,10 @@ impl From<&AccessSession> for SessionRow {
             request_id: s.request_id.clone(),
             status: s.status.to_string(),
             grantee: s.grantee.clone(),
-            resource: format!("{} / {} / {}", s.integration, s.resource_type, s.resource_id),
+            resource: format!(
+                "{} / {} / {}",
+                s.integration, s.resource_type, s.resource_id
+            ),
             permission: s.permission.clone(),
             account: s.account_name.clone(),
             time_left,
@@ -164,7 +167,7 @@ pub(crate) async fn home(State(plane): Plane, viewer: Viewer) -> PageResult {
     let nav = viewer.nav.clone();
     let run = async {
         let mut requests = plane.requests(&viewer.user, RequestScope::Mine).await?;
-        requests.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        requests.sort_by_key(|r| std::cmp::Reverse(r.created_at));
         let mut sessions = plane.sessions(&viewer.user, false).await?;
         sessions.sort_by(|a, b| b.id.cmp(&a.id));
         Ok::<_, ControlError>(HomePage {
@@ -207,9 +210,7 @@ impl FieldProblems {
                 | ProblemCode::UnknownResource
                 | ProblemCode::TooManyResources
                 | ProblemCode::DuplicateResource => &mut out.resources,
-                ProblemCode::UnknownPermission | ProblemCode::NoMatchingFlow => {
-                    &mut out.permission
-                }
+                ProblemCode::UnknownPermission | ProblemCode::NoMatchingFlow => &mut out.permission,
                 ProblemCode::InvalidDuration | ProblemCode::DurationOverMax => &mut out.duration,
                 ProblemCode::JustificationRequired | ProblemCode::JustificationTooLong => {
                     &mut out.justification
@@ -339,16 +340,24 @@ fn new_request_of(fields: &Fields) -> NewRequest {
 }
 
 /// `POST /ui/requests/new`: a dry run first; its problems are shown next to the fields.
-pub(crate) async fn create_request(State(plane): Plane, viewer: Viewer, form: RawForm) -> PageResult {
+pub(crate) async fn create_request(
+    State(plane): Plane,
+    viewer: Viewer,
+    form: RawForm,
+) -> PageResult {
     let fields = viewer.checked(form)?;
     let new = new_request_of(&fields);
     let nav = viewer.nav.clone();
     let run = async {
         let check = plane.dry_run(&viewer.user, &new).await?;
         if !check.allowed {
-            let page =
-                new_request_page(&plane, &viewer.nav, new.clone(), FieldProblems::from(&check.problems))
-                    .await?;
+            let page = new_request_page(
+                &plane,
+                &viewer.nav,
+                new.clone(),
+                FieldProblems::from(&check.problems),
+            )
+            .await?;
             return Ok((StatusCode::BAD_REQUEST, render(&page)).into_response());
         }
         let created = plane.create_request(&viewer.user, &new).await?;
@@ -431,7 +440,12 @@ fn back_to_request(id: &str) -> Response {
 }
 
 /// `POST /ui/requests/{id}/approve`, with an optional reason.
-pub(crate) async fn approve(State(plane): Plane, viewer: Viewer, Id(id): Id, form: RawForm) -> PageResult {
+pub(crate) async fn approve(
+    State(plane): Plane,
+    viewer: Viewer,
+    Id(id): Id,
+    form: RawForm,
+) -> PageResult {
     let fields = viewer.checked(form)?;
     let reason = optional(fields.get("reason"));
     plane
@@ -442,11 +456,18 @@ pub(crate) async fn approve(State(plane): Plane, viewer: Viewer, Id(id): Id, for
 }
 
 /// `POST /ui/requests/{id}/reject`, with a reason (required).
-pub(crate) async fn reject(State(plane): Plane, viewer: Viewer, Id(id): Id, form: RawForm) -> PageResult {
+pub(crate) async fn reject(
+    State(plane): Plane,
+    viewer: Viewer,
+    Id(id): Id,
+    form: RawForm,
+) -> PageResult {
     let fields = viewer.checked(form)?;
     let reason = fields.get("reason");
     let result = if reason.is_empty() {
-        Err(ControlError::Invalid(vec!["a rejection needs a reason".into()]))
+        Err(ControlError::Invalid(vec![
+            "a rejection needs a reason".into(),
+        ]))
     } else {
         plane.reject(&viewer.user, &id, reason).await
     };
@@ -455,7 +476,12 @@ pub(crate) async fn reject(State(plane): Plane, viewer: Viewer, Id(id): Id, form
 }
 
 /// `POST /ui/requests/{id}/revoke`: revoke early (withdraw while pending).
-pub(crate) async fn revoke(State(plane): Plane, viewer: Viewer, Id(id): Id, form: RawForm) -> PageResult {
+pub(crate) async fn revoke(
+    State(plane): Plane,
+    viewer: Viewer,
+    Id(id): Id,
+    form: RawForm,
+) -> PageResult {
     viewer.checked(form)?;
     plane
         .revoke(&viewer.user, &id)
@@ -526,7 +552,12 @@ pub(crate) async fn session(State(plane): Plane, viewer: Viewer, Id(id): Id) -> 
 
 /// `POST /ui/sessions/{id}/reveal`: the access details, the one-time credentials included the
 /// first time (the same one-time event as `apono access use`); masked ever after.
-pub(crate) async fn reveal(State(plane): Plane, viewer: Viewer, Id(id): Id, form: RawForm) -> PageResult {
+pub(crate) async fn reveal(
+    State(plane): Plane,
+    viewer: Viewer,
+    Id(id): Id,
+    form: RawForm,
+) -> PageResult {
     viewer.checked(form)?;
     let run = async {
         let details = plane.access_details(&viewer.user, &id).await?;
@@ -554,7 +585,9 @@ pub(crate) async fn reveal(State(plane): Plane, viewer: Viewer, Id(id): Id, form
         page.cli = details["cli"].as_str().unwrap_or_default().to_owned();
         Ok::<_, ControlError>(page)
     };
-    let page = run.await.map_err(|e| PageError::from(e).with_nav(&viewer.nav))?;
+    let page = run
+        .await
+        .map_err(|e| PageError::from(e).with_nav(&viewer.nav))?;
     Ok(render(&page))
 }
 
@@ -609,7 +642,7 @@ pub(crate) async fn admin_requests(State(plane): Plane, viewer: Viewer) -> PageR
         .requests(&viewer.user, RequestScope::All)
         .await
         .map_err(|e| PageError::from(e).with_nav(&viewer.nav))?;
-    requests.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    requests.sort_by_key(|r| std::cmp::Reverse(r.created_at));
     Ok(render(&AdminRequestsPage {
         nav: Some(viewer.nav.clone()),
         requests: requests.iter().map(RequestRow::from).collect(),

@@ -146,16 +146,15 @@ impl FromRequestParts<Arc<ControlPlane>> for Viewer {
         if changing && !same_origin(&parts.headers) {
             return Err(cross_site().into_response());
         }
-        let signed_in = match cookie(&parts.headers, cookie_name(plane))
-            .and_then(|v| v.split_once('.'))
-        {
-            Some((session, token)) => plane
-                .authenticate(token)
-                .await
-                .ok()
-                .map(|user| (session.to_owned(), user)),
-            None => None,
-        };
+        let signed_in =
+            match cookie(&parts.headers, cookie_name(plane)).and_then(|v| v.split_once('.')) {
+                Some((session, token)) => plane
+                    .authenticate(token)
+                    .await
+                    .ok()
+                    .map(|user| (session.to_owned(), user)),
+                None => None,
+            };
         let Some((session, user)) = signed_in else {
             return Err(if changing {
                 PageError::from(ControlError::Unauthenticated).into_response()
@@ -200,7 +199,10 @@ impl Fields {
 
 impl Viewer {
     /// The form's fields once its `csrf` field is this session's form token.
-    pub(crate) fn checked(&self, Form(fields): Form<Vec<(String, String)>>) -> Result<Fields, PageError> {
+    pub(crate) fn checked(
+        &self,
+        Form(fields): Form<Vec<(String, String)>>,
+    ) -> Result<Fields, PageError> {
         let fields = Fields(fields);
         if tokens_match(fields.get("csrf"), &self.nav.csrf) {
             Ok(fields)
@@ -259,7 +261,11 @@ struct SignInPage {
 }
 
 /// The sign-in form, with a fresh nonce in a cookie and its HMAC in the form.
-async fn sign_in_form(plane: &ControlPlane, status: StatusCode, error: Option<String>) -> PageResult {
+async fn sign_in_form(
+    plane: &ControlPlane,
+    status: StatusCode,
+    error: Option<String>,
+) -> PageResult {
     let nonce = data_encoding::HEXLOWER.encode(&rand::random::<[u8; 16]>());
     let keys = plane.keys().await?;
     let page = SignInPage {
@@ -318,7 +324,9 @@ pub(crate) async fn sign_out(
     form: Form<Vec<(String, String)>>,
 ) -> PageResult {
     viewer.checked(form)?;
-    plane.revoke_token(Some(&viewer.user), &viewer.session).await?;
+    plane
+        .revoke_token(Some(&viewer.user), &viewer.session)
+        .await?;
     let mut response = Redirect::to("/ui/sign-in").into_response();
     response.headers_mut().append(
         header::SET_COOKIE,
