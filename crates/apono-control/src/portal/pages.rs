@@ -24,15 +24,11 @@ use crate::plane::{ControlPlane, RequestScope};
 type Plane = State<Arc<ControlPlane>>;
 type RawForm = Form<Vec<(String, String)>>;
 
-/// `5m 3s`, `2h 10m`, `3d 4h`.
+/// `5m3s`, `2h10m` (`0s` for a time already past).
 fn span(seconds: i64) -> String {
-    let s = seconds.max(0);
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m {}s", s / 60, s % 60),
-        3600..86_400 => format!("{}h {}m", s / 3600, s % 3600 / 60),
-        _ => format!("{}d {}h", s / 86_400, s % 86_400 / 3600),
-    }
+    apono_core::format_duration(std::time::Duration::from_secs(
+        u64::try_from(seconds).unwrap_or_default(),
+    ))
 }
 
 fn when(t: &DateTime<Utc>) -> String {
@@ -703,33 +699,12 @@ impl AuditFilter {
                 q.push((k, v.clone()));
             }
         }
-        serde_urlencoded_query(&q)
+        serde_urlencoded::to_string(&q).unwrap_or_default()
     }
 
     fn limit(&self) -> i64 {
         self.limit.unwrap_or(500).clamp(1, 100_000)
     }
-}
-
-fn serde_urlencoded_query(pairs: &[(&str, String)]) -> String {
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{k}={}", percent(v)))
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-/// Percent-encodes everything but unreserved characters.
-fn percent(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 /// The records the filters select: `subject` in the store's query, the others on the page
@@ -832,11 +807,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn spans_and_percent() {
-        assert_eq!(span(59), "59s");
-        assert_eq!(span(303), "5m 3s");
-        assert_eq!(span(7800), "2h 10m");
+    fn spans_and_export_links() {
+        assert_eq!(span(303), "5m3s");
         assert_eq!(span(-5), "0s");
-        assert_eq!(percent("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
+        let filter = AuditFilter {
+            subject: "req_1&x=y".into(),
+            ..AuditFilter::default()
+        };
+        assert_eq!(filter.query(), "after=0&limit=500&subject=req_1%26x%3Dy");
     }
 }
