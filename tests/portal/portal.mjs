@@ -2,7 +2,7 @@
 // tests/portal.rs against a running apono-connector and the test kit's sshd:
 // alice requests, bob approves from his inbox, alice's page turns Active by itself (live
 // status), alice reveals the key once (coming back shows it masked) and the Rust side logs in
-// to sshd with it, alice revokes early; a missing, wrong or cross-site form token is refused,
+// to sshd with it, alice resets the credentials and reveals the new key, alice revokes early; a missing, wrong or cross-site form token is refused,
 // a wrong token is refused at sign-in, alice cannot open bob's pages, carol (admin) sees every
 // request, the revoke failures and the audit log with its JSON-lines export. Screenshots of
 // every page go to $OUT/screenshots.
@@ -66,6 +66,19 @@ async function labelled(page, what) {
       .filter((el) => !el.closest("[hidden]") && el.labels.length === 0)
       .map((el) => el.id || el.name));
   check(unlabelled.length === 0, `${what}: controls without a label: ${unlabelled}`);
+}
+
+// Hands a key to tests/portal.rs (OUT/NAME, then OUT/NAME.ready) and waits for its verdict
+// on an SSH login with it (OUT/NAME.result).
+async function sshLogin(name, key) {
+  if (key !== undefined) writeFileSync(join(OUT, name), key.endsWith("\n") ? key : key + "\n", { mode: 0o600 });
+  writeFileSync(join(OUT, `${name}.ready`), "");
+  const result = join(OUT, `${name}.result`);
+  for (let i = 0; !existsSync(result); i++) {
+    check(i < 600, `no ssh result for ${name} from the test within 60 s`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  check(readFileSync(result, "utf8").trim() === "ok", `ssh login with ${name} succeeded`);
 }
 
 async function formToken(page) {
@@ -198,12 +211,18 @@ try {
   await shot(a, "session-masked");
 
   step("the test logs in to sshd with the revealed key");
-  const result = join(OUT, "ssh-result");
-  for (let i = 0; !existsSync(result); i++) {
-    check(i < 600, "no ssh result from the test within 60 s");
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  check(readFileSync(result, "utf8").trim() === "ok", "ssh login with the revealed key succeeded");
+  await sshLogin("key");
+
+  step("alice resets the credentials; the session page offers a new reveal by itself");
+  await a.goto(sessionUrl);
+  await a.getByRole("button", { name: "Reset credentials" }).click();
+  await a.waitForURL(sessionUrl);
+  await a.getByRole("button", { name: "Reveal credentials" }).waitFor({ timeout: 60000 });
+  await a.getByRole("button", { name: "Reveal credentials" }).click();
+  const fresh = await a.locator("textarea[data-credential=private_key]").inputValue();
+  check(fresh.includes("PRIVATE KEY") && fresh !== key, "the reset issued a different key");
+  step("the test logs in to sshd with the new key");
+  await sshLogin("key2", fresh);
 
   // ---------------------------------------------------------------- bob's pages
   step("alice cannot open bob's pages");

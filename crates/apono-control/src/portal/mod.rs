@@ -58,6 +58,7 @@ pub(crate) fn router(max_body_bytes: usize) -> Router<Arc<ControlPlane>> {
         .route("/ui/requests/{id}/revoke", post(pages::revoke))
         .route("/ui/requests/{id}/watch", get(pages::watch_request))
         .route("/ui/sessions/{id}", get(pages::session))
+        .route("/ui/sessions/{id}/watch", get(pages::watch_session))
         .route("/ui/sessions/{id}/reveal", post(pages::reveal))
         .route(
             "/ui/sessions/{id}/reset-credentials",

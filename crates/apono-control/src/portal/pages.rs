@@ -507,6 +507,7 @@ pub(crate) async fn watch_request(
 struct SessionPage {
     nav: Option<Nav>,
     s: SessionRow,
+    version: String,
     mine: bool,
     active: bool,
     unseen: bool,
@@ -533,6 +534,7 @@ async fn session_page(
         note: String::new(),
         instructions: String::new(),
         cli: String::new(),
+        version: crate::watch::version_of(&s),
         s: SessionRow::from(&s),
     })
 }
@@ -600,6 +602,20 @@ pub(crate) async fn reset_credentials(
         .await
         .map_err(|e| PageError::from(e).with_nav(&viewer.nav))?;
     Ok(Redirect::to(&format!("/ui/sessions/{id}")).into_response())
+}
+
+/// `GET /ui/sessions/{id}/watch?after=VERSION&wait=SECONDS`: the script's long poll of a
+/// session page.
+pub(crate) async fn watch_session(
+    State(plane): Plane,
+    viewer: Viewer,
+    Id(id): Id,
+    QueryOf(q): QueryOf<WatchQuery>,
+) -> Result<Response, PageError> {
+    let v = plane
+        .watch_session(&viewer.user, &id, q.after.as_deref(), q.wait())
+        .await?;
+    Ok(answer(v))
 }
 
 // ---------------------------------------------------------------- approvers
