@@ -215,7 +215,38 @@ async fn portal_loop_in_headless_chromium() -> Result<()> {
             "{name} still logs in after the revoke"
         );
     }
-    connector.wait_ready(Duration::from_secs(5))?;
+
+    // A long poll in flight does not hold up a graceful stop: SIGTERM answers it at once.
+    let watch = format!("{base}/api/v1/access-requests/{bob_request_id}/watch");
+    let first = client.get(&watch).bearer_auth(bob).send().await?;
+    let version = first
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .context("the watch answers an ETag")?
+        .trim_matches('"')
+        .to_owned();
+    let pending = tokio::spawn(
+        client
+            .get(format!("{watch}?wait=60&after={version}"))
+            .bearer_auth(bob)
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ensure!(!pending.is_finished(), "the watch did not wait");
+    let stopping = Instant::now();
+    let exit = connector.terminate()?;
+    ensure!(
+        exit.success() && stopping.elapsed() < Duration::from_secs(5),
+        "SIGTERM with a long poll in flight: {exit} after {:?}",
+        stopping.elapsed()
+    );
+    let answer = pending.await??;
+    ensure!(
+        answer.status() == 200,
+        "the long poll was answered {}",
+        answer.status()
+    );
     Ok(())
 }
 
