@@ -50,12 +50,13 @@ async function live(main) {
     try {
       const url = main.dataset.watch + "?wait=25&after=" + encodeURIComponent(version);
       const response = await fetch(url, { credentials: "same-origin", cache: "no-store", signal: stop.signal });
-      if (!response.ok) {
+      const next = (response.headers.get("ETag") || "").replace(/"/g, "");
+      if (!response.ok || response.redirected || !next) {
+        // Signed out meanwhile (redirected to the sign-in page), or gone: stop asking.
         if (note) note.textContent = "(live updates stopped)";
         return;
       }
-      const next = (response.headers.get("ETag") || "").replace(/"/g, "");
-      if (next && next !== version && !stop.signal.aborted) {
+      if (next !== version && !stop.signal.aborted) {
         window.location.reload();
         return;
       }
