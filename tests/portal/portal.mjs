@@ -140,6 +140,15 @@ try {
   await a.locator("#duration-problems li").waitFor({ state: "detached" });
   await a.locator("#justification-problems li").waitFor({ state: "detached" });
   await a.getByText("needs approval").waitFor();
+  // The keyboard walks the form in reading order.
+  await a.locator("#integration").focus();
+  const order = [];
+  for (let i = 0; i < 6; i++) {
+    await a.keyboard.press("Tab");
+    order.push(await a.evaluate(() => document.activeElement.id || document.activeElement.textContent.trim()));
+  }
+  check(order.join(",") === "resource_type,resource-1,permission,duration,justification,Request access",
+    `focus order of the request form: ${order}`);
   await a.getByRole("button", { name: "Request access" }).click();
   await a.waitForURL(/\/ui\/requests\/req_/);
   const requestUrl = a.url();
