@@ -251,6 +251,29 @@ try {
   await a.locator("#request-status", { hasText: "Revoked" }).waitFor({ timeout: 60000 });
   await shot(a, "request-revoked");
 
+  // ---------------------------------------------------------------- a rejection
+  step("bob rejects a second request; a rejection needs a reason");
+  await a.goto("/ui/requests/new");
+  await a.getByLabel("Integration").selectOption("servers");
+  await a.getByLabel("Resource type").selectOption("ssh-server");
+  await a.getByLabel(/web-1/).check();
+  await a.getByLabel("Permission").selectOption("Default");
+  await a.getByLabel("Justification").fill("one more look");
+  await a.getByRole("button", { name: "Request access" }).click();
+  await a.waitForURL(/\/ui\/requests\/req_/);
+  const secondId = a.url().split("/").pop();
+  await b.goto("/ui/inbox");
+  const second = b.locator("article", { has: b.locator(`a[href="/ui/requests/${secondId}"]`) });
+  await second.waitFor();
+  const noReason = await b.request.post(`/ui/requests/${secondId}/reject`, { form: { csrf: await formToken(b), reason: " " }, maxRedirects: 0 });
+  check(noReason.status() === 400, `a rejection without a reason: 400, not ${noReason.status()}`);
+  await second.getByLabel("Reason (required)").fill("not during the freeze");
+  await second.getByRole("button", { name: "Reject" }).click();
+  await b.waitForURL(`${BASE}/ui/requests/${secondId}`);
+  await a.locator("#request-status", { hasText: "Rejected" }).waitFor({ timeout: 60000 });
+  await a.getByText("not during the freeze").waitFor();
+  check((await a.locator("#approval-progress").innerText()).includes("rejected by bob@example.com"), "the rejecter is shown");
+
   // ---------------------------------------------------------------- a phone
   step("a phone-sized screen");
   {
