@@ -75,7 +75,8 @@ fn progress(r: &AccessRequest) -> String {
         _ => match &r.decided_by {
             Some(by) if r.status == RequestStatus::Rejected => format!("rejected by {by}"),
             Some(by) => format!("approved by {by}"),
-            None if r.flow.is_empty() => String::new(),
+            // Withdrawn while pending: never decided.
+            None if r.session_ids.is_empty() => String::new(),
             None => "approved automatically".into(),
         },
     }
