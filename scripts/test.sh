@@ -30,6 +30,8 @@ command -v runc >/dev/null || missing+=(runc)
 command -v newuidmap >/dev/null || missing+=(uidmap)
 command -v slirp4netns >/dev/null || missing+=(slirp4netns)
 command -v npm >/dev/null || missing+=(npm)
+# tests/portal.rs drives the web portal in Debian's headless Chromium.
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v openssl >/dev/null || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   step "installing ${missing[*]}"
@@ -54,6 +56,17 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 export PATH="$ROOT/.venv/bin:$PATH"
+
+# ---------------------------------------------------------------- node tools
+step "installing playwright-core for the portal tests (tests/portal, npm ci)"
+# Pinned by tests/portal/package-lock.json, project-local; it drives /usr/bin/chromium and
+# downloads no browser of its own.
+stamp=tests/portal/node_modules/.package-lock.sha256
+want=$(sha256sum tests/portal/package-lock.json | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  (cd tests/portal && npm ci --no-audit --no-fund --silent)
+  echo "$want" > "$stamp"
+fi
 
 # ---------------------------------------------------------------- rust tools
 step "checking Rust tools"

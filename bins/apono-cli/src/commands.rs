@@ -22,6 +22,7 @@ use crate::cli::{
 use crate::context::{Context, Explain, fail, usage};
 use crate::output::{emit, line, table, time, time_left};
 
+/// How often a wait polls a connector that has no watch endpoint (the CLI long-polls otherwise).
 const POLL: Duration = Duration::from_millis(300);
 
 pub(crate) async fn run(ctx: &Context, command: Command) -> anyhow::Result<()> {
@@ -763,19 +764,17 @@ async fn access(ctx: &Context, cmd: AccessCommand) -> anyhow::Result<()> {
             let session = client.reset_credentials(&session_id).await.explained()?;
             let _ = cache.remove(&session.id);
             // The connector issues the credentials in the background; wait for them briefly.
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            loop {
-                let s = client.session(&session_id).await.explained()?;
-                if s.credential_status.as_deref() == Some("new") {
-                    break;
-                }
-                if std::time::Instant::now() > deadline {
-                    eprintln!(
-                        "fresh credentials requested; they are not issued yet: run apono access use {session_id} in a moment"
-                    );
-                    return Ok(());
-                }
-                tokio::time::sleep(POLL).await;
+            let issued = client
+                .wait_for_session(&session_id, Duration::from_secs(30), POLL, |s| {
+                    s.credential_status.as_deref() == Some("new")
+                })
+                .await
+                .explained()?;
+            if issued.is_none() {
+                eprintln!(
+                    "fresh credentials requested; they are not issued yet: run apono access use {session_id} in a moment"
+                );
+                return Ok(());
             }
             eprintln!(
                 "fresh credentials issued: run apono access use {session_id} to see them (once)"

@@ -88,6 +88,7 @@ impl ClientBuilder {
             http,
             base,
             token: self.token,
+            timeout: self.timeout,
         })
     }
 }
@@ -131,13 +132,16 @@ fn display_url(url: &Url) -> String {
 
 /// The typed client of one connector, authenticated with a personal token.
 ///
-/// Cheap to clone; every method is one HTTP call except the `wait_*` helpers, which poll.
+/// Cheap to clone; every method is one HTTP call except the `wait_*` helpers, which long-poll
+/// the connector's watch endpoints.
 /// The token never appears in `Debug` output, logs or errors.
 #[derive(Clone, Debug)]
 pub struct Client {
     http: reqwest::Client,
     base: Url,
     token: SecretString,
+    /// The deadline of one call: a watch waits less than that on the connector.
+    timeout: Duration,
 }
 
 impl Client {
@@ -164,7 +168,6 @@ impl Client {
         display_url(&self.base)
     }
 
-    #[tracing::instrument(skip_all, fields(%method, %path))]
     async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
@@ -172,6 +175,25 @@ impl Client {
         query: &[(&str, String)],
         body: Option<serde_json::Value>,
     ) -> Result<T, ClientError> {
+        match self.call_versioned(method, path, query, body).await? {
+            Answer::Found(value, _) => Ok(value),
+            Answer::NoSuchRoute => Err(ClientError::Malformed {
+                url: self.url(),
+                what: "HTTP 404 without an API error body".into(),
+            }),
+        }
+    }
+
+    /// One call; a success comes with its `ETag` (unquoted), and a 404 without the API's error
+    /// body (a route this connector does not have) is told apart from a missing object.
+    #[tracing::instrument(skip_all, fields(%method, %path))]
+    async fn call_versioned<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<serde_json::Value>,
+    ) -> Result<Answer<T>, ClientError> {
         let mut url = self
             .base
             .join(path)
@@ -192,17 +214,29 @@ impl Client {
         }
         let response = req.send().await.map_err(|e| self.transport(e))?;
         let status = response.status();
+        let version = response
+            .headers()
+            .get(reqwest::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim_matches('"').to_owned());
         let bytes = response.bytes().await.map_err(|e| self.transport(e))?;
         tracing::debug!(status = status.as_u16(), bytes = bytes.len(), "answer");
+        if status == StatusCode::NOT_FOUND
+            && serde_json::from_slice::<serde_json::Value>(&bytes).is_err()
+        {
+            return Ok(Answer::NoSuchRoute);
+        }
         if status.is_success() {
-            return serde_json::from_slice(&bytes).map_err(|e| ClientError::Malformed {
-                url: self.url(),
-                what: if serde_json::from_slice::<serde_json::Value>(&bytes).is_ok() {
-                    format!("{path}: {}", sanitize(&e.to_string(), 200))
-                } else {
-                    format!("{path}: the body is not JSON (HTTP {})", status.as_u16())
-                },
-            });
+            return serde_json::from_slice(&bytes)
+                .map(|value| Answer::Found(value, version))
+                .map_err(|e| ClientError::Malformed {
+                    url: self.url(),
+                    what: if serde_json::from_slice::<serde_json::Value>(&bytes).is_ok() {
+                        format!("{path}: {}", sanitize(&e.to_string(), 200))
+                    } else {
+                        format!("{path}: the body is not JSON (HTTP {})", status.as_u16())
+                    },
+                });
         }
         Err(self.http_error(status, &bytes))
     }
@@ -468,8 +502,10 @@ impl Client {
         .await
     }
 
-    /// Polls request `id` every `poll` until `done` holds, calling `on_update` with every
-    /// answer. Fails with [`ClientError::WaitTimeout`] after `timeout`.
+    /// Waits until `done` holds for request `id`, calling `on_update` with every state seen.
+    /// Each change is heard as it is committed: the client long-polls the connector's watch
+    /// endpoint (`GET …/{id}/watch`). A connector without it is polled every `poll`. Fails with
+    /// [`ClientError::WaitTimeout`] after `timeout`.
     pub async fn wait_for_request(
         &self,
         id: &str,
@@ -479,8 +515,10 @@ impl Client {
         mut on_update: impl FnMut(&AccessRequest),
     ) -> Result<AccessRequest, ClientError> {
         let start = Instant::now();
+        let mut watch = Watch::new(format!("api/v1/access-requests/{}", segment(id)?), poll);
         loop {
-            let request = self.request(id).await?;
+            let left = timeout.saturating_sub(start.elapsed());
+            let request: AccessRequest = watch.next(self, left).await?;
             on_update(&request);
             if done(&request) {
                 return Ok(request);
@@ -492,8 +530,102 @@ impl Client {
                     waited_seconds: start.elapsed().as_secs(),
                 });
             }
-            tokio::time::sleep(poll.min(timeout.saturating_sub(start.elapsed()))).await;
         }
+    }
+
+    /// Waits until `done` holds for session `id` (as [`Client::wait_for_request`]); `None`
+    /// after `timeout` without it.
+    pub async fn wait_for_session(
+        &self,
+        id: &str,
+        timeout: Duration,
+        poll: Duration,
+        mut done: impl FnMut(&AccessSession) -> bool,
+    ) -> Result<Option<AccessSession>, ClientError> {
+        let start = Instant::now();
+        let mut watch = Watch::new(format!("api/v1/access-sessions/{}", segment(id)?), poll);
+        loop {
+            let left = timeout.saturating_sub(start.elapsed());
+            let session: AccessSession = watch.next(self, left).await?;
+            if done(&session) {
+                return Ok(Some(session));
+            }
+            if start.elapsed() >= timeout {
+                return Ok(None);
+            }
+        }
+    }
+}
+
+/// The longest one watch call asks the connector to wait (the connector's own limit).
+const MAX_WATCH: Duration = Duration::from_secs(60);
+
+/// What one watch call leaves of the call's deadline for the answer to travel.
+const WATCH_MARGIN: Duration = Duration::from_secs(5);
+
+/// An answer: the object with its version, or a route the connector does not have.
+enum Answer<T> {
+    Found(T, Option<String>),
+    NoSuchRoute,
+}
+
+/// The state of one wait: the object's path, the version last seen, and whether the connector
+/// has the watch endpoint.
+struct Watch {
+    path: String,
+    version: Option<String>,
+    first: bool,
+    supported: bool,
+    poll: Duration,
+}
+
+impl Watch {
+    fn new(path: String, poll: Duration) -> Self {
+        Self {
+            path,
+            version: None,
+            first: true,
+            supported: true,
+            poll,
+        }
+    }
+
+    /// The next state: at once the first time, then the next change (or the unchanged state
+    /// once `left` is spent).
+    async fn next<T: DeserializeOwned>(
+        &mut self,
+        client: &Client,
+        left: Duration,
+    ) -> Result<T, ClientError> {
+        let first = std::mem::replace(&mut self.first, false);
+        if self.supported {
+            let wait = left
+                .min(client.timeout.saturating_sub(WATCH_MARGIN))
+                .min(MAX_WATCH)
+                .as_secs();
+            if !first && wait == 0 {
+                // Less than a second left (or a short call deadline): a short pause, then a look.
+                tokio::time::sleep(self.poll.min(left)).await;
+            }
+            let mut query = vec![("wait", if first { 0 } else { wait }.to_string())];
+            if let Some(version) = &self.version {
+                query.push(("after", version.clone()));
+            }
+            let path = format!("{}/watch", self.path);
+            match client
+                .call_versioned(Method::GET, &path, &query, None)
+                .await?
+            {
+                Answer::Found(value, version) => {
+                    self.version = version;
+                    return Ok(value);
+                }
+                Answer::NoSuchRoute => self.supported = false,
+            }
+        } else if !first {
+            tokio::time::sleep(self.poll.min(left)).await;
+        }
+        client.get(&self.path, &[]).await
     }
 }
 

@@ -40,6 +40,7 @@ pub struct Keys {
     id: String,
     sealing: SecretBox<[u8; 32]>,
     audit: SecretBox<[u8; 32]>,
+    forms: SecretBox<[u8; 32]>,
 }
 
 impl fmt::Debug for Keys {
@@ -65,15 +66,18 @@ impl Keys {
         let hkdf = hkdf::Hkdf::<Sha256>::new(Some(b"apono-connector"), master);
         let mut sealing = Box::new([0u8; 32]);
         let mut audit = Box::new([0u8; 32]);
+        let mut forms = Box::new([0u8; 32]);
         let mut id = Zeroizing::new([0u8; 8]);
         // 32 and 8 bytes are far below HKDF-SHA-256's limit: the expansions cannot fail.
         let _ = hkdf.expand(b"sealing one-time credentials", sealing.as_mut());
         let _ = hkdf.expand(b"audit chain links", audit.as_mut());
+        let _ = hkdf.expand(b"portal form tokens", forms.as_mut());
         let _ = hkdf.expand(b"key id", id.as_mut());
         Self {
             id: data_encoding::HEXLOWER.encode(id.as_ref()),
             sealing: SecretBox::new(sealing),
             audit: SecretBox::new(audit),
+            forms: SecretBox::new(forms),
         }
     }
 
@@ -198,14 +202,25 @@ impl Keys {
     /// The link of an audit record: HMAC-SHA-256 under the audit key over `parts`, each
     /// length-prefixed, as hex.
     pub(crate) fn audit_link(&self, parts: &[&str]) -> String {
-        let mut mac = hmac::Hmac::<Sha256>::new_from_slice(self.audit.expose_secret())
-            .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
-        for part in parts {
-            mac.update(&(part.len() as u64).to_be_bytes());
-            mac.update(part.as_bytes());
-        }
-        data_encoding::HEXLOWER.encode(&mac.finalize().into_bytes())
+        mac(self.audit.expose_secret(), parts)
     }
+
+    /// The portal's form token (CSRF) of a sign-in session: HMAC-SHA-256 under the forms key
+    /// over the session's token id, as hex. Every replica with the same master key agrees.
+    pub(crate) fn form_token(&self, session: &str) -> String {
+        mac(self.forms.expose_secret(), &["portal form", session])
+    }
+}
+
+/// HMAC-SHA-256 under `key` over `parts`, each length-prefixed, as hex.
+fn mac(key: &[u8; 32], parts: &[&str]) -> String {
+    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
+    for part in parts {
+        mac.update(&(part.len() as u64).to_be_bytes());
+        mac.update(part.as_bytes());
+    }
+    data_encoding::HEXLOWER.encode(&mac.finalize().into_bytes())
 }
 
 /// Loads the master key once, on first use, from where the configuration says.

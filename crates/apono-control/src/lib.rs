@@ -35,8 +35,11 @@
 //! * [`audit`]: the audit log, each record linked to the previous one by an HMAC under a key
 //!   derived from the master key ([`Keys`], `connector.master_key`), which also seals one-time
 //!   credentials in the store until they are shown once.
-//! * [`api::router`]: the HTTP API; [`api::serve`] its listener (TLS with certificate reload,
-//!   or plain HTTP on loopback).
+//! * [`api::router`]: the HTTP API and the web portal under `/ui/` (server-rendered pages over
+//!   the same operations; sessions, CSRF tokens and headers in `docs/portal.md`);
+//!   [`api::serve`] its listener (TLS with certificate reload, or plain HTTP on loopback).
+//! * [`watch`]: waiting for a request's or session's next change (the API's watch endpoints,
+//!   [`ControlPlane::watch_request`]), woken by this process's commits.
 //!
 //! # What is proven, against what
 //!
@@ -74,8 +77,10 @@ mod metrics;
 mod model;
 mod plane;
 mod policy;
+mod portal;
 mod refusals;
 mod scheduler;
+pub mod watch;
 
 pub use config::{
     AccessFlow, ApprovalMode, Approvers, Config, ConfigError, ConfigProblem, ConnectorSettings,

@@ -26,6 +26,7 @@ use crate::model::{AccessRequest, AccessSession, ApiToken, CreatedToken, DryRun,
 use crate::policy::{Evaluation, Policy, Route};
 use crate::refusals::Refusals;
 use crate::scheduler::Scheduler;
+use crate::watch::{self, Versioned};
 
 /// Which requests a list shows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize)]
@@ -74,6 +75,8 @@ pub struct ControlPlane {
     naming: AccountNaming,
     token_seen: Mutex<HashMap<String, i64>>,
     refusals: Refusals,
+    /// Fired when the API stops: watches answer at once.
+    closing: CancelSignal,
 }
 
 fn hash_token(token: &str) -> String {
@@ -114,6 +117,7 @@ impl ControlPlane {
             naming: AccountNaming::new(),
             token_seen: Mutex::new(HashMap::new()),
             refusals: Refusals::default(),
+            closing: CancelSignal::new(),
         })
     }
 
@@ -831,5 +835,68 @@ impl ControlPlane {
             .await?;
         self.wake.notify_one();
         Ok(session)
+    }
+
+    // ------------------------------------------------------------------ audit
+
+    /// Audit records after `after` (at most `limit`, clamped to 1..=100000), about `subject`
+    /// only when given; admins only.
+    pub async fn audit_records(
+        &self,
+        user: &User,
+        after: i64,
+        limit: i64,
+        subject: Option<&str>,
+    ) -> Result<Vec<crate::audit::AuditRecord>, ControlError> {
+        if !user.admin {
+            return Err(ControlError::Forbidden(
+                "only admins read the audit log".into(),
+            ));
+        }
+        crate::audit::records(self.store(), after, limit.clamp(1, 100_000), subject).await
+    }
+
+    // ------------------------------------------------------------------ watches
+
+    /// Request `id` once its version differs from `after` (at once without `after`), or after
+    /// `wait` unchanged; visible to whoever may see the request. See [`crate::watch`].
+    pub async fn watch_request(
+        &self,
+        user: &User,
+        id: &str,
+        after: Option<&str>,
+        wait: std::time::Duration,
+    ) -> Result<Versioned<AccessRequest>, ControlError> {
+        let commits = self.store().commits();
+        watch::until_changed(commits, &self.closing, after, wait, || {
+            self.request(user, id)
+        })
+        .await
+    }
+
+    /// Session `id` once its version differs from `after`, as [`ControlPlane::watch_request`].
+    pub async fn watch_session(
+        &self,
+        user: &User,
+        id: &str,
+        after: Option<&str>,
+        wait: std::time::Duration,
+    ) -> Result<Versioned<AccessSession>, ControlError> {
+        let commits = self.store().commits();
+        watch::until_changed(commits, &self.closing, after, wait, || {
+            self.session(user, id)
+        })
+        .await
+    }
+
+    /// Ends every watch now and from now on (the API is stopping: a graceful shutdown does not
+    /// wait for long polls).
+    pub fn close_watches(&self) {
+        self.closing.cancel();
+    }
+
+    /// The keys derived from the master key.
+    pub(crate) async fn keys(&self) -> Result<Arc<crate::keys::Keys>, ControlError> {
+        self.ledger.keys().await
     }
 }

@@ -1,12 +1,15 @@
-//! The HTTP API (axum) under `/api/v1`, plus `/healthz`, `/readyz` and `/metrics`.
+//! The HTTP API (axum) under `/api/v1`, plus `/healthz`, `/readyz`, `/metrics` and the web
+//! portal under `/ui/` (module `portal`).
 //!
 //! * `extract`: the authenticated caller, ids, query strings and bodies, each refused with
 //!   the JSON error shape.
 //! * `routes`: one handler per operation, each a call of one [`ControlPlane`] method.
+//! * `live`: the watch endpoints (long polls for a request's or a session's next change).
 //! * [`openapi`]: the OpenAPI document.
 //! * [`serve`]: the listener, over TLS with certificate reload, or plain HTTP on loopback.
 
 mod extract;
+pub(crate) mod live;
 mod openapi;
 mod routes;
 mod serve;
@@ -20,6 +23,7 @@ use serde_json::json;
 
 use crate::error::ControlError;
 use crate::plane::ControlPlane;
+pub(crate) use extract::{Id, QueryOf};
 pub use openapi::openapi;
 pub use serve::{serve, serve_on};
 
@@ -46,7 +50,8 @@ impl IntoResponse for ControlError {
     }
 }
 
-/// The router of the whole HTTP surface.
+/// The router of the whole HTTP surface: the API, its watch endpoints and the web portal
+/// (`/ui/`).
 pub fn router(plane: Arc<ControlPlane>) -> Router {
     routes::router(plane)
 }

@@ -271,6 +271,23 @@ pub fn openapi() -> serde_json::Value {
         &[BAD_QUERY],
     );
     permissions["parameters"] = integration_param;
+    let watch = |summary: &str, schema: &str, not_found: (&str, &str)| {
+        let mut op = operation(summary, "200", schema_ref(schema), &[BAD_QUERY, not_found]);
+        op["responses"]["200"]["headers"] = json!({ "ETag": { "description": "the answer's version, quoted: pass it (without the quotes) as after", "schema": { "type": "string" } } });
+        op["parameters"] = json!([
+            query_param(
+                "after",
+                json!({ "type": "string", "examples": ["v1-3f1c0a9b7e2d4c55"] }),
+                "the version the client has (the ETag of its last answer); the answer waits until the version differs. Without it the answer is immediate"
+            ),
+            query_param(
+                "wait",
+                json!({ "type": "integer", "minimum": 0, "default": 30 }),
+                "seconds to wait at most for a change (at most 60); the unchanged state is answered then"
+            ),
+        ]);
+        op
+    };
     let metrics = json!({ "summary": "Prometheus metrics", "responses": {
         "200": text("the Prometheus text format"),
         "503": error_response("the database is unavailable") } });
@@ -296,6 +313,7 @@ pub fn openapi() -> serde_json::Value {
             },
             "/api/v1/access-requests/dry-run": { "post": with_body(operation("check a request without creating it", "200", schema_ref("DryRun"), &[BAD_BODY]), "NewRequest", true) },
             "/api/v1/access-requests/{id}": { "parameters": id_param, "get": operation("describe a request", "200", schema_ref("AccessRequest"), &[NO_REQUEST]) },
+            "/api/v1/access-requests/{id}/watch": { "parameters": id_param, "get": watch("wait for the request's next change (long poll): answers when its version differs from after, or after wait seconds unchanged. Changes committed by this connector are answered within milliseconds, those of another replica within a second", "AccessRequest", NO_REQUEST) },
             "/api/v1/access-requests/{id}/approve": { "parameters": id_param, "post": decided(
                 "approve; the body is optional, its reason is recorded in the request and the audit log. Under an all_of flow an approval that leaves entries unmet answers 200 with the request still Pending (see awaiting)",
                 "Approval", false,
@@ -308,6 +326,7 @@ pub fn openapi() -> serde_json::Value {
             "/api/v1/access-requests/{id}/revoke": { "parameters": id_param, "post": operation("revoke early (the requester or an admin); a Pending request is withdrawn", "200", schema_ref("AccessRequest"), &[("403", "neither the requester nor an admin"), NO_REQUEST]) },
             "/api/v1/access-sessions": { "get": list_sessions },
             "/api/v1/access-sessions/{id}": { "parameters": id_param, "get": operation("describe a session", "200", schema_ref("AccessSession"), &[NO_SESSION]) },
+            "/api/v1/access-sessions/{id}/watch": { "parameters": id_param, "get": watch("wait for the session's next change (long poll), as the request's watch", "AccessSession", NO_SESSION) },
             "/api/v1/access-sessions/{id}/access-details": { "parameters": id_param, "get": operation("access details (the grantee only); one-time credentials shown once", "200", schema_ref("AccessDetails"), &[("403", "not the grantee"), NO_SESSION, ("409", "the session is not Active")]) },
             "/api/v1/access-sessions/{id}/reset-credentials": { "parameters": id_param, "post": operation("issue fresh credentials (run by the scheduler at once)", "202", schema_ref("AccessSession"), &[NO_SESSION, ("409", "the session is not Active")]) },
             "/api/v1/tokens": { "get": list_tokens },

@@ -61,6 +61,13 @@ pub async fn serve_on(
             address: c.listen.clone(),
             source,
         })?;
+    // Long polls (watches) answer at once when the API stops, so the drain does not wait.
+    let watches = Arc::downgrade(&plane);
+    let stopping = shutdown.clone();
+    tokio::spawn(async move {
+        stopping.cancelled().await;
+        watches.upgrade().inspect(|p| p.close_watches());
+    });
     let router = super::router(plane);
     let Some((cert, key)) = tls_files(&c)? else {
         tracing::warn!(listen = %local, "apono-connector listening on plain HTTP: API traffic, bearer tokens and credentials included, is unencrypted (set connector.tls_cert and tls_key)");

@@ -18,6 +18,9 @@
 //!   wait for the writer).
 //!
 //! On PostgreSQL [`Store::begin`] is a plain `BEGIN`; row locks order concurrent writers.
+//!
+//! Each commit of a write transaction bumps a counter that [`Store::commits`] lets tasks of this
+//! process wait on (the API's watch endpoints); commits of other processes are not seen there.
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
@@ -26,7 +29,7 @@ use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{Any, AnyConnection, AnyPool, Executor as _, Transaction};
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 
 use crate::error::ControlError;
 
@@ -195,6 +198,8 @@ pub struct Store {
     backend: Backend,
     /// SQLite only: one write transaction of this process at a time.
     write_gate: Option<Arc<Mutex<()>>>,
+    /// Counts this process's committed write transactions.
+    commits: Arc<watch::Sender<u64>>,
 }
 
 /// How long SQLite waits for another process's write lock before "database is locked".
@@ -208,12 +213,16 @@ const SQLITE_CONNECTIONS: u32 = 4;
 pub(crate) struct WriteTx {
     tx: Transaction<'static, Any>,
     _gate: Option<OwnedMutexGuard<()>>,
+    commits: Arc<watch::Sender<u64>>,
 }
 
 impl WriteTx {
-    /// Commits, then lets the next writer in.
+    /// Commits, then lets the next writer in and wakes the tasks waiting on
+    /// [`Store::commits`].
     pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
-        self.tx.commit().await
+        self.tx.commit().await?;
+        self.commits.send_modify(|n| *n = n.wrapping_add(1));
+        Ok(())
     }
 
     /// Rolls back, then lets the next writer in.
@@ -285,6 +294,7 @@ impl Store {
             pool,
             backend,
             write_gate,
+            commits: Arc::new(watch::Sender::new(0)),
         };
         store.migrate().await?;
         Ok(store)
@@ -310,13 +320,20 @@ impl Store {
                 Ok(WriteTx {
                     tx,
                     _gate: Some(guard),
+                    commits: self.commits.clone(),
                 })
             }
             None => Ok(WriteTx {
                 tx: self.pool.begin().await?,
                 _gate: None,
+                commits: self.commits.clone(),
             }),
         }
+    }
+
+    /// A receiver that sees each commit of a write transaction of this process (a counter).
+    pub(crate) fn commits(&self) -> watch::Receiver<u64> {
+        self.commits.subscribe()
     }
 
     /// Whether the database answers.
