@@ -72,6 +72,7 @@ mod keys;
 mod ledger;
 mod metrics;
 mod model;
+mod notify;
 mod plane;
 mod policy;
 mod refusals;
@@ -90,4 +91,5 @@ pub use model::{
     AccessRequest, AccessSession, ApiToken, ApprovalRoute, ApproverSource, CreatedToken, DryRun,
     NewRequest, Problem, ProblemCode, RequestApproval,
 };
+pub use notify::{ChannelType, Channels, NotificationChannel, SlackOutcome};
 pub use plane::{ControlPlane, NewToken, RequestScope, TokenScope};

@@ -67,6 +67,7 @@
 //! (`from_secret_store` from each), and a scheduled rotation on a libfaketime clock.
 
 mod error;
+mod notify;
 mod stores;
 
 use std::future::Future;
@@ -170,6 +171,16 @@ impl Connector {
                 result
             }
         });
+        let notifications = tokio::spawn({
+            let (plane, shutdown) = (plane.clone(), shutdown.clone());
+            async move {
+                let result = plane.run_notifications(shutdown.clone()).await;
+                if result.is_err() {
+                    shutdown.cancel(); // a delivery worker that fails stops the connector
+                }
+                result
+            }
+        });
         let server = tokio::spawn({
             let (plane, shutdown) = (plane.clone(), shutdown.clone());
             async move {
@@ -183,6 +194,7 @@ impl Connector {
             addr,
             shutdown,
             scheduler,
+            notifications,
             server,
         })
     }
@@ -250,10 +262,11 @@ impl ConnectorBuilder {
             Arc::new(resolver.build()),
             limits,
         ));
+        let channels = notify::channels(&self.config)?;
         let store = Store::open(&c.store_url()).await?;
-        Ok(Connector {
-            plane: ControlPlane::new(store, self.config, executor),
-        })
+        let plane = ControlPlane::new(store, self.config, executor);
+        plane.set_notification_channels(channels);
+        Ok(Connector { plane })
     }
 }
 
@@ -264,6 +277,7 @@ pub struct RunningConnector {
     addr: SocketAddr,
     shutdown: CancelSignal,
     scheduler: JoinHandle<Result<(), ControlError>>,
+    notifications: JoinHandle<Result<(), ControlError>>,
     server: JoinHandle<Result<(), ControlError>>,
 }
 
@@ -290,10 +304,15 @@ impl RunningConnector {
         tracing::info!("shutting down");
         self.shutdown.cancel();
         let scheduler = self.scheduler.await;
+        let notifications = self.notifications.await;
         let server = tokio::time::timeout(API_DRAIN, self.server).await;
         self.plane.store().close().await;
         scheduler.map_err(|source| ServerError::Task {
             task: "scheduler",
+            source,
+        })??;
+        notifications.map_err(|source| ServerError::Task {
+            task: "notifications",
             source,
         })??;
         match server {

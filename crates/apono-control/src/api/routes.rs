@@ -57,6 +57,10 @@ pub(super) fn router(plane: Arc<ControlPlane>) -> Router {
         .route("/api/v1/tokens", get(list_tokens))
         .route("/api/v1/tokens/{id}/revoke", post(revoke_token))
         .route("/api/v1/audit", get(audit_log))
+        .route(
+            "/api/v1/slack/{channel}/interactions",
+            post(slack_interaction),
+        )
         .with_state(plane)
 }
 
@@ -358,4 +362,23 @@ async fn audit_log(
         return Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], text).into_response());
     }
     Ok(Json(records).into_response())
+}
+
+/// A Slack button press (Slack's signature checked instead of a bearer token).
+async fn slack_interaction(
+    State(plane): Plane,
+    Id(channel): Id,
+    headers: axum::http::HeaderMap,
+    Body(body): Body,
+) -> Result<Response, ControlError> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let outcome = plane
+        .slack_interaction(
+            &channel,
+            header(apono_notify::signature::SLACK_TIMESTAMP_HEADER),
+            header(apono_notify::signature::SLACK_SIGNATURE_HEADER),
+            &body,
+        )
+        .await?;
+    Ok(Json(outcome).into_response())
 }
