@@ -101,9 +101,10 @@ impl Deliver for EmailChannel {
                 .tls(Tls::Required(self.tls.clone()))
                 .timeout(Some(self.settings.timeout));
         if let Some(password) = secret.get("password") {
-            let user = secret
-                .get("username")
-                .map_or_else(|| self.from.email.to_string(), |u| u.expose_secret().to_owned());
+            let user = secret.get("username").map_or_else(
+                || self.from.email.to_string(),
+                |u| u.expose_secret().to_owned(),
+            );
             transport =
                 transport.credentials(Credentials::new(user, password.expose_secret().to_owned()));
         }

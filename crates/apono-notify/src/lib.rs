@@ -78,11 +78,17 @@ pub trait Deliver: Send + Sync + fmt::Debug + 'static {
         secret: &SecretValue,
     ) -> Result<(), DeliveryError>;
 
-    /// Replaces a message this channel posted, through the `response_url` Slack gave with a
-    /// button press, by `text`. Only Slack channels can; the others answer
-    /// [`DeliveryError::Unsupported`].
-    async fn replace(&self, response_url: &str, text: &str) -> Result<(), DeliveryError> {
-        let _ = (response_url, text);
+    /// Answers a button press on a message this channel posted, through the `response_url`
+    /// Slack gave with it: `replace` replaces the message (buttons included) by `text`;
+    /// otherwise `text` is shown to the presser alone. Only Slack channels can; the others
+    /// answer [`DeliveryError::Unsupported`].
+    async fn respond(
+        &self,
+        response_url: &str,
+        text: &str,
+        replace: bool,
+    ) -> Result<(), DeliveryError> {
+        let _ = (response_url, text, replace);
         Err(DeliveryError::Unsupported)
     }
 }

@@ -70,14 +70,16 @@ pub fn message(message: &Notification) -> Value {
     json!({ "text": headline, "blocks": blocks })
 }
 
-/// The message that replaces the original once a button press was handled (through its
-/// `response_url`).
-pub fn replacement(text: &str) -> Value {
-    json!({
-        "replace_original": true,
-        "text": escape(text),
-        "blocks": [{ "type": "section", "text": { "type": "mrkdwn", "text": escape(text) } }],
-    })
+/// The answer to a button press, posted to its `response_url`: with `replace`, a message
+/// that replaces the original (its buttons gone); otherwise an ephemeral message to the presser
+/// alone, the original kept for the other approvers.
+pub fn response(text: &str, replace: bool) -> Value {
+    let blocks = json!([{ "type": "section", "text": { "type": "mrkdwn", "text": escape(text) } }]);
+    if replace {
+        json!({ "replace_original": true, "text": escape(text), "blocks": blocks })
+    } else {
+        json!({ "response_type": "ephemeral", "replace_original": false, "text": escape(text), "blocks": blocks })
+    }
 }
 
 /// Which button was pressed.
@@ -189,11 +191,16 @@ mod channel {
             post(self.client.post(url).json(&super::message(message))).await
         }
 
-        async fn replace(&self, response_url: &str, text: &str) -> Result<(), DeliveryError> {
+        async fn respond(
+            &self,
+            response_url: &str,
+            text: &str,
+            replace: bool,
+        ) -> Result<(), DeliveryError> {
             let url: url::Url = response_url
                 .parse()
                 .map_err(|_| DeliveryError::Invalid("response_url is not a URL".into()))?;
-            post(self.client.post(url).json(&super::replacement(text))).await
+            post(self.client.post(url).json(&super::response(text, replace))).await
         }
     }
 }
@@ -227,6 +234,9 @@ mod tests {
 
     #[test]
     fn text_cannot_mention_or_link() {
-        assert_eq!(escape("<!channel> & <http://x|y>"), "&lt;!channel&gt; &amp; &lt;http://x|y&gt;");
+        assert_eq!(
+            escape("<!channel> & <http://x|y>"),
+            "&lt;!channel&gt; &amp; &lt;http://x|y&gt;"
+        );
     }
 }

@@ -46,8 +46,7 @@ fn build(
                 .smtp_ca_file
                 .as_ref()
                 .map(|path| {
-                    std::fs::read(path)
-                        .map_err(|e| format!("smtp_ca_file {}: {e}", path.display()))
+                    std::fs::read(path).map_err(|e| format!("smtp_ca_file {}: {e}", path.display()))
                 })
                 .transpose()?;
             Arc::new(

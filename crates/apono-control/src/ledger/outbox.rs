@@ -226,11 +226,9 @@ impl Ledger {
             .map(
                 |(id, channel, event, subject, occurred_at, attempts, expires_at)| {
                     Ok(Claimed {
-                        event: event
-                            .parse()
-                            .map_err(|e: apono_notify::UnknownEvent| {
-                                ControlError::Corrupt(e.to_string())
-                            })?,
+                        event: event.parse().map_err(|e: apono_notify::UnknownEvent| {
+                            ControlError::Corrupt(e.to_string())
+                        })?,
                         id,
                         channel,
                         subject,

@@ -152,7 +152,12 @@ pub(crate) fn check(channels: &[NotificationChannel], users: &[User]) -> Vec<(St
             }
         }
         let wrong_type = |present: bool, what: &str, only: &str| {
-            present.then(|| (what.to_owned(), format!("applies to type = \"{only}\" only")))
+            present.then(|| {
+                (
+                    what.to_owned(),
+                    format!("applies to type = \"{only}\" only"),
+                )
+            })
         };
         let extras = [
             wrong_type(

@@ -24,8 +24,8 @@ use apono_core::{CancelSignal, SecretValue};
 use apono_notify::{Deliver, Event, Notification, RequestFacts, SessionFacts};
 use tracing::{debug, warn};
 
-pub use config::{ChannelType, NotificationChannel};
 pub(crate) use config::check as check_config;
+pub use config::{ChannelType, NotificationChannel};
 pub use slack::SlackOutcome;
 
 use crate::config::Config;
@@ -210,7 +210,9 @@ impl Worker {
         let Some(request) = self.ledger.request(request_id).await? else {
             return Ok(None);
         };
-        let recipients = self.recipients(claimed.event, &request, session.as_ref()).await?;
+        let recipients = self
+            .recipients(claimed.event, &request, session.as_ref())
+            .await?;
         let mut message = Notification::new(
             claimed.id.clone(),
             claimed.event,

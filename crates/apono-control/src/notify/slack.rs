@@ -10,14 +10,16 @@
 //!    user, so every rule of the API holds (self-approval refused, `all_of` progress, the
 //!    re-check against the configuration), and is audited the same way. A rejection from Slack
 //!    carries the reason "rejected in Slack".
-//! 4. The message is replaced, through the press's `response_url`, by what happened.
+//! 4. Through the press's `response_url`: a decision replaces the message (its buttons gone)
+//!    by what happened; a refusal is shown to the presser alone, the buttons kept for the
+//!    other approvers.
 
 use std::sync::Arc;
 
 use apono_notify::signature::{SignatureError, verify_slack};
 use apono_notify::slack::{Decision, parse_interaction};
-use secrecy::SecretString;
 use secrecy::ExposeSecret;
+use secrecy::SecretString;
 use tracing::warn;
 
 use super::ChannelType;
@@ -143,7 +145,7 @@ impl ControlPlane {
         };
         if let (Some(url), Some(channel)) =
             (&press.response_url, self.notification_channel(channel))
-            && let Err(e) = channel.replace(url, &text).await
+            && let Err(e) = channel.respond(url, &text, outcome != "refused").await
         {
             warn!(error = %apono_core::error_chain(&e), "replacing the Slack message failed");
         }
