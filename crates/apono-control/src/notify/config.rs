@@ -34,9 +34,6 @@ pub enum ChannelType {
     Email,
 }
 
-fn all_events() -> Vec<String> {
-    Event::ALL.iter().map(|e| e.as_str().to_owned()).collect()
-}
 fn default_expiring_before() -> HumanDuration {
     HumanDuration(Duration::from_secs(15 * 60))
 }
@@ -59,8 +56,8 @@ pub struct NotificationChannel {
     /// `webhook`, `slack` or `email`.
     #[serde(rename = "type")]
     pub channel_type: ChannelType,
-    /// The events it carries (default: all).
-    #[serde(default = "all_events")]
+    /// The events it carries (empty, the default: every event).
+    #[serde(default)]
     pub events: Vec<String>,
     /// Where the channel's secret is kept (same shape as an integration's `secret_store`):
     /// `signing_key` (webhook), `webhook_url` and `signing_secret` (Slack), `username` and
@@ -98,8 +95,12 @@ pub struct NotificationChannel {
 }
 
 impl NotificationChannel {
-    /// The events it carries (unknown names are refused by [`check`]).
+    /// The events it carries: those of `events`, or every event when it is empty (unknown
+    /// names are refused when the configuration is read).
     pub fn routed(&self) -> BTreeSet<Event> {
+        if self.events.is_empty() {
+            return Event::ALL.into_iter().collect();
+        }
         self.events.iter().filter_map(|e| e.parse().ok()).collect()
     }
 }
