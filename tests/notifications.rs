@@ -407,34 +407,28 @@ expiring_before = "15s"
         let (status, _) = post_slack(&client, &interactions, &by_bob, ts, signature).await?;
         assert_eq!(status, 401, "a {what} Slack request is refused");
     }
-    let by_alice = press("U0ALICE", "apono.approve", &id, &response_url);
-    let (status, outcome) = post_slack(
-        &client,
-        &interactions,
-        &by_alice,
-        Some(now),
-        Some(slack_signature(now, &by_alice)?),
-    )
-    .await?;
-    assert_eq!(
-        (status, outcome["outcome"].as_str()),
-        (200, Some("refused")),
-        "{outcome}"
-    );
-    let by_eve = press("U0EVE", "apono.approve", &id, &response_url);
-    let (status, outcome) = post_slack(
-        &client,
-        &interactions,
-        &by_eve,
-        Some(now),
-        Some(slack_signature(now, &by_eve)?),
-    )
-    .await?;
-    assert_eq!(
-        (status, outcome["outcome"].as_str()),
-        (200, Some("refused")),
-        "{outcome}"
-    );
+    // Signed as Slack would (by Python's hmac), at `now`.
+    let signed = |user: &'static str| {
+        let (client, interactions, id, response_url) = (
+            client.clone(),
+            interactions.clone(),
+            id.clone(),
+            response_url.clone(),
+        );
+        async move {
+            let body = press(user, "apono.approve", &id, &response_url);
+            let signature = slack_signature(now, &body)?;
+            post_slack(&client, &interactions, &body, Some(now), Some(signature)).await
+        }
+    };
+    for user in ["U0ALICE", "U0EVE"] {
+        let (status, outcome) = signed(user).await?;
+        assert_eq!(
+            (status, outcome["outcome"].as_str()),
+            (200, Some("refused")),
+            "{outcome}"
+        );
+    }
     let still = call(
         &client,
         "GET",
@@ -447,14 +441,7 @@ expiring_before = "15s"
         still["status"], "Pending",
         "no refused press decided anything"
     );
-    let (status, outcome) = post_slack(
-        &client,
-        &interactions,
-        &by_bob,
-        Some(now),
-        Some(slack_signature(now, &by_bob)?),
-    )
-    .await?;
+    let (status, outcome) = signed("U0BOB").await?;
     assert_eq!(
         (status, outcome["outcome"].as_str()),
         (200, Some("approved")),

@@ -135,7 +135,7 @@ impl DeliveryError {
 }
 
 /// A field of a channel's secret.
-#[cfg(any(feature = "webhook", feature = "slack", feature = "email"))]
+#[cfg(any(feature = "webhook", feature = "slack"))]
 pub(crate) fn field<'a>(
     secret: &'a SecretValue,
     name: &'static str,

@@ -211,7 +211,8 @@ impl Ledger {
             .begin()
             .await
             .map_err(db("claiming notifications"))?;
-        let rows: Vec<(String, String, String, String, i64, i64, Option<i64>)> = sqlx::query_as(
+        type Row = (String, String, String, String, i64, i64, Option<i64>);
+        let rows: Vec<Row> = sqlx::query_as(
             "UPDATE notifications SET lease_owner = $1, leased_until = $2, due_at = $2 WHERE id IN (SELECT id FROM notifications WHERE due_at <= $3 AND failed_at IS NULL AND (leased_until IS NULL OR leased_until < $3) ORDER BY due_at LIMIT $4) AND due_at <= $3 AND failed_at IS NULL AND (leased_until IS NULL OR leased_until < $3) RETURNING id, channel, event, subject, occurred_at, attempts, expires_at",
         )
         .bind(lease.as_str())

@@ -35,6 +35,7 @@ use crate::ledger::outbox::{Claimed, Outcome};
 use crate::ledger::store::Backend;
 use crate::model::{AccessRequest, AccessSession, now_ms, ts};
 use crate::policy::Policy;
+use crate::scheduler::backoff_ms;
 
 /// The notification channels by `[[notifications]]` name.
 pub type Channels = BTreeMap<String, Arc<dyn Deliver>>;
@@ -63,14 +64,6 @@ impl Worker {
             .max()
             .unwrap_or(Duration::from_secs(10));
         i64::try_from(longest.as_millis()).unwrap_or(i64::MAX / 4) * 2 + 30_000
-    }
-
-    fn backoff_ms(&self, attempts: i64) -> i64 {
-        let base = self.config.connector.retry_base.0.as_millis() as f64;
-        let max = self.config.connector.retry_max.0.as_millis() as f64;
-        let exp = base * 2f64.powi((attempts.clamp(1, 30) - 1) as i32);
-        let jitter: f64 = rand::random::<f64>() * 0.5 + 0.5;
-        (exp.min(max) * jitter) as i64
     }
 
     /// Delivers until `shutdown` fires (deliveries in flight finish first: each is bounded by
@@ -157,7 +150,7 @@ impl Worker {
             } else {
                 Outcome::Retry {
                     error,
-                    due_at: now_ms() + self.backoff_ms(attempts),
+                    due_at: now_ms() + backoff_ms(&self.config.connector, attempts),
                 }
             }
         };

@@ -145,3 +145,15 @@ pub fn database(postgres: bool) -> Result<Db> {
         }
     })
 }
+
+/// A request for `Default` on box `resource` of integration `boxes`, for the flow's maximum.
+pub fn on(resource: &str) -> apono_control::NewRequest {
+    apono_control::NewRequest {
+        integration: "boxes".into(),
+        resource_type: "box".into(),
+        resource_ids: vec![resource.into()],
+        permission: "Default".into(),
+        justification: None,
+        duration: None,
+    }
+}
