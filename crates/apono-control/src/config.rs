@@ -1,6 +1,6 @@
 //! The connector's configuration: one TOML file (`[connector]`, `[[users]]`,
-//! `[[integrations]]`, `[[access_flows]]`), checked as a whole so that every problem is reported
-//! at once, each naming its key.
+//! `[[integrations]]`, `[[access_flows]]`, `[[notifications]]` (in `notify/config.rs`)),
+//! checked as a whole so that every problem is reported at once, each naming its key.
 //!
 //! ```toml
 //! [connector]

@@ -1,7 +1,8 @@
 //! The control plane of the Apono connector: the single owner of state.
 //!
 //! * [`Config`]: the one TOML file (`[connector]`, `[[users]]`, `[[integrations]]`,
-//!   `[[access_flows]]`), checked as a whole ([`ConfigError`] lists every problem).
+//!   `[[access_flows]]`, `[[notifications]]`), checked as a whole ([`ConfigError`] lists every
+//!   problem).
 //! * [`Store`]: SQLite (default, embedded) or PostgreSQL through sqlx, migrations embedded.
 //!   Write transactions on SQLite are `BEGIN IMMEDIATE` behind an in-process gate, so another
 //!   process on the same file (`apono-connector tokens create` next to a running connector)
@@ -37,6 +38,11 @@
 //!   credentials in the store until they are shown once.
 //! * [`api::router`]: the HTTP API; [`api::serve`] its listener (TLS with certificate reload,
 //!   or plain HTTP on loopback).
+//! * Notifications ([`NotificationChannel`]): rows of the ledger's outbox written in the
+//!   transaction of each event, delivered by [`ControlPlane::run_notifications`] through the
+//!   [`Channels`] the embedder gives ([`ControlPlane::set_notification_channels`]) under leases,
+//!   with backoff; [`ControlPlane::slack_interaction`] decides a Slack button press through the
+//!   API's rules.
 //!
 //! # What is proven, against what
 //!
