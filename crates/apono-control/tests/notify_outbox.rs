@@ -1,7 +1,8 @@
 //! The notifications outbox on SQLite and PostgreSQL: each notification is delivered by one
 //! replica once (two replicas on one PostgreSQL), a failing channel is retried with the same
 //! delivery id and, past `max_attempts`, given up and audited; an automatically approved
-//! request tells `request.approved`, never `request.pending`.
+//! request tells `request.approved`, never `request.pending`; a revoke that keeps failing
+//! tells the admins once.
 
 #[macro_use]
 mod support;
@@ -16,12 +17,13 @@ use apono_control::{Channels, Config, ControlPlane, Store, audit};
 use apono_core::{CancelSignal, SecretValue, async_trait};
 use apono_notify::{Deliver, DeliveryError, Notification};
 use apono_runtime::ExecutorLimits;
-use support::{Timed, database, executor, on};
+use support::{StuckRevokes, Timed, database, executor, on};
 
 const CONFIG: &str = r#"
 [connector]
 retry_base = "1s"
 retry_max = "1s"
+revoke_failed_after_attempts = 2
 master_key = { secret_store = { apono = { parameters = { master_key = "6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b" } } } }
 
 [[users]]
@@ -30,6 +32,10 @@ groups = ["dev"]
 
 [[users]]
 email = "bob@example.com"
+
+[[users]]
+email = "root@example.com"
+admin = true
 
 [[integrations]]
 name = "boxes"
@@ -55,16 +61,19 @@ grant_duration = "1h"
 name = "hook"
 type = "webhook"
 url = "http://127.0.0.1:9/unused"
-events = ["request.pending", "request.approved"]
+events = ["request.pending", "request.approved", "session.revoke_failed"]
 max_attempts = 3
 secret_store = { apono = { parameters = { signing_key = "k" } } }
 "#;
+
+/// What a receiver saw: the replica, the delivery id, the event and its recipients.
+type Seen = Arc<Mutex<Vec<(usize, String, String, Vec<String>)>>>;
 
 /// A receiving end: what each replica delivered, failing the first `fail` attempts.
 #[derive(Debug)]
 struct Receiver {
     replica: usize,
-    seen: Arc<Mutex<Vec<(usize, String, String)>>>,
+    seen: Seen,
     fail: Arc<AtomicUsize>,
 }
 
@@ -77,10 +86,12 @@ impl Deliver for Receiver {
         let failed = self
             .fail
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
-        self.seen
-            .lock()
-            .unwrap()
-            .push((self.replica, m.id.clone(), m.event.as_str().to_owned()));
+        self.seen.lock().unwrap().push((
+            self.replica,
+            m.id.clone(),
+            m.event.as_str().to_owned(),
+            m.recipients.clone(),
+        ));
         match failed {
             Ok(_) => Err(DeliveryError::Status { status: 503 }),
             Err(_) => Ok(()),
@@ -90,13 +101,25 @@ impl Deliver for Receiver {
 
 struct Replicas {
     planes: Vec<Arc<ControlPlane>>,
-    seen: Arc<Mutex<Vec<(usize, String, String)>>>,
+    seen: Seen,
     fail: Arc<AtomicUsize>,
     stop: CancelSignal,
     _db: support::Db,
 }
 
 async fn replicas(postgres: bool, n: usize, fail: usize) -> Result<Replicas> {
+    replicas_of(postgres, n, fail, |timed| {
+        executor("timed", timed, ExecutorLimits::default())
+    })
+    .await
+}
+
+async fn replicas_of(
+    postgres: bool,
+    n: usize,
+    fail: usize,
+    executor: impl Fn(Timed) -> Arc<apono_runtime::Executor>,
+) -> Result<Replicas> {
     let db = database(postgres)?;
     let seen = Arc::new(Mutex::new(Vec::new()));
     let fail = Arc::new(AtomicUsize::new(fail));
@@ -108,11 +131,7 @@ async fn replicas(postgres: bool, n: usize, fail: usize) -> Result<Replicas> {
             latency: Duration::ZERO,
             resources: 2,
         };
-        let plane = ControlPlane::new(
-            Store::open(&db.url).await?,
-            config,
-            executor("timed", provisioner, ExecutorLimits::default()),
-        );
+        let plane = ControlPlane::new(Store::open(&db.url).await?, config, executor(provisioner));
         let channel: Arc<dyn Deliver> = Arc::new(Receiver {
             replica,
             seen: seen.clone(),
@@ -137,7 +156,7 @@ impl Replicas {
     async fn wait(
         &self,
         what: &str,
-        done: impl Fn(&[(usize, String, String)]) -> bool,
+        done: impl Fn(&[(usize, String, String, Vec<String>)]) -> bool,
     ) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -176,7 +195,7 @@ async fn each_notification_is_delivered_once(postgres: bool) -> Result<()> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let seen = r.seen.lock().unwrap().clone();
     let mut by_id: BTreeMap<&str, usize> = BTreeMap::new();
-    for (_, id, _) in &seen {
+    for (_, id, _, _) in &seen {
         *by_id.entry(id.as_str()).or_default() += 1;
     }
     assert!(by_id.values().all(|n| *n == 1), "delivered twice: {seen:?}");
@@ -231,3 +250,48 @@ async fn a_failing_channel_is_retried_then_given_up(postgres: bool) -> Result<()
     Ok(())
 }
 on_both_databases!(a_failing_channel_is_retried_then_given_up);
+
+async fn a_revoke_that_keeps_failing_tells_the_admins_once(postgres: bool) -> Result<()> {
+    let r = replicas_of(postgres, 1, 0, |timed| {
+        executor("timed", StuckRevokes(timed), ExecutorLimits::default())
+    })
+    .await?;
+    let plane = &r.planes[0];
+    let alice = plane.config().user("alice@example.com").unwrap().clone();
+    let mut short = on("r1");
+    short.duration = Some("1s".into());
+    plane.create_request(&alice, &short).await?;
+    let shutdown = CancelSignal::new();
+    tokio::spawn(plane.clone().run_scheduler(shutdown.clone()));
+    r.wait("session.revoke_failed", |seen| {
+        seen.iter().any(|s| s.2 == "session.revoke_failed")
+    })
+    .await?;
+    // Two more failed attempts (the grant is still retried), and no second alert.
+    let attempts = || async {
+        let records = audit::records(plane.store(), 0, 10_000, None).await?;
+        anyhow::Ok(
+            records
+                .iter()
+                .filter(|a| a.action == "revoke.attempt")
+                .count(),
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while attempts().await? < 4 {
+        ensure!(Instant::now() < deadline, "the revoke was not retried");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let seen = r.seen.lock().unwrap().clone();
+    let alerts: Vec<_> = seen
+        .iter()
+        .filter(|s| s.2 == "session.revoke_failed")
+        .collect();
+    assert_eq!(alerts.len(), 1, "{seen:?}");
+    assert_eq!(alerts[0].3, ["root@example.com"], "to the admins");
+    shutdown.cancel();
+    r.stop.cancel();
+    Ok(())
+}
+on_both_databases!(a_revoke_that_keeps_failing_tells_the_admins_once);

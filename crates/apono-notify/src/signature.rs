@@ -75,13 +75,7 @@ pub fn verify_slack(
     body: &[u8],
     now: i64,
 ) -> Result<(), SignatureError> {
-    let at: i64 = timestamp
-        .trim()
-        .parse()
-        .map_err(|_| SignatureError::Malformed)?;
-    if (now - at).abs() > SLACK_WINDOW_SECS {
-        return Err(SignatureError::Stale);
-    }
+    check_slack_timestamp(timestamp, now)?;
     let hex = signature
         .trim()
         .strip_prefix("v0=")
@@ -96,6 +90,19 @@ pub fn verify_slack(
     mac.update(body);
     mac.verify_slice(&expected)
         .map_err(|_| SignatureError::Mismatch)
+}
+
+/// Checks only the timestamp of a Slack request (cheap, before the signing secret is read):
+/// [`SignatureError::Malformed`] or [`SignatureError::Stale`] when it cannot be Slack's now.
+pub fn check_slack_timestamp(timestamp: &str, now: i64) -> Result<(), SignatureError> {
+    let at: i64 = timestamp
+        .trim()
+        .parse()
+        .map_err(|_| SignatureError::Malformed)?;
+    if (now - at).abs() > SLACK_WINDOW_SECS {
+        return Err(SignatureError::Stale);
+    }
+    Ok(())
 }
 
 /// Slack's signature of `body` at `timestamp` (what Slack sends; for tests and fakes).

@@ -84,13 +84,16 @@ pub(crate) enum Change {
         /// When (and on which target) to clean up, if the integration does.
         cleanup: Option<(String, i64)>,
     },
-    /// A revoke attempt failed; `give_up` marks the grant `RevokeFailed` (still retried).
+    /// A revoke attempt failed; `give_up` marks the grant `RevokeFailed` (still retried);
+    /// `alert`: this is the attempt that reached the limit (`session.revoke_failed` is told
+    /// once, not at every later attempt).
     RevokeAttemptFailed {
         id: String,
         attempt: i64,
         kind: &'static str,
         error: String,
         give_up: bool,
+        alert: bool,
     },
     /// New credentials were issued.
     Rotated {
@@ -684,15 +687,18 @@ async fn record(
             kind,
             error,
             give_up,
+            alert,
         } => {
-            // Alerting state, still retried: never dropped.
-            let became = *give_up && set_status(tx, deltas, id, Revoking, RevokeFailed).await?;
+            if *give_up {
+                // Alerting state, still retried: never dropped.
+                set_status(tx, deltas, id, Revoking, RevokeFailed).await?;
+            }
             last_error(tx, id, error).await?;
             audit(
                 "revoke.attempt",
                 id,
                 "failed",
-                json!({ "attempt": attempt, "kind": kind, "error": error, "revoke_failed": give_up, "became_revoke_failed": became }),
+                json!({ "attempt": attempt, "kind": kind, "error": error, "revoke_failed": give_up, "alert": alert }),
             );
         }
         Change::Rotated {

@@ -10,7 +10,7 @@
 //! | `request.approved`, `request.rejected` | `request.approved`, `request.rejected` |
 //! | `grant.succeeded` (access became active) | `session.active`, and `session.expiring` due `expiring_before` ahead of its expiry |
 //! | `revoke.succeeded` | `session.ended` |
-//! | `revoke.attempt` that made the grant `RevokeFailed` | `session.revoke_failed` |
+//! | `revoke.attempt` that reached `revoke_failed_after_attempts` | `session.revoke_failed` |
 //!
 //! Leases follow the jobs' discipline ([`super::jobs`]): a claim sets `lease_owner` to a
 //! token of its own and moves `due_at` to the lease's end (a crashed worker's rows are due
@@ -108,7 +108,7 @@ fn events_of(told: &[Told<'_>], i: usize) -> Vec<Event> {
             vec![Event::SessionActive, Event::SessionExpiring]
         }
         "revoke.succeeded" => vec![Event::SessionEnded],
-        "revoke.attempt" if t.details["became_revoke_failed"] == json!(true) => {
+        "revoke.attempt" if t.details["alert"] == json!(true) => {
             vec![Event::SessionRevokeFailed]
         }
         _ => Vec::new(),
@@ -329,5 +329,68 @@ impl Ledger {
     /// The routes of this ledger's notifications.
     pub(crate) fn routes(&self) -> &Routes {
         &self.routes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn told<'a>(action: &'a str, subject: &'a str, details: &'a Value) -> Told<'a> {
+        Told {
+            action,
+            subject,
+            details,
+        }
+    }
+
+    #[test]
+    fn audit_records_map_to_the_events_they_tell() {
+        let none = json!({});
+        let check = |records: &[Told<'_>], want: &[&[Event]]| {
+            let got: Vec<Vec<Event>> = (0..records.len()).map(|i| events_of(records, i)).collect();
+            let want: Vec<Vec<Event>> = want.iter().map(|w| w.to_vec()).collect();
+            assert_eq!(got, want);
+        };
+        // A request waiting for approval; one approved in its creating transaction is not.
+        check(
+            &[told("request.created", "req_1", &none)],
+            &[&[Event::RequestPending]],
+        );
+        check(
+            &[
+                told("request.created", "req_1", &none),
+                told("request.approved", "req_1", &none),
+            ],
+            &[&[], &[Event::RequestApproved]],
+        );
+        check(
+            &[told("request.rejected", "req_1", &none)],
+            &[&[Event::RequestRejected]],
+        );
+        // Access became active (and its end will be warned of); not when a revoke won.
+        let won = json!({ "revoke_requested": true });
+        check(
+            &[
+                told("grant.succeeded", "grt_1", &none),
+                told("grant.succeeded", "grt_2", &won),
+            ],
+            &[&[Event::SessionActive, Event::SessionExpiring], &[]],
+        );
+        check(
+            &[told("revoke.succeeded", "grt_1", &none)],
+            &[&[Event::SessionEnded]],
+        );
+        // Only the attempt that reached the limit alerts; later ones (still retried) do not.
+        let became = json!({ "revoke_failed": true, "alert": true });
+        let still = json!({ "revoke_failed": true, "alert": false });
+        check(
+            &[
+                told("revoke.attempt", "grt_1", &became),
+                told("revoke.attempt", "grt_1", &still),
+                told("request.approval_recorded", "req_1", &none),
+            ],
+            &[&[Event::SessionRevokeFailed], &[], &[]],
+        );
     }
 }

@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 
-use apono_notify::signature::{SignatureError, verify_slack};
+use apono_notify::signature::{SignatureError, check_slack_timestamp, verify_slack};
 use apono_notify::slack::{Decision, parse_interaction};
 use secrecy::ExposeSecret;
 use secrecy::SecretString;
@@ -59,6 +59,13 @@ impl ControlPlane {
             .iter()
             .find(|c| c.name == channel && c.channel_type == ChannelType::Slack)
             .ok_or_else(|| ControlError::NotFound(format!("Slack channel {channel}")))?;
+        // What needs no secret first: a request that cannot be Slack's now never makes the
+        // connector read its secret store.
+        let now = chrono::Utc::now().timestamp();
+        let (Some(timestamp), Some(signature)) = (timestamp, signature) else {
+            return Err(refused(channel, SignatureError::Malformed));
+        };
+        check_slack_timestamp(timestamp, now).map_err(|e| refused(channel, e))?;
         let reference = settings.secret_store.as_ref().ok_or_else(|| {
             ControlError::NotFound(format!("Slack channel {channel} has no secret store"))
         })?;
@@ -79,15 +86,7 @@ impl ControlPlane {
             )
         })?;
         let signing = SecretString::from(signing.expose_secret().to_owned());
-        let now = chrono::Utc::now().timestamp();
-        let checked = match (timestamp, signature) {
-            (Some(t), Some(s)) => verify_slack(&signing, t, s, body, now),
-            _ => Err(SignatureError::Malformed),
-        };
-        if let Err(e) = checked {
-            warn!(channel, error = %e, "a Slack interaction was refused");
-            return Err(ControlError::Unauthenticated);
-        }
+        verify_slack(&signing, timestamp, signature, body, now).map_err(|e| refused(channel, e))?;
         let press =
             parse_interaction(body).map_err(|e| ControlError::Invalid(vec![e.to_string()]))?;
         let user = settings
@@ -156,4 +155,10 @@ impl ControlPlane {
             text,
         })
     }
+}
+
+/// A Slack request whose signature does not hold: logged, answered 401.
+fn refused(channel: &str, error: SignatureError) -> ControlError {
+    warn!(channel, error = %error, "a Slack interaction was refused");
+    ControlError::Unauthenticated
 }
