@@ -11,8 +11,8 @@
 //!    re-check against the configuration), and is audited the same way. A rejection from Slack
 //!    carries the reason "rejected in Slack".
 //! 4. Through the press's `response_url`: a decision replaces the message (its buttons gone)
-//!    by what happened; a refusal is shown to the presser alone, the buttons kept for the
-//!    other approvers.
+//!    by what happened; a refusal, or an `all_of` approval others must complete, is shown to
+//!    the presser alone, the buttons kept for the other approvers.
 
 use std::sync::Arc;
 
@@ -144,7 +144,9 @@ impl ControlPlane {
         };
         if let (Some(url), Some(channel)) =
             (&press.response_url, self.notification_channel(channel))
-            && let Err(e) = channel.respond(url, &text, outcome != "refused").await
+            && let Err(e) = channel
+                .respond(url, &text, matches!(outcome, "approved" | "rejected"))
+                .await
         {
             warn!(error = %apono_core::error_chain(&e), "replacing the Slack message failed");
         }
