@@ -72,6 +72,19 @@ impl Worker {
         if self.config.notifications.is_empty() {
             return Ok(());
         }
+        for channel in &self.config.notifications {
+            if channel
+                .secret_store
+                .as_ref()
+                .is_some_and(|s| s.kind() == apono_core::SecretStoreKind::Apono)
+            {
+                warn!(
+                    channel = %channel.name,
+                    "the notification channel's secret is written inline in the configuration; \
+                     not recommended for production, use a secret manager"
+                );
+            }
+        }
         if self.ledger.store().backend() == Backend::Sqlite {
             self.ledger.void_notification_leases().await?;
         }
