@@ -30,7 +30,9 @@
 //! variables read, and only when [`ConnectorBuilder::secret_stores_from_env`] is called.
 //!
 //! Provisioners follow apono-runtime's features: `ssh`, `rancher`, `winrm`, `apono-vault`.
-//! No feature is on by default. With `kubernetes`, the application picks the Kubernetes API
+//! `notify` builds the `[[notifications]]` channels (apono-notify's webhook, Slack and email),
+//! which a delivery task runs beside the scheduler (a build without it refuses a configuration
+//! that names a channel). No feature is on by default. With `kubernetes`, the application picks the Kubernetes API
 //! version (a `k8s-openapi` `v1_*` feature), as kube's documentation explains.
 //!
 //! # Example: a custom connector
