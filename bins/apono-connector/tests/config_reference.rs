@@ -4,7 +4,7 @@
 //!
 //! * every key in the schema is in the reference's tables, and every key in the tables is in
 //!   the schema, per section (`[connector]`, `[[users]]`, `[[integrations]]`, each integration
-//!   type's `config`, `[[access_flows]]`); a key is the first column's `` `code` `` of a table row
+//!   type's `config`, `[[access_flows]]`, `[[notifications]]`); a key is the first column's `` `code` `` of a table row
 //!   under the section's heading;
 //! * a default the schema knows (a number, string, boolean or list) opens the row's default
 //!   column;
@@ -117,7 +117,13 @@ fn schema_sections(root: &Value) -> BTreeMap<String, Keys> {
         .collect();
     assert_eq!(
         top,
-        BTreeSet::from(["connector", "users", "integrations", "access_flows"]),
+        BTreeSet::from([
+            "connector",
+            "users",
+            "integrations",
+            "access_flows",
+            "notifications"
+        ]),
         "the file's sections changed: update docs/configuration.md and this test"
     );
     let mut sections = BTreeMap::new();
@@ -146,13 +152,19 @@ fn section_names(heading: &str) -> Vec<String> {
     if !types.is_empty() {
         return types;
     }
-    ["connector", "users", "integrations", "access_flows"]
-        .into_iter()
-        .filter(|name| {
-            heading.contains(&format!("`[{name}]`")) || heading.contains(&format!("`[[{name}]]`"))
-        })
-        .map(str::to_owned)
-        .collect()
+    [
+        "connector",
+        "users",
+        "integrations",
+        "access_flows",
+        "notifications",
+    ]
+    .into_iter()
+    .filter(|name| {
+        heading.contains(&format!("`[{name}]`")) || heading.contains(&format!("`[[{name}]]`"))
+    })
+    .map(str::to_owned)
+    .collect()
 }
 
 /// The reference's sections: for each key, the text of its default column.

@@ -1,6 +1,6 @@
 //! The connector's configuration: one TOML file (`[connector]`, `[[users]]`,
-//! `[[integrations]]`, `[[access_flows]]`), checked as a whole so that every problem is reported
-//! at once, each naming its key.
+//! `[[integrations]]`, `[[access_flows]]`, `[[notifications]]` (in `notify/config.rs`)),
+//! checked as a whole so that every problem is reported at once, each naming its key.
 //!
 //! ```toml
 //! [connector]
@@ -486,6 +486,8 @@ pub struct Config {
     pub integrations: Vec<Integration>,
     /// `[[access_flows]]`.
     pub access_flows: Vec<AccessFlow>,
+    /// `[[notifications]]`.
+    pub notifications: Vec<crate::notify::NotificationChannel>,
 }
 
 /// One problem found in a configuration, naming its key.
@@ -518,7 +520,13 @@ impl ConfigError {
     }
 }
 
-const TOP_LEVEL: [&str; 4] = ["connector", "users", "integrations", "access_flows"];
+const TOP_LEVEL: [&str; 5] = [
+    "connector",
+    "users",
+    "integrations",
+    "access_flows",
+    "notifications",
+];
 
 impl Config {
     /// Parses and checks a configuration file's text. `env` supplies overrides of the
@@ -839,12 +847,18 @@ impl Config {
                 }
             }
         }
+        let notifications: Vec<crate::notify::NotificationChannel> =
+            section(&mut table, "notifications", &mut problem);
+        for (key, message) in crate::notify::check_config(&notifications, &users) {
+            problem(key, message);
+        }
         (
             Self {
                 connector,
                 users,
                 integrations,
                 access_flows,
+                notifications,
             },
             problems,
         )

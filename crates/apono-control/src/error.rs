@@ -39,6 +39,10 @@ pub enum ControlError {
     /// Stored data does not parse (written by another version?).
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A notification channel cannot be used (its secret cannot be read, or lacks a field);
+    /// never names a secret's value.
+    #[error("notification channel: {0}")]
+    Notification(String),
     /// The master key cannot be loaded (missing, unreadable, malformed); never names the key.
     #[error("master key: {0}")]
     Key(String),
@@ -84,6 +88,7 @@ impl ControlError {
             Self::Store { .. }
             | Self::Io { .. }
             | Self::Key(_)
+            | Self::Notification(_)
             | Self::Listen { .. }
             | Self::DataDir { .. } => ErrorKind::Unavailable,
             Self::Unauthenticated | Self::Forbidden(_) => ErrorKind::PermissionDenied,

@@ -1,7 +1,8 @@
 //! The control plane of the Apono connector: the single owner of state.
 //!
 //! * [`Config`]: the one TOML file (`[connector]`, `[[users]]`, `[[integrations]]`,
-//!   `[[access_flows]]`), checked as a whole ([`ConfigError`] lists every problem).
+//!   `[[access_flows]]`, `[[notifications]]`), checked as a whole ([`ConfigError`] lists every
+//!   problem).
 //! * [`Store`]: SQLite (default, embedded) or PostgreSQL through sqlx, migrations embedded.
 //!   Write transactions on SQLite are `BEGIN IMMEDIATE` behind an in-process gate, so another
 //!   process on the same file (`apono-connector tokens create` next to a running connector)
@@ -40,6 +41,11 @@
 //!   [`api::serve`] its listener (TLS with certificate reload, or plain HTTP on loopback).
 //! * [`watch`]: waiting for a request's or session's next change (the API's watch endpoints,
 //!   [`ControlPlane::watch_request`]), woken by this process's commits.
+//! * Notifications ([`NotificationChannel`]): rows of the ledger's outbox written in the
+//!   transaction of each event, delivered by [`ControlPlane::run_notifications`] through the
+//!   [`Channels`] the embedder gives ([`ControlPlane::set_notification_channels`]) under leases,
+//!   with backoff; [`ControlPlane::slack_interaction`] decides a Slack button press through the
+//!   API's rules.
 //!
 //! # What is proven, against what
 //!
@@ -75,6 +81,7 @@ mod keys;
 mod ledger;
 mod metrics;
 mod model;
+mod notify;
 mod plane;
 mod policy;
 mod portal;
@@ -95,4 +102,5 @@ pub use model::{
     AccessRequest, AccessSession, ApiToken, ApprovalRoute, ApproverSource, CreatedToken, DryRun,
     NewRequest, Problem, ProblemCode, RequestApproval,
 };
+pub use notify::{ChannelType, Channels, NotificationChannel, SlackOutcome};
 pub use plane::{ControlPlane, NewToken, RequestScope, TokenScope};

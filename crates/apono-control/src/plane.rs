@@ -77,6 +77,7 @@ pub struct ControlPlane {
     refusals: Refusals,
     /// Fired when the API stops: watches answer at once.
     closing: CancelSignal,
+    channels: std::sync::OnceLock<crate::notify::Channels>,
 }
 
 fn hash_token(token: &str) -> String {
@@ -98,7 +99,8 @@ impl ControlPlane {
         );
         let owner = format!("{}/{}", config.connector.id, crate::ledger::new_id(""));
         let config = Arc::new(config);
-        let ledger = Arc::new(Ledger::new(store, owner, Arc::new(keyring)));
+        let routes = Arc::new(crate::ledger::outbox::Routes::new(&config.notifications));
+        let ledger = Arc::new(Ledger::new(store, owner, Arc::new(keyring), routes));
         let lag = Arc::new(RevokeLag::default());
         let wake = Arc::new(Notify::new());
         let scheduler = Arc::new(Scheduler::new(
@@ -118,6 +120,7 @@ impl ControlPlane {
             token_seen: Mutex::new(HashMap::new()),
             refusals: Refusals::default(),
             closing: CancelSignal::new(),
+            channels: std::sync::OnceLock::new(),
         })
     }
 
@@ -225,6 +228,35 @@ impl ControlPlane {
         shutdown: CancelSignal,
     ) -> Result<(), ControlError> {
         self.scheduler.clone().run(shutdown).await
+    }
+
+    /// Gives the notification channels of `[[notifications]]` (built by `apono-server`), once,
+    /// before [`ControlPlane::run_notifications`]; later calls change nothing.
+    pub fn set_notification_channels(&self, channels: crate::notify::Channels) {
+        let _ = self.channels.set(channels);
+    }
+
+    /// The notification channel named `name`, if it was given.
+    pub(crate) fn notification_channel(
+        &self,
+        name: &str,
+    ) -> Option<&Arc<dyn apono_notify::Deliver>> {
+        self.channels.get().and_then(|c| c.get(name))
+    }
+
+    /// Delivers queued notifications until `shutdown` fires (see `notify`); returns at once
+    /// when no channel is configured.
+    pub async fn run_notifications(
+        self: Arc<Self>,
+        shutdown: CancelSignal,
+    ) -> Result<(), ControlError> {
+        let worker = crate::notify::Worker {
+            ledger: self.ledger.clone(),
+            config: self.config.clone(),
+            executor: self.scheduler.executor.clone(),
+            channels: self.channels.get().cloned().unwrap_or_default(),
+        };
+        Arc::new(worker).run(shutdown).await
     }
 
     /// Runs every job due now until none is left (tests and `discover`).

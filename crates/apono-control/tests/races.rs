@@ -13,9 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Result;
-use apono_control::{
-    Config, ControlError, ControlPlane, NewRequest, ProblemCode, Store, User, audit,
-};
+use apono_control::{Config, ControlError, ControlPlane, ProblemCode, Store, User, audit};
 use apono_core::{
     AccessDetails, ActionContext, CancelSignal, Credential, GrantSpec, GrantState, GrantStatus,
     Granted, Inventory, Permission, PermissionInfo, ProvisionError, Provisioner, RequestStatus,
@@ -23,7 +21,7 @@ use apono_core::{
 };
 use apono_runtime::{Executor, ExecutorLimits, ProvisionerRegistry};
 use apono_secrets::{AponoStore, SecretResolver};
-use support::database;
+use support::{database, on};
 
 /// A target that counts grant calls per grant, holds access by grant id, and can be told to
 /// take a while to grant.
@@ -178,17 +176,6 @@ async fn plane(url: &str, target: &Arc<Target>, text: &str) -> Result<Arc<Contro
 
 fn user(plane: &ControlPlane, email: &str) -> User {
     plane.config().user(email).unwrap().clone()
-}
-
-fn on(resource: &str) -> NewRequest {
-    NewRequest {
-        integration: "boxes".into(),
-        resource_type: "box".into(),
-        resource_ids: vec![resource.into()],
-        permission: "Default".into(),
-        justification: None,
-        duration: None,
-    }
 }
 
 async fn wait_until(mut done: impl AsyncFnMut() -> Result<bool>) -> Result<()> {

@@ -66,6 +66,14 @@ pub enum ServerError {
     /// The shutdown signal handlers could not be installed.
     #[error("cannot install the shutdown signal handlers")]
     Signal(#[source] std::io::Error),
+    /// A `[[notifications]]` channel cannot be built.
+    #[error("cannot set up notification channel {channel:?}: {message}")]
+    Notification {
+        /// The channel's name.
+        channel: String,
+        /// Why.
+        message: String,
+    },
     /// A task of the connector (scheduler or API server) panicked.
     #[error("the connector's {task} task failed")]
     Task {
@@ -81,7 +89,9 @@ impl ServerError {
     /// The kind of failure: whether a retry (a restart) can help.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::Config { .. } | Self::StoreNotBuilt { .. } => ErrorKind::InvalidInput,
+            Self::Config { .. } | Self::StoreNotBuilt { .. } | Self::Notification { .. } => {
+                ErrorKind::InvalidInput
+            }
             Self::Control(e) => e.kind(),
             Self::SecretStore { failure, .. } => *failure,
             Self::ReadConfig { .. } | Self::Listen { .. } | Self::Signal(_) => {

@@ -30,7 +30,9 @@
 //! variables read, and only when [`ConnectorBuilder::secret_stores_from_env`] is called.
 //!
 //! Provisioners follow apono-runtime's features: `ssh`, `rancher`, `winrm`, `apono-vault`.
-//! No feature is on by default. With `kubernetes`, the application picks the Kubernetes API
+//! `notify` builds the `[[notifications]]` channels (apono-notify's webhook, Slack and email),
+//! which a delivery task runs beside the scheduler (a build without it refuses a configuration
+//! that names a channel). No feature is on by default. With `kubernetes`, the application picks the Kubernetes API
 //! version (a `k8s-openapi` `v1_*` feature), as kube's documentation explains.
 //!
 //! # Example: a custom connector
@@ -67,6 +69,7 @@
 //! (`from_secret_store` from each), and a scheduled rotation on a libfaketime clock.
 
 mod error;
+mod notify;
 mod stores;
 
 use std::future::Future;
@@ -170,6 +173,16 @@ impl Connector {
                 result
             }
         });
+        let notifications = tokio::spawn({
+            let (plane, shutdown) = (plane.clone(), shutdown.clone());
+            async move {
+                let result = plane.run_notifications(shutdown.clone()).await;
+                if result.is_err() {
+                    shutdown.cancel(); // a delivery worker that fails stops the connector
+                }
+                result
+            }
+        });
         let server = tokio::spawn({
             let (plane, shutdown) = (plane.clone(), shutdown.clone());
             async move {
@@ -183,6 +196,7 @@ impl Connector {
             addr,
             shutdown,
             scheduler,
+            notifications,
             server,
         })
     }
@@ -250,10 +264,11 @@ impl ConnectorBuilder {
             Arc::new(resolver.build()),
             limits,
         ));
+        let channels = notify::channels(&self.config)?;
         let store = Store::open(&c.store_url()).await?;
-        Ok(Connector {
-            plane: ControlPlane::new(store, self.config, executor),
-        })
+        let plane = ControlPlane::new(store, self.config, executor);
+        plane.set_notification_channels(channels);
+        Ok(Connector { plane })
     }
 }
 
@@ -264,6 +279,7 @@ pub struct RunningConnector {
     addr: SocketAddr,
     shutdown: CancelSignal,
     scheduler: JoinHandle<Result<(), ControlError>>,
+    notifications: JoinHandle<Result<(), ControlError>>,
     server: JoinHandle<Result<(), ControlError>>,
 }
 
@@ -290,10 +306,15 @@ impl RunningConnector {
         tracing::info!("shutting down");
         self.shutdown.cancel();
         let scheduler = self.scheduler.await;
+        let notifications = self.notifications.await;
         let server = tokio::time::timeout(API_DRAIN, self.server).await;
         self.plane.store().close().await;
         scheduler.map_err(|source| ServerError::Task {
             task: "scheduler",
+            source,
+        })??;
+        notifications.map_err(|source| ServerError::Task {
+            task: "notifications",
             source,
         })??;
         match server {

@@ -32,6 +32,13 @@ pub(crate) fn needed(config: &Config) -> BTreeMap<SecretStoreKind, String> {
             .entry(integration.secret_store.kind())
             .or_insert_with(|| format!("integration {:?}", integration.name));
     }
+    for channel in &config.notifications {
+        if let Some(reference) = &channel.secret_store {
+            needed
+                .entry(reference.kind())
+                .or_insert_with(|| format!("notification channel {:?}", channel.name));
+        }
+    }
     if let Some(kind) = config
         .connector
         .master_key

@@ -155,7 +155,12 @@ fn schemas() -> serde_json::Value {
             "seq": { "type": "integer", "minimum": 1 }, "at": { "type": "integer", "description": "Unix milliseconds" },
             "actor": string, "action": string, "subject": string, "outcome": string,
             "details": { "type": "string", "description": "JSON text" },
-            "prev_hash": string, "hash": string } }
+            "prev_hash": string, "hash": string } },
+        "SlackOutcome": { "type": "object", "required": ["outcome", "request_id", "text"], "properties": {
+            "outcome": { "enum": ["approved", "recorded", "rejected", "refused"], "description": "recorded: an all_of approval that others must complete; refused: the rules refused the decision (text says why)" },
+            "request_id": string,
+            "user": { "type": "string", "description": "the connector user the Slack user maps to" },
+            "text": { "type": "string", "description": "what the Slack message now says" } } }
     })
 }
 
@@ -291,6 +296,21 @@ pub fn openapi() -> serde_json::Value {
     let metrics = json!({ "summary": "Prometheus metrics", "responses": {
         "200": text("the Prometheus text format"),
         "503": error_response("the database is unavailable") } });
+    let slack = json!({ "parameters": [{ "name": "channel", "in": "path", "required": true, "schema": { "type": "string" }, "description": "a [[notifications]] channel of type slack" }], "post": {
+                "summary": "Slack's interactivity request URL: an Approve or Reject button press on a notification. Authenticated by Slack's request signature (X-Slack-Signature, X-Slack-Request-Timestamp within five minutes) under the channel's signing secret, not by a bearer token; the Slack user acts as the connector user slack_users maps them to, under the API's rules",
+                "parameters": [
+                    { "name": "X-Slack-Request-Timestamp", "in": "header", "required": false, "schema": { "type": "string" } },
+                    { "name": "X-Slack-Signature", "in": "header", "required": false, "schema": { "type": "string" } }
+                ],
+                "requestBody": { "required": true, "content": { "application/x-www-form-urlencoded": { "schema": { "type": "object", "properties": { "payload": { "type": "string", "description": "Slack's block_actions payload (JSON)" } } } } } },
+                "responses": {
+                    "200": { "description": "the press was handled (outcome says how); the message is replaced through its response_url", "content": json_content(schema_ref("SlackOutcome")) },
+                    "400": error_response("the payload is not a press of an Apono button"),
+                    "401": error_response("the signature is missing, stale or wrong"),
+                    "404": error_response("no Slack notification channel of that name"),
+                    "413": error_response("the body is larger than connector.max_body_bytes"),
+                    "503": error_response("the channel's secret cannot be read, or the database is unavailable")
+                } } });
     json!({
         "openapi": "3.1.0",
         "info": { "title": "Apono connector API", "version": env!("CARGO_PKG_VERSION") },
@@ -332,6 +352,7 @@ pub fn openapi() -> serde_json::Value {
             "/api/v1/tokens": { "get": list_tokens },
             "/api/v1/tokens/{id}/revoke": { "parameters": id_param, "post": operation("revoke a token (its owner or an admin); effective on every replica at the next request", "200", schema_ref("ApiToken"), &[("404", "no such token, or not the caller's")]) },
             "/api/v1/audit": { "get": audit },
+            "/api/v1/slack/{channel}/interactions": slack,
         }
     })
 }

@@ -60,6 +60,10 @@ pub(super) fn router(plane: Arc<ControlPlane>) -> Router {
         .merge(crate::portal::router(
             plane.config().connector.max_body_bytes,
         ))
+        .route(
+            "/api/v1/slack/{channel}/interactions",
+            post(slack_interaction),
+        )
         .with_state(plane)
 }
 
@@ -357,4 +361,23 @@ async fn audit_log(
         return Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], text).into_response());
     }
     Ok(Json(records).into_response())
+}
+
+/// A Slack button press (Slack's signature checked instead of a bearer token).
+async fn slack_interaction(
+    State(plane): Plane,
+    Id(channel): Id,
+    headers: axum::http::HeaderMap,
+    Body(body): Body,
+) -> Result<Response, ControlError> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let outcome = plane
+        .slack_interaction(
+            &channel,
+            header(apono_notify::signature::SLACK_TIMESTAMP_HEADER),
+            header(apono_notify::signature::SLACK_SIGNATURE_HEADER),
+            &body,
+        )
+        .await?;
+    Ok(Json(outcome).into_response())
 }

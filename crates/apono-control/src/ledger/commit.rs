@@ -31,6 +31,7 @@ use tracing::warn;
 use super::audit::{AuditEntry, Chain};
 use super::gauges::Deltas;
 use super::jobs::{self, JobKind};
+use super::outbox::{self, Routes, Told};
 use super::store::Store;
 use super::{IN_CHUNK, db, marks, transition};
 use crate::error::ControlError;
@@ -83,13 +84,16 @@ pub(crate) enum Change {
         /// When (and on which target) to clean up, if the integration does.
         cleanup: Option<(String, i64)>,
     },
-    /// A revoke attempt failed; `give_up` marks the grant `RevokeFailed` (still retried).
+    /// A revoke attempt failed; `give_up` marks the grant `RevokeFailed` (still retried);
+    /// `alert`: this is the attempt that reached the limit (`session.revoke_failed` is told
+    /// once, not at every later attempt).
     RevokeAttemptFailed {
         id: String,
         attempt: i64,
         kind: &'static str,
         error: String,
         give_up: bool,
+        alert: bool,
     },
     /// New credentials were issued.
     Rotated {
@@ -165,14 +169,16 @@ struct Item {
 pub(crate) struct Committer {
     store: Store,
     keyring: Arc<Keyring>,
+    routes: Arc<Routes>,
     queue: OnceLock<mpsc::UnboundedSender<Item>>,
 }
 
 impl Committer {
-    pub(crate) fn new(store: Store, keyring: Arc<Keyring>) -> Self {
+    pub(crate) fn new(store: Store, keyring: Arc<Keyring>, routes: Arc<Routes>) -> Self {
         Self {
             store,
             keyring,
+            routes,
             queue: OnceLock::new(),
         }
     }
@@ -187,7 +193,12 @@ impl Committer {
         let keys = self.keyring.get().await?;
         let queue = self.queue.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(writer(self.store.clone(), keys.clone(), rx));
+            tokio::spawn(writer(
+                self.store.clone(),
+                keys.clone(),
+                self.routes.clone(),
+                rx,
+            ));
             tx
         });
         let (reply, answer) = oneshot::channel();
@@ -202,14 +213,19 @@ impl Committer {
             })?,
             // The writer's runtime is gone (a ledger used from another runtime): write alone.
             Err(mpsc::error::SendError(item)) => {
-                let mut one = apply(&self.store, &keys, &[&item]).await?;
+                let mut one = apply(&self.store, &keys, &self.routes, &[&item]).await?;
                 Ok(one.pop().unwrap_or(Applied::Fenced))
             }
         }
     }
 }
 
-async fn writer(store: Store, keys: Arc<Keys>, mut rx: mpsc::UnboundedReceiver<Item>) {
+async fn writer(
+    store: Store,
+    keys: Arc<Keys>,
+    routes: Arc<Routes>,
+    mut rx: mpsc::UnboundedReceiver<Item>,
+) {
     let mut items = Vec::new();
     let mut last_commit: Option<tokio::time::Instant> = None;
     while rx.recv_many(&mut items, MAX_BATCH).await > 0 {
@@ -227,7 +243,7 @@ async fn writer(store: Store, keys: Arc<Keys>, mut rx: mpsc::UnboundedReceiver<I
             }
         }
         let refs: Vec<&Item> = items.iter().collect();
-        let result = apply(&store, &keys, &refs).await;
+        let result = apply(&store, &keys, &routes, &refs).await;
         last_commit = Some(tokio::time::Instant::now());
         match result {
             Ok(applied) => {
@@ -243,7 +259,7 @@ async fn writer(store: Store, keys: Arc<Keys>, mut rx: mpsc::UnboundedReceiver<I
             Err(e) => {
                 warn!(items = items.len(), error = %e, "a group commit failed; committing its items one by one");
                 for item in items.drain(..) {
-                    let result = apply(&store, &keys, &[&item])
+                    let result = apply(&store, &keys, &routes, &[&item])
                         .await
                         .map(|mut a| a.pop().unwrap_or(Applied::Fenced));
                     let _ = item.reply.send(result);
@@ -264,7 +280,12 @@ struct Pending {
 /// One transaction for `items`, in order: the leases checked in one statement per job kind,
 /// revokes recorded in a few set-based statements for the whole batch, other changes one by
 /// one, the audit records appended together at the end.
-async fn apply(store: &Store, keys: &Keys, items: &[&Item]) -> Result<Vec<Applied>, ControlError> {
+async fn apply(
+    store: &Store,
+    keys: &Keys,
+    routes: &Routes,
+    items: &[&Item],
+) -> Result<Vec<Applied>, ControlError> {
     let mut tx = store
         .begin()
         .await
@@ -298,6 +319,16 @@ async fn apply(store: &Store, keys: &Keys, items: &[&Item]) -> Result<Vec<Applie
         release(&mut tx, &item.release, &after).await?;
         applied[i] = outcome;
     }
+    // The notifications the outcomes call for, in their transaction.
+    let told: Vec<Told<'_>> = audits
+        .iter()
+        .map(|a| Told {
+            action: a.action,
+            subject: &a.subject,
+            details: &a.details,
+        })
+        .collect();
+    let queued = outbox::enqueue(&mut tx, routes, &told).await?;
     // The audit head, then the status counters: the order every transaction takes them in, so
     // two transactions on PostgreSQL never wait for each other in a circle.
     if !audits.is_empty() {
@@ -317,6 +348,9 @@ async fn apply(store: &Store, keys: &Keys, items: &[&Item]) -> Result<Vec<Applie
     }
     deltas.flush(&mut tx).await?;
     tx.commit().await.map_err(db("recording a job's outcome"))?;
+    if queued > 0 {
+        routes.ring();
+    }
     Ok(applied)
 }
 
@@ -653,6 +687,7 @@ async fn record(
             kind,
             error,
             give_up,
+            alert,
         } => {
             if *give_up {
                 // Alerting state, still retried: never dropped.
@@ -663,7 +698,7 @@ async fn record(
                 "revoke.attempt",
                 id,
                 "failed",
-                json!({ "attempt": attempt, "kind": kind, "error": error, "revoke_failed": give_up }),
+                json!({ "attempt": attempt, "kind": kind, "error": error, "revoke_failed": give_up, "alert": alert }),
             );
         }
         Change::Rotated {

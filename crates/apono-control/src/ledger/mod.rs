@@ -7,6 +7,7 @@
 //! * [`jobs`]: the job queue and claims (leases, fencing tokens, the opening status change).
 //! * [`commit`]: group commit of the scheduler's outcomes.
 //! * [`gauges`]: status counters for `/metrics`.
+//! * [`outbox`]: the notifications each commit calls for, and their delivery leases.
 //!
 //! Callers pass decisions in (made by [`crate::policy`] from the configuration); the ledger
 //! makes them durable, and decides nothing about who may do what.
@@ -15,6 +16,7 @@ pub mod audit;
 pub(crate) mod commit;
 pub(crate) mod gauges;
 pub(crate) mod jobs;
+pub(crate) mod outbox;
 mod rows;
 pub(crate) mod store;
 
@@ -138,14 +140,31 @@ pub(crate) struct Tx {
     tx: WriteTx,
     deltas: Deltas,
     keys: std::sync::Arc<Keys>,
+    /// The audit records appended, for the notifications outbox (only when one is routed).
+    told: Vec<(String, String, Value)>,
+    routes: std::sync::Arc<outbox::Routes>,
 }
 
 impl Tx {
     /// Writes the status counters last (after any audit record, as every transaction does:
     /// the audit head, then the counters) and commits.
     async fn commit(mut self, context: &'static str) -> Result<(), ControlError> {
+        let told: Vec<outbox::Told<'_>> = self
+            .told
+            .iter()
+            .map(|(action, subject, details)| outbox::Told {
+                action,
+                subject,
+                details,
+            })
+            .collect();
+        let queued = outbox::enqueue(&mut self.tx, &self.routes, &told).await?;
         self.deltas.flush(&mut self.tx).await?;
-        self.tx.commit().await.map_err(db(context))
+        self.tx.commit().await.map_err(db(context))?;
+        if queued > 0 {
+            self.routes.ring();
+        }
+        Ok(())
     }
 
     fn conn(&mut self) -> &mut AnyConnection {
@@ -161,6 +180,10 @@ impl Tx {
         outcome: &str,
         details: Value,
     ) -> Result<(), ControlError> {
+        if !self.routes.is_empty() {
+            self.told
+                .push((action.to_owned(), subject.to_owned(), details.clone()));
+        }
         audit::append(
             &mut self.tx,
             &self.keys,
@@ -184,18 +207,26 @@ pub(crate) struct Ledger {
     leases: AtomicU64,
     committer: Committer,
     keyring: std::sync::Arc<Keyring>,
+    routes: std::sync::Arc<outbox::Routes>,
 }
 
 impl Ledger {
     /// A ledger over `store`; `owner` names this process in leases; `keyring` holds the keys
-    /// of the audit chain and of sealed credentials.
-    pub(crate) fn new(store: Store, owner: String, keyring: std::sync::Arc<Keyring>) -> Self {
+    /// of the audit chain and of sealed credentials; `routes` say which events are queued
+    /// for which notification channels.
+    pub(crate) fn new(
+        store: Store,
+        owner: String,
+        keyring: std::sync::Arc<Keyring>,
+        routes: std::sync::Arc<outbox::Routes>,
+    ) -> Self {
         Self {
-            committer: Committer::new(store.clone(), keyring.clone()),
+            committer: Committer::new(store.clone(), keyring.clone(), routes.clone()),
             store,
             owner,
             leases: AtomicU64::new(0),
             keyring,
+            routes,
         }
     }
 
@@ -223,6 +254,8 @@ impl Ledger {
             tx: self.store.begin().await.map_err(db(context))?,
             deltas: Deltas::default(),
             keys,
+            told: Vec::new(),
+            routes: self.routes.clone(),
         })
     }
 

@@ -189,6 +189,29 @@ ALTER TABLE tokens ADD COLUMN revoked_by TEXT;
 CREATE INDEX tokens_by_user ON tokens (user_email)
 ",
     ),
+    (
+        6,
+        // The notifications outbox (`ledger/outbox.rs`): one row per notification per channel,
+        // written in the transaction of the change it tells of, deleted once delivered. The id
+        // is the delivery id receivers deduplicate on; `failed_at` marks one given up.
+        r"
+CREATE TABLE notifications (
+    id TEXT PRIMARY KEY,
+    channel TEXT NOT NULL,
+    event TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    occurred_at BIGINT NOT NULL,
+    due_at BIGINT NOT NULL,
+    attempts BIGINT NOT NULL,
+    expires_at BIGINT,
+    last_error TEXT,
+    lease_owner TEXT,
+    leased_until BIGINT,
+    failed_at BIGINT
+);
+CREATE INDEX notifications_by_due ON notifications (due_at)
+",
+    ),
 ];
 
 /// A connection pool to the control plane's database.

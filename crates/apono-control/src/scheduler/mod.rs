@@ -117,12 +117,7 @@ impl Scheduler {
     }
 
     fn backoff_ms(&self, attempts: i64) -> i64 {
-        let base = self.config.connector.retry_base.0.as_millis() as f64;
-        let max = self.config.connector.retry_max.0.as_millis() as f64;
-        let exp = base * 2f64.powi((attempts.clamp(1, 30) - 1) as i32);
-        let capped = exp.min(max);
-        let jitter: f64 = rand::random::<f64>() * 0.5 + 0.5;
-        (capped * jitter) as i64
+        backoff_ms(&self.config.connector, attempts)
     }
 
     /// The most actions this scheduler runs at once, and per target.
@@ -449,6 +444,17 @@ fn round_robin(jobs: Vec<Job>) -> Vec<Job> {
             return out;
         }
     }
+}
+
+/// The delay before retry number `attempts` (from 1): `retry_base` doubled per attempt, at
+/// most `retry_max`, with jitter (a half to the whole of it). Actions and notifications alike.
+pub(crate) fn backoff_ms(connector: &crate::config::ConnectorSettings, attempts: i64) -> i64 {
+    let base = connector.retry_base.0.as_millis() as f64;
+    let max = connector.retry_max.0.as_millis() as f64;
+    let exp = base * 2f64.powi((attempts.clamp(1, 30) - 1) as i32);
+    let capped = exp.min(max);
+    let jitter: f64 = rand::random::<f64>() * 0.5 + 0.5;
+    (capped * jitter) as i64
 }
 
 #[cfg(test)]

@@ -49,7 +49,8 @@ pub(super) async fn run(
         }
         Err(e) => {
             let attempt = job.attempts + 1;
-            let give_up = attempt >= i64::from(s.config.connector.revoke_failed_after_attempts);
+            let limit = i64::from(s.config.connector.revoke_failed_after_attempts);
+            let give_up = attempt >= limit;
             Ok(Outcome {
                 change: Change::RevokeAttemptFailed {
                     id: id.to_owned(),
@@ -57,6 +58,7 @@ pub(super) async fn run(
                     kind: e.kind().as_str(),
                     error: error_chain(&e),
                     give_up,
+                    alert: attempt == limit,
                 },
                 next: Next::Retry(error_chain(&e)),
                 then: Then::Nothing,

@@ -70,11 +70,43 @@ impl Provisioner for Timed {
     }
 }
 
+/// [`Timed`], whose revokes all fail (a target that keeps refusing).
+#[derive(Clone, Debug)]
+pub struct StuckRevokes(pub Timed);
+
+#[async_trait]
+impl Provisioner for StuckRevokes {
+    async fn get_status(&self, ctx: &ActionContext) -> Result<StatusReport, ProvisionError> {
+        self.0.get_status(ctx).await
+    }
+    async fn list_resources(&self, ctx: &ActionContext) -> Result<Inventory, ProvisionError> {
+        self.0.list_resources(ctx).await
+    }
+    async fn grant_access(
+        &self,
+        ctx: &ActionContext,
+        g: &GrantSpec,
+    ) -> Result<Granted, ProvisionError> {
+        self.0.grant_access(ctx, g).await
+    }
+    async fn revoke_access(
+        &self,
+        _: &ActionContext,
+        _: &GrantSpec,
+        _: &GrantState,
+    ) -> Result<(), ProvisionError> {
+        Err(ProvisionError::Unavailable {
+            target: "stuck".into(),
+            source: None,
+        })
+    }
+}
+
 /// An executor running `provisioner` for integrations of type `integration_type`, with secrets
 /// from the `apono` store.
-pub fn executor(
+pub fn executor<P: Provisioner + Clone>(
     integration_type: &str,
-    provisioner: Timed,
+    provisioner: P,
     limits: ExecutorLimits,
 ) -> Arc<Executor> {
     let mut registry = ProvisionerRegistry::new();
@@ -144,4 +176,16 @@ pub fn database(postgres: bool) -> Result<Db> {
             _dir: dir,
         }
     })
+}
+
+/// A request for `Default` on box `resource` of integration `boxes`, for the flow's maximum.
+pub fn on(resource: &str) -> apono_control::NewRequest {
+    apono_control::NewRequest {
+        integration: "boxes".into(),
+        resource_type: "box".into(),
+        resource_ids: vec![resource.into()],
+        permission: "Default".into(),
+        justification: None,
+        duration: None,
+    }
 }

@@ -1,0 +1,166 @@
+//! Slack's interactivity: a press of a message's Approve or Reject button, posted by Slack to
+//! `POST /api/v1/slack/{channel}/interactions`.
+//!
+//! 1. The request must carry Slack's signature under the channel's `signing_secret` (read from
+//!    its secret store for this request), with a timestamp within five minutes of now.
+//! 2. The Slack user id is mapped to a connector user through the channel's `slack_users`
+//!    (Slack's payload carries no email, and no Slack API is called: the operator lists who is
+//!    who). An unmapped user decides nothing.
+//! 3. The decision goes through [`ControlPlane::approve`] or [`ControlPlane::reject`] as that
+//!    user, so every rule of the API holds (self-approval refused, `all_of` progress, the
+//!    re-check against the configuration), and is audited the same way. A rejection from Slack
+//!    carries the reason "rejected in Slack".
+//! 4. Through the press's `response_url`: a decision replaces the message (its buttons gone)
+//!    by what happened; a refusal, or an `all_of` approval others must complete, is shown to
+//!    the presser alone, the buttons kept for the other approvers.
+
+use std::sync::Arc;
+
+use apono_notify::signature::{SignatureError, check_slack_timestamp, verify_slack};
+use apono_notify::slack::{Decision, parse_interaction};
+use secrecy::ExposeSecret;
+use secrecy::SecretString;
+use tracing::warn;
+
+use super::ChannelType;
+use crate::error::ControlError;
+use crate::plane::ControlPlane;
+
+/// What a button press did.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SlackOutcome {
+    /// `approved`, `recorded` (an `all_of` approval that others must complete), `rejected`
+    /// or `refused`.
+    pub outcome: &'static str,
+    /// The request.
+    pub request_id: String,
+    /// The connector user the Slack user maps to, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// What the message now says.
+    pub text: String,
+}
+
+impl ControlPlane {
+    /// Handles a Slack button press on notification channel `channel`: `timestamp` and
+    /// `signature` are the `X-Slack-Request-Timestamp` and `X-Slack-Signature` headers, `body`
+    /// the raw body. A bad or stale signature is [`ControlError::Unauthenticated`]; a decision
+    /// the rules refuse is an `Ok` with outcome `refused` (Slack shows the replaced message).
+    pub async fn slack_interaction(
+        self: &Arc<Self>,
+        channel: &str,
+        timestamp: Option<&str>,
+        signature: Option<&str>,
+        body: &[u8],
+    ) -> Result<SlackOutcome, ControlError> {
+        let settings = self
+            .config()
+            .notifications
+            .iter()
+            .find(|c| c.name == channel && c.channel_type == ChannelType::Slack)
+            .ok_or_else(|| ControlError::NotFound(format!("Slack channel {channel}")))?;
+        // What needs no secret first: a request that cannot be Slack's now never makes the
+        // connector read its secret store.
+        let now = chrono::Utc::now().timestamp();
+        let (Some(timestamp), Some(signature)) = (timestamp, signature) else {
+            return Err(refused(channel, SignatureError::Malformed));
+        };
+        check_slack_timestamp(timestamp, now).map_err(|e| refused(channel, e))?;
+        let reference = settings.secret_store.as_ref().ok_or_else(|| {
+            ControlError::NotFound(format!("Slack channel {channel} has no secret store"))
+        })?;
+        let secret = self
+            .executor()
+            .resolver()
+            .resolve(reference)
+            .await
+            .map_err(|e| {
+                ControlError::Notification(format!(
+                    "reading the Slack signing secret: {}",
+                    apono_core::error_chain(&e)
+                ))
+            })?;
+        let signing = secret.get("signing_secret").ok_or_else(|| {
+            ControlError::Notification(
+                "the Slack channel's secret has no field signing_secret".into(),
+            )
+        })?;
+        let signing = SecretString::from(signing.expose_secret().to_owned());
+        verify_slack(&signing, timestamp, signature, body, now).map_err(|e| refused(channel, e))?;
+        let press =
+            parse_interaction(body).map_err(|e| ControlError::Invalid(vec![e.to_string()]))?;
+        let user = settings
+            .slack_users
+            .get(&press.user_id)
+            .and_then(|email| self.config().user(email))
+            .cloned();
+        let (outcome, text) = match &user {
+            None => (
+                "refused",
+                format!(
+                    "Slack user {} is not mapped to a connector user: nothing was decided",
+                    press.user_id
+                ),
+            ),
+            Some(user) => {
+                let decided = match press.decision {
+                    Decision::Approve => self.approve(user, &press.request_id, None).await,
+                    Decision::Reject => {
+                        self.reject(user, &press.request_id, "rejected in Slack")
+                            .await
+                    }
+                };
+                match (press.decision, decided) {
+                    (Decision::Approve, Ok(r))
+                        if r.status == apono_core::RequestStatus::Pending =>
+                    {
+                        (
+                            "recorded",
+                            format!(
+                                "{} approved request {}; still waiting for {}",
+                                user.email,
+                                r.id,
+                                r.awaiting.join(", ")
+                            ),
+                        )
+                    }
+                    (Decision::Approve, Ok(r)) => (
+                        "approved",
+                        format!("Request {} was approved by {}", r.id, user.email),
+                    ),
+                    (Decision::Reject, Ok(r)) => (
+                        "rejected",
+                        format!("Request {} was rejected by {}", r.id, user.email),
+                    ),
+                    (_, Err(e)) => (
+                        "refused",
+                        format!(
+                            "{} could not decide request {}: {e}",
+                            user.email, press.request_id
+                        ),
+                    ),
+                }
+            }
+        };
+        if let (Some(url), Some(channel)) =
+            (&press.response_url, self.notification_channel(channel))
+            && let Err(e) = channel
+                .respond(url, &text, matches!(outcome, "approved" | "rejected"))
+                .await
+        {
+            warn!(error = %apono_core::error_chain(&e), "replacing the Slack message failed");
+        }
+        Ok(SlackOutcome {
+            outcome,
+            request_id: press.request_id,
+            user: user.map(|u| u.email),
+            text,
+        })
+    }
+}
+
+/// A Slack request whose signature does not hold: logged, answered 401.
+fn refused(channel: &str, error: SignatureError) -> ControlError {
+    warn!(channel, error = %error, "a Slack interaction was refused");
+    ControlError::Unauthenticated
+}

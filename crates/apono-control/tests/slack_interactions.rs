@@ -1,0 +1,131 @@
+//! Slack button presses through [`ControlPlane::slack_interaction`], on SQLite: the API's rules
+//! hold (`all_of` progress: the first approver's press is recorded, the second approves), and
+//! a press signed with another secret, or too old, is refused. (Slack's signatures are checked
+//! against Python's `hmac` through the binary in the repository's `tests/notifications.rs`.)
+
+#[macro_use]
+mod support;
+
+use anyhow::Result;
+use apono_control::{Config, ControlError, ControlPlane, Store};
+use apono_core::RequestStatus;
+use apono_notify::signature::slack_signature;
+use apono_runtime::ExecutorLimits;
+use secrecy::SecretString;
+use support::{Timed, database, executor, on};
+
+const SECRET: &str = "slack-signing-test";
+
+const CONFIG: &str = r#"
+[connector]
+master_key = { secret_store = { apono = { parameters = { master_key = "7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c" } } } }
+
+[[users]]
+email = "alice@example.com"
+groups = ["dev"]
+
+[[users]]
+email = "bob@example.com"
+
+[[users]]
+email = "carol@example.com"
+
+[[integrations]]
+name = "boxes"
+type = "timed"
+secret_store = { apono = { parameters = { k = "v" } } }
+
+[[access_flows]]
+name = "two-keys"
+trigger = "self_serve"
+requestors = { groups = ["dev"] }
+approvers = { mode = "all_of", users = ["bob@example.com", "carol@example.com"] }
+targets = [{ integration = "boxes", resource_type = "box", permissions = ["Default"] }]
+grant_duration = "1h"
+
+[[notifications]]
+name = "slack"
+type = "slack"
+events = ["request.pending"]
+secret_store = { apono = { parameters = { webhook_url = "http://127.0.0.1:9/unused", signing_secret = "slack-signing-test" } } }
+slack_users = { U0BOB = "bob@example.com", U0CAROL = "carol@example.com" }
+"#;
+
+/// The form body of a press of Approve on request `id` by Slack user `user`.
+fn press(user: &str, id: &str) -> String {
+    let payload = serde_json::json!({
+        "type": "block_actions",
+        "user": { "id": user },
+        "actions": [{ "action_id": "apono.approve", "value": id }],
+    });
+    format!(
+        "payload={}",
+        payload
+            .to_string()
+            .bytes()
+            .map(|b| format!("%{b:02X}"))
+            .collect::<String>()
+    )
+}
+
+async fn signed(
+    plane: &std::sync::Arc<ControlPlane>,
+    body: &str,
+    secret: &str,
+    age: i64,
+) -> Result<apono_control::SlackOutcome, ControlError> {
+    let at = chrono::Utc::now().timestamp() - age;
+    let signature = slack_signature(&SecretString::from(secret.to_owned()), at, body.as_bytes());
+    plane
+        .slack_interaction(
+            "slack",
+            Some(&at.to_string()),
+            Some(&signature),
+            body.as_bytes(),
+        )
+        .await
+}
+
+#[tokio::test]
+async fn presses_follow_all_of_and_bad_signatures_are_refused() -> Result<()> {
+    let db = database(false)?;
+    let timed = Timed {
+        latency: std::time::Duration::ZERO,
+        resources: 1,
+    };
+    let plane = ControlPlane::new(
+        Store::open(&db.url).await?,
+        Config::parse(CONFIG, std::iter::empty(), None)?,
+        executor("timed", timed, ExecutorLimits::default()),
+    );
+    plane.bootstrap().await?;
+    plane.run_due_once().await?;
+    let alice = plane.config().user("alice@example.com").unwrap().clone();
+    let id = plane.create_request(&alice, &on("r0")).await?.id;
+
+    let bob = press("U0BOB", &id);
+    for (secret, age) in [("another secret", 0), (SECRET, 301)] {
+        let refused = signed(&plane, &bob, secret, age).await;
+        assert!(
+            matches!(refused, Err(ControlError::Unauthenticated)),
+            "{refused:?}"
+        );
+    }
+    let first = signed(&plane, &bob, SECRET, 0).await?;
+    assert_eq!(first.outcome, "recorded", "{first:?}");
+    assert!(first.text.contains("carol@example.com"), "{first:?}");
+    let again = signed(&plane, &bob, SECRET, 0).await?;
+    assert_eq!(
+        again.outcome, "refused",
+        "bob cannot approve twice: {again:?}"
+    );
+    let pending = plane.request(&alice, &id).await?;
+    assert_eq!(pending.status, RequestStatus::Pending);
+    let second = signed(&plane, &press("U0CAROL", &id), SECRET, 0).await?;
+    assert_eq!(second.outcome, "approved", "{second:?}");
+    assert_ne!(
+        plane.request(&alice, &id).await?.status,
+        RequestStatus::Pending
+    );
+    Ok(())
+}
