@@ -486,6 +486,8 @@ pub struct Config {
     pub integrations: Vec<Integration>,
     /// `[[access_flows]]`.
     pub access_flows: Vec<AccessFlow>,
+    /// `[[identity_providers]]`: OpenID Connect providers to sign in with.
+    pub identity_providers: Vec<crate::identity::config::IdentityProvider>,
 }
 
 /// One problem found in a configuration, naming its key.
@@ -518,7 +520,13 @@ impl ConfigError {
     }
 }
 
-const TOP_LEVEL: [&str; 4] = ["connector", "users", "integrations", "access_flows"];
+const TOP_LEVEL: [&str; 5] = [
+    "connector",
+    "users",
+    "integrations",
+    "access_flows",
+    "identity_providers",
+];
 
 impl Config {
     /// Parses and checks a configuration file's text. `env` supplies overrides of the
@@ -697,6 +705,10 @@ impl Config {
             lift_periods(i, integration, &mut problem);
         }
         let access_flows: Vec<AccessFlow> = section(&mut table, "access_flows", &mut problem);
+        let identity_providers = section(&mut table, "identity_providers", &mut problem);
+        for p in crate::identity::config::check(&identity_providers, &users) {
+            problem(p.key, p.message);
+        }
 
         // Cross-references.
         let mut seen = BTreeSet::new();
@@ -845,6 +857,7 @@ impl Config {
                 users,
                 integrations,
                 access_flows,
+                identity_providers,
             },
             problems,
         )

@@ -68,6 +68,7 @@
 pub mod api;
 mod config;
 mod error;
+mod identity;
 mod keys;
 mod ledger;
 mod metrics;
@@ -85,6 +86,7 @@ pub use config::{
     check_config, config_schema,
 };
 pub use error::ControlError;
+pub use identity::config::{DisabledUserGrants, IdentityProvider};
 pub use keys::{Keys, UnsealError};
 pub use ledger::audit;
 pub use ledger::store::{Backend, Store};

@@ -77,6 +77,8 @@ pub struct ControlPlane {
     refusals: Refusals,
     /// Fired when the API stops: watches answer at once.
     closing: CancelSignal,
+    /// Sign-in through `[[identity_providers]]`.
+    sso: crate::identity::Sso,
 }
 
 fn hash_token(token: &str) -> String {
@@ -97,6 +99,7 @@ impl ControlPlane {
             executor.clone(),
         );
         let owner = format!("{}/{}", config.connector.id, crate::ledger::new_id(""));
+        let sso = crate::identity::Sso::new(&config.identity_providers);
         let config = Arc::new(config);
         let ledger = Arc::new(Ledger::new(store, owner, Arc::new(keyring)));
         let lag = Arc::new(RevokeLag::default());
@@ -118,6 +121,7 @@ impl ControlPlane {
             token_seen: Mutex::new(HashMap::new()),
             refusals: Refusals::default(),
             closing: CancelSignal::new(),
+            sso,
         })
     }
 
@@ -129,6 +133,21 @@ impl ControlPlane {
     /// The store.
     pub fn store(&self) -> &Store {
         self.ledger.store()
+    }
+
+    /// The ledger (for the sign-in module's records).
+    pub(crate) fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Sign-in through the identity providers.
+    pub(crate) fn sso(&self) -> &crate::identity::Sso {
+        &self.sso
+    }
+
+    /// Wakes the scheduler (grants to revoke now).
+    pub(crate) fn wake_scheduler(&self) {
+        self.wake.notify_one();
     }
 
     /// The executor.
@@ -148,7 +167,7 @@ impl ControlPlane {
 
     /// Audits a refusal (rate-limited, see `refusals.rs`) and hands the error back. A failure
     /// to audit never hides the refusal itself.
-    async fn refused(
+    pub(crate) async fn refused(
         &self,
         actor: &str,
         action: &'static str,
@@ -210,9 +229,12 @@ impl ControlPlane {
                 );
             }
         }
+        // People who signed in through an identity provider are users too.
+        let signed_in = self.ledger.sso_known_emails().await?;
         self.ledger
             .bootstrap(&self.config.connector.id, summary, &names, |email| {
                 self.config.user(email).is_some()
+                    || signed_in.contains(&email.to_ascii_lowercase())
             })
             .await?;
         self.wake.notify_one();
@@ -400,7 +422,13 @@ impl ControlPlane {
                 )
                 .await);
         };
-        let Some(user) = self.config.user(&email).cloned() else {
+        // A sign-in's token: the identity provider's user, groups fresh.
+        let from_sso = if self.sso.enabled() {
+            self.sso.user_for_token(self, &id).await?
+        } else {
+            None
+        };
+        let Some(user) = from_sso.or_else(|| self.config.user(&email).cloned()) else {
             return Err(self
                 .refused(&email, "token.use", &id, ControlError::Unauthenticated)
                 .await);

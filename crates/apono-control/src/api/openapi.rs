@@ -283,7 +283,7 @@ pub fn openapi() -> serde_json::Value {
     let metrics = json!({ "summary": "Prometheus metrics", "responses": {
         "200": text("the Prometheus text format"),
         "503": error_response("the database is unavailable") } });
-    json!({
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": { "title": "Apono connector API", "version": env!("CARGO_PKG_VERSION") },
         "components": {
@@ -325,5 +325,7 @@ pub fn openapi() -> serde_json::Value {
             "/api/v1/tokens/{id}/revoke": { "parameters": id_param, "post": operation("revoke a token (its owner or an admin); effective on every replica at the next request", "200", schema_ref("ApiToken"), &[("404", "no such token, or not the caller's")]) },
             "/api/v1/audit": { "get": audit },
         }
-    })
+    });
+    crate::identity::openapi::extend(&mut doc);
+    doc
 }

@@ -59,6 +59,7 @@ pub(super) fn router(plane: Arc<ControlPlane>) -> Router {
         .route("/api/v1/audit", get(audit_log))
         .merge(super::live::routes())
         .merge(crate::portal::router())
+        .merge(crate::identity::routes::router())
         .with_state(plane)
 }
 

@@ -16,6 +16,7 @@ pub(crate) mod commit;
 pub(crate) mod gauges;
 pub(crate) mod jobs;
 mod rows;
+pub(crate) mod sso;
 pub(crate) mod store;
 
 use std::collections::BTreeMap;
