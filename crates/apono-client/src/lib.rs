@@ -92,8 +92,8 @@ pub use duration::parse_duration;
 pub use error::ClientError;
 pub use files::{KeyCache, Profile, Profiles, write_private};
 pub use model::{
-    AccessDetails, AccessRequest, AccessSession, ApiToken, AuditRecord, Credentials, DryRun,
-    Instructions, Integration, Me, NewRequest, PermissionEntry, Problem, RequestApproval,
+    AccessDetails, AccessRequest, AccessSession, ApiToken, AuditRecord, Credentials,
+    DeviceSignIn, DryRun, Instructions, Integration, Me, NewRequest, SignedIn, PermissionEntry, Problem, RequestApproval,
     RequestScope, Resource, ResourceTypeEntry, problem_code,
 };
 pub use vault::{
