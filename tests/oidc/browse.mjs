@@ -1,13 +1,13 @@
 // What a person does in the browser at the test provider, done over HTTP for tests/sso.rs:
 //
-//   node browse.mjs <url> <login>
+//   node browse.mjs <url> <login> [stop]
 //
 // Follows redirects (keeping the provider's cookies), fills the provider's forms (the login
 // form with <login> and any password, the consent and device-confirmation forms as they are)
 // and stops at the first redirect that leaves the provider: it GETs that URL (the CLI's
 // loopback listener, or the connector's callback) and prints {"url", "status", "body"} as
-// one JSON line. A page without a form ends the walk (the device flow's success page).
-const [start, login] = process.argv.slice(2);
+// one JSON line (with `stop`, it only prints the URL, as {"url"}). A page without a form ends the walk (the device flow's success page).
+const [start, login, stop] = process.argv.slice(2);
 const jar = new Map();
 let url = new URL(start);
 const origin = url.origin;
@@ -35,6 +35,10 @@ for (let step = 0; step < 30; step += 1) {
   const location = res.headers.get('location');
   if (res.status >= 300 && res.status < 400 && location) {
     const next = new URL(location, url);
+    if (next.origin !== origin && stop === 'stop') {
+      process.stdout.write(`${JSON.stringify({ url: next.href })}\n`);
+      process.exit(0);
+    }
     if (next.origin !== origin) {
       const final = await fetch(next, { redirect: 'manual' });
       process.stdout.write(`${JSON.stringify({ url: next.href, status: final.status, body: await final.text() })}\n`);

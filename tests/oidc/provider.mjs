@@ -1,7 +1,9 @@
 // A real OpenID provider (the certified `oidc-provider`) on loopback for tests/sso.rs.
 //
-//   node provider.mjs <port> <client_id> <client_secret>
+//   node provider.mjs <port> <client_id> <client_secret> [<tokens file>]
 //
+// Every token the token endpoint issues is appended to <tokens file> (one a line), so that
+// the test can look for each of them in the connector's log.
 // Prints one JSON line {"issuer": …} once it listens. Accounts are made on first login (any
 // password, the dev interactions' pages) with the groups set through the admin endpoints:
 //
@@ -12,11 +14,12 @@
 // A mutation applies to the next ID token the token endpoint answers (once): it is re-signed
 // with the provider's own key (or, for the attacks, as the attack does), so the connector
 // receives it through the real code exchange.
+import { appendFileSync } from 'node:fs';
 import { createPublicKey } from 'node:crypto';
 import Provider from 'oidc-provider';
 import * as jose from 'jose';
 
-const [port, clientId, clientSecret] = process.argv.slice(2);
+const [port, clientId, clientSecret, tokensFile] = process.argv.slice(2);
 const issuer = `http://127.0.0.1:${port}`;
 
 const { privateKey } = await jose.generateKeyPair('RS256', { extractable: true });
@@ -105,6 +108,11 @@ provider.use(async (ctx, next) => {
     const how = mutation;
     mutation = null;
     ctx.body = { ...ctx.body, id_token: await mutate(ctx.body.id_token, how) };
+  }
+  if (ctx.path === '/token' && tokensFile && ctx.body && typeof ctx.body === 'object') {
+    for (const key of ['id_token', 'access_token', 'refresh_token']) {
+      if (ctx.body[key]) appendFileSync(tokensFile, `${ctx.body[key]}\n`);
+    }
   }
 });
 

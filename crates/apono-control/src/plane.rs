@@ -688,7 +688,11 @@ impl ControlPlane {
             )));
         }
         let inventory = self.inventory().await?;
-        let (requester, evaluation) = policy.recheck(&request, &inventory)?;
+        let requester = self.current_user(&request.requester).await?;
+        let evaluation = policy.recheck(requester.as_ref(), &request, &inventory)?;
+        let requester = requester.as_ref().ok_or_else(|| {
+            ControlError::Conflict("the requester is no longer a user".into())
+        })?;
         let new = NewRequest {
             integration: request.integration.clone(),
             resource_type: request.resource_type.clone(),

@@ -71,10 +71,13 @@ impl From<OidcError> for ControlError {
             OidcError::Refused(m) => Self::Forbidden(m),
             OidcError::InvalidGrant(_) => Self::Forbidden(e.to_string()),
             OidcError::Pending { .. } => Self::Conflict(e.to_string()),
-            OidcError::Unavailable(_) => Self::Io {
+            OidcError::Unavailable(_) => {
+                tracing::warn!(error = %e, "the identity provider is unavailable");
+                Self::Io {
                 context: "talking to the identity provider",
-                source: std::io::Error::other(e.to_string()),
-            },
+                    source: std::io::Error::other(e.to_string()),
+                }
+            }
         }
     }
 }
@@ -594,6 +597,24 @@ impl ControlPlane {
             ControlError::Forbidden(_) => self.refused("anonymous", "sso.sign_in", "-", e).await,
             other => other,
         }
+    }
+
+    /// The user `email` is now: signed in through an identity provider (their latest live
+    /// session, groups refreshed when older than the bound), else in the configuration. `None`:
+    /// no longer a user (a provider that disabled them, or neither).
+    pub(crate) async fn current_user(&self, email: &str) -> Result<Option<User>, ControlError> {
+        if self.sso().enabled()
+            && let Some(token_id) = self.ledger().sso_latest_session(email).await?
+        {
+            return match self.sso().user_for_token(self, &token_id).await {
+                Ok(Some(user)) => Ok(Some(user)),
+                Ok(None) | Err(ControlError::Unauthenticated) => {
+                    Ok(self.config().user(email).cloned())
+                }
+                Err(e) => Err(e),
+            };
+        }
+        Ok(self.config().user(email).cloned())
     }
 
     /// Revokes `token` when it is a sign-in's (`apono logout`); `false` for any other token.

@@ -136,6 +136,9 @@ impl OidcClient {
             .timeout(Duration::from_secs(15))
             .connect_timeout(Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::none())
+            // Shorter than servers' keep-alive (Node's is 5 s): a pooled connection the
+            // provider is closing would fail the next request.
+            .pool_idle_timeout(Duration::from_secs(2))
             .build()
             .unwrap_or_default();
         Self {
@@ -371,12 +374,16 @@ impl OidcClient {
             .bytes()
             .await
             .map_err(|e| unavailable("the token endpoint", e.without_url()))?;
-        let answer: serde_json::Map<String, Value> = serde_json::from_slice(&bytes)
-            .map_err(|_| unavailable("the token endpoint", format!("HTTP {} without JSON", status.as_u16())))?;
+        let answer: serde_json::Map<String, Value> =
+            serde_json::from_slice(&bytes).map_err(|_| {
+                tracing::warn!(status = status.as_u16(), "the token endpoint answered without JSON");
+                unavailable("the token endpoint", format!("HTTP {} without JSON", status.as_u16()))
+            })?;
         if !status.is_success() {
             let code = answer.get("error").and_then(Value::as_str).unwrap_or("unknown");
             // Only the error code: descriptions may echo what was sent.
             let code: String = code.chars().filter(|c| c.is_ascii_graphic()).take(60).collect();
+            tracing::debug!(status = status.as_u16(), error = %code, "the token endpoint refused");
             return Err(match code.as_str() {
                 "authorization_pending" => OidcError::Pending { slow_down: false },
                 "slow_down" => OidcError::Pending { slow_down: true },

@@ -164,6 +164,22 @@ impl Ledger {
         }))
     }
 
+    /// The token id of `email`'s most recently refreshed live session, if any.
+    pub(crate) async fn sso_latest_session(
+        &self,
+        email: &str,
+    ) -> Result<Option<String>, ControlError> {
+        let row: Option<(String,)> = sqlx::query_as(
+            "SELECT s.token_id FROM sso_sessions s JOIN tokens t ON t.id = s.token_id WHERE LOWER(s.email) = LOWER($1) AND t.revoked_at IS NULL AND t.expires_at > $2 ORDER BY s.refreshed_at DESC LIMIT 1",
+        )
+        .bind(email)
+        .bind(now_ms())
+        .fetch_optional(self.store.pool())
+        .await
+        .map_err(db("finding a sign-in session"))?;
+        Ok(row.map(|(id,)| id))
+    }
+
     /// Records a refresh: the groups now, the refresh token (a new one when the provider
     /// rotated it) and when (audited when the groups or the admin flag changed).
     pub(crate) async fn sso_session_refreshed(
