@@ -117,7 +117,13 @@ fn schema_sections(root: &Value) -> BTreeMap<String, Keys> {
         .collect();
     assert_eq!(
         top,
-        BTreeSet::from(["connector", "users", "integrations", "access_flows"]),
+        BTreeSet::from([
+            "connector",
+            "users",
+            "integrations",
+            "access_flows",
+            "identity_providers"
+        ]),
         "the file's sections changed: update docs/configuration.md and this test"
     );
     let mut sections = BTreeMap::new();
@@ -146,8 +152,14 @@ fn section_names(heading: &str) -> Vec<String> {
     if !types.is_empty() {
         return types;
     }
-    ["connector", "users", "integrations", "access_flows"]
-        .into_iter()
+    [
+        "connector",
+        "users",
+        "integrations",
+        "access_flows",
+        "identity_providers",
+    ]
+    .into_iter()
         .filter(|name| {
             heading.contains(&format!("`[{name}]`")) || heading.contains(&format!("`[[{name}]]`"))
         })
