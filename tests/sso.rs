@@ -3,7 +3,8 @@
 //! against the real connector and CLI binaries. What a person does in the browser at the
 //! provider (log in, consent, confirm a device) is done over HTTP by `tests/oidc/browse.mjs`.
 //!
-//! Proven here: `apono login --sso` (loopback redirect, PKCE) and `--device` end to end; ID
+//! Proven here: `apono login --sso` (loopback redirect, PKCE) and `--device` end to end; the
+//! portal's "Sign in with …" in headless Chromium (`tests/oidc/portal-sso.mjs`); ID
 //! tokens with a wrong audience, a wrong issuer, an expired one, `alg=none`, HS256 signed with
 //! the provider's public key, a wrong nonce and a key the provider does not publish are each
 //! refused, and so is a replayed state; a static user's email cannot be taken; someone moved
@@ -452,6 +453,31 @@ async fn sign_in_through_a_real_openid_provider() -> Result<()> {
     ensure!(out.status.success(), "logout: {}", String::from_utf8_lossy(&out.stderr));
     let after = status_of(&client, "GET", &format!("{base}/api/v1/me"), &dave).await?;
     ensure!(after == 401, "the token works after apono logout: {after}");
+
+    // --- The portal's "Sign in with Corp SSO" in headless Chromium.
+    ensure!(
+        Path::new("/usr/bin/chromium").is_file(),
+        "/usr/bin/chromium is missing: scripts/test.sh installs Debian's chromium"
+    );
+    provider.user("erin", &["developers"], false).await?;
+    let out = tempfile::tempdir()?;
+    let walk = Command::new("node")
+        .arg(oidc_dir().join("portal-sso.mjs"))
+        .current_dir(oidc_dir())
+        .env("PORTAL_URL", &base)
+        .env("LOGIN", "erin")
+        .env("EMAIL", "erin@example.com")
+        .env("OUT", out.path())
+        .stdin(Stdio::null())
+        .output()
+        .context("running node")?;
+    let stdout = String::from_utf8_lossy(&walk.stdout);
+    ensure!(
+        walk.status.success() && stdout.contains("portal sso walk passed"),
+        "the portal walk failed:\n{stdout}\n{}\nconnector log:\n{}",
+        String::from_utf8_lossy(&walk.stderr),
+        connector.log_text()
+    );
 
     // --- No IdP token, and not the client secret, in the connector's log.
     let log = connector.log_text();

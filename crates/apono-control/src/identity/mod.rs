@@ -3,9 +3,9 @@
 //! * `config`: the `[[identity_providers]]` section and its checks.
 //! * `oidc`: one provider's client: discovery, keys, ID-token validation, the token
 //!   endpoint's grants.
-//! * `openapi`: their part of the OpenAPI document.
-//! * `routes`: the API's sign-in endpoints (`/api/v1/auth/…`) and the portal's
-//!   (`/ui/sso/…`).
+//! * `openapi`: the sign-in endpoints' part of the OpenAPI document.
+//! * `portal`: the portal's "Sign in with …" (`/ui/sso/…`).
+//! * `routes`: the API's sign-in endpoints (`/api/v1/auth/…`).
 //!
 //! **Where the code exchange happens.** The connector is the OIDC client (it alone holds the
 //! client secret, the PKCE verifier and the nonce); the CLI and the portal never see an IdP
@@ -25,6 +25,7 @@
 pub(crate) mod config;
 pub(crate) mod oidc;
 pub(crate) mod openapi;
+pub(crate) mod portal;
 pub(crate) mod routes;
 
 use std::collections::HashMap;

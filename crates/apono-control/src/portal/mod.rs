@@ -75,6 +75,7 @@ pub(crate) fn router() -> Router<Arc<ControlPlane>> {
             "/ui/static/portal.css",
             get(|| async { asset("text/css; charset=utf-8", STYLE) }),
         )
+        .merge(crate::identity::portal::routes())
         .layer(middleware::from_fn(headers))
 }
 
