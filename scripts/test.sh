@@ -31,6 +31,10 @@ command -v newuidmap >/dev/null || missing+=(uidmap)
 command -v slirp4netns >/dev/null || missing+=(slirp4netns)
 command -v npm >/dev/null || missing+=(npm)
 command -v openssl >/dev/null || missing+=(openssl)
+# tests/sso.rs: the OpenID provider (oidc-provider) runs on node; the portal's sign-in through
+# it runs in Debian's chromium.
+command -v node >/dev/null || missing+=(nodejs)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   step "installing ${missing[*]}"
   scripts/install-debian-packages.sh "${missing[@]}"
@@ -54,6 +58,10 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 export PATH="$ROOT/.venv/bin:$PATH"
+
+# ---------------------------------------------------------------- node packages
+step "installing tests/oidc's node packages (npm ci: oidc-provider, jose, playwright-core, pinned)"
+npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error
 
 # ---------------------------------------------------------------- rust tools
 step "checking Rust tools"
