@@ -10,8 +10,9 @@
 //! refused, and so is a replayed state; a static user's email cannot be taken; someone moved
 //! out of the approvers' group at the provider can no longer approve once `groups_max_age` has
 //! passed; someone the provider disabled can no longer act and their grant is revoked; `apono
-//! logout` revokes the token; no IdP token and not the client secret are in the connector's
-//! log.
+//! logout` revokes the token; a provider restarted with a new signing key is followed (the
+//! key set is fetched again for an unknown key id); no IdP token and not the client secret are
+//! in the connector's log.
 //!
 //! Nothing is skipped: without node or `tests/oidc/node_modules` this fails, saying so.
 
@@ -37,16 +38,24 @@ fn oidc_dir() -> PathBuf {
 struct Provider {
     child: Child,
     issuer: String,
+    /// The id of its signing key.
+    kid: String,
+    port: u16,
     tokens: PathBuf,
 }
 
 impl Provider {
-    fn start(dir: &Path) -> Result<Self> {
+    /// Starts the provider on a free port, or on `port` (a restart: the same issuer with a new
+    /// signing key).
+    fn start(dir: &Path, port: Option<u16>) -> Result<Self> {
         ensure!(
             oidc_dir().join("node_modules/oidc-provider").is_dir(),
             "tests/oidc/node_modules is missing: scripts/test.sh runs npm ci there"
         );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = match port {
+            Some(port) => port,
+            None => std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port(),
+        };
         let tokens = dir.join("issued-tokens");
         let mut child = Command::new("node")
             .arg(oidc_dir().join("provider.mjs"))
@@ -68,6 +77,8 @@ impl Provider {
         Ok(Self {
             child,
             issuer: ready["issuer"].as_str().context("issuer")?.to_owned(),
+            kid: ready["kid"].as_str().context("kid")?.to_owned(),
+            port,
             tokens,
         })
     }
@@ -328,7 +339,7 @@ fn saved_token(home: &Path) -> Result<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_through_a_real_openid_provider() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let provider = Provider::start(dir.path())?;
+    let mut provider = Provider::start(dir.path(), None)?;
     provider.user("alice", &["developers"], false).await?;
     provider.user("bob", &["okta-sre"], false).await?;
     let server = SshServer::start()?;
@@ -361,6 +372,7 @@ async fn sign_in_through_a_real_openid_provider() -> Result<()> {
     );
 
     // --- Refusals: each forged ID token, served by the provider's token endpoint.
+    let mut last_jwks_fetch = Instant::now();
     for (mutation, why) in [
         ("wrong-audience", "wrong audience"),
         ("wrong-issuer", "wrong issuer"),
@@ -370,6 +382,10 @@ async fn sign_in_through_a_real_openid_provider() -> Result<()> {
         ("wrong-nonce", "nonce"),
         ("unknown-key", "key the provider does not publish"),
     ] {
+        if mutation == "unknown-key" {
+            // The connector refetches the key set for an unknown key id, at most every 10 s.
+            last_jwks_fetch = Instant::now();
+        }
         let (state, code) = authorize(&client, &base, "alice").await?;
         provider.admin("/admin/mutate", &json!({ "mutation": mutation })).await?;
         let (status, body) = callback(&client, &base, &state, &code).await?;
@@ -479,8 +495,23 @@ async fn sign_in_through_a_real_openid_provider() -> Result<()> {
         connector.log_text()
     );
 
+    // --- Key rotation: the provider restarts with a new signing key (a new key id); the
+    // connector fetches the key set again when a token names a key it does not hold.
+    let port = provider.port;
+    let old_kid = provider.kid.clone();
+    drop(provider);
+    provider = Provider::start(dir.path(), Some(port))?;
+    ensure!(provider.kid != old_kid, "the restarted provider kept its key");
+    provider.user("frank", &["developers"], false).await?;
+    let wait = Duration::from_secs(11).saturating_sub(last_jwks_fetch.elapsed());
+    tokio::time::sleep(wait).await;
+    let frank = sign_in(&client, &base, "frank").await?;
+    let me = call(&client, "GET", &format!("{base}/api/v1/me"), &frank, None).await?;
+    ensure!(me["email"] == "frank@example.com", "frank is {me}");
+
     // --- No IdP token, and not the client secret, in the connector's log.
     let log = connector.log_text();
+    // Both providers appended to the same file.
     let issued = provider.issued();
     ensure!(issued.len() >= 5, "the provider issued only {} tokens", issued.len());
     for token in &issued {

@@ -22,8 +22,10 @@ import * as jose from 'jose';
 const [port, clientId, clientSecret, tokensFile] = process.argv.slice(2);
 const issuer = `http://127.0.0.1:${port}`;
 
+// A new key (and key id) at every start: a restart is a key rotation.
 const { privateKey } = await jose.generateKeyPair('RS256', { extractable: true });
-const jwk = { ...(await jose.exportJWK(privateKey)), kid: 'k1', alg: 'RS256', use: 'sig' };
+const kid = `k-${Date.now().toString(36)}`;
+const jwk = { ...(await jose.exportJWK(privateKey)), kid, alg: 'RS256', use: 'sig' };
 const publicPem = createPublicKey(await jose.exportPKCS8(privateKey)).export({ type: 'spki', format: 'pem' });
 
 const users = new Map(); // login -> { email, groups, disabled }
@@ -65,8 +67,8 @@ const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
 async function mutate(idToken, how) {
   const [, payloadPart] = idToken.split('.');
   const claims = JSON.parse(Buffer.from(payloadPart, 'base64url').toString());
-  const sign = (c, key = privateKey, kid = 'k1') =>
-    new jose.SignJWT(c).setProtectedHeader({ alg: 'RS256', kid, typ: 'JWT' }).sign(key);
+  const sign = (c, key = privateKey, keyId = kid) =>
+    new jose.SignJWT(c).setProtectedHeader({ alg: 'RS256', kid: keyId, typ: 'JWT' }).sign(key);
   switch (how) {
     case 'wrong-audience': return sign({ ...claims, aud: 'someone-else' });
     case 'wrong-issuer': return sign({ ...claims, iss: 'http://127.0.0.1:1/evil' });
@@ -74,7 +76,7 @@ async function mutate(idToken, how) {
     case 'wrong-nonce': return sign({ ...claims, nonce: 'a-nonce-from-another-sign-in' });
     case 'alg-none': return `${b64({ alg: 'none', typ: 'JWT' })}.${b64(claims)}.`;
     case 'hs256-public-key':
-      return new jose.SignJWT(claims).setProtectedHeader({ alg: 'HS256', kid: 'k1', typ: 'JWT' })
+      return new jose.SignJWT(claims).setProtectedHeader({ alg: 'HS256', kid, typ: 'JWT' })
         .sign(new TextEncoder().encode(publicPem));
     case 'unknown-key': {
       const other = await jose.generateKeyPair('RS256');
@@ -117,6 +119,6 @@ provider.use(async (ctx, next) => {
 });
 
 const server = provider.listen(Number(port), '127.0.0.1', () => {
-  process.stdout.write(`${JSON.stringify({ issuer })}\n`);
+  process.stdout.write(`${JSON.stringify({ issuer, kid })}\n`);
 });
 process.on('SIGTERM', () => server.close(() => process.exit(0)));
