@@ -1,7 +1,7 @@
 //! The control plane of the Apono connector: the single owner of state.
 //!
 //! * [`Config`]: the one TOML file (`[connector]`, `[[users]]`, `[[integrations]]`,
-//!   `[[access_flows]]`), checked as a whole ([`ConfigError`] lists every problem).
+//!   `[[access_flows]]`, `[[identity_providers]]`), checked as a whole ([`ConfigError`] lists every problem).
 //! * [`Store`]: SQLite (default, embedded) or PostgreSQL through sqlx, migrations embedded.
 //!   Write transactions on SQLite are `BEGIN IMMEDIATE` behind an in-process gate, so another
 //!   process on the same file (`apono-connector tokens create` next to a running connector)
@@ -35,6 +35,10 @@
 //! * [`audit`]: the audit log, each record linked to the previous one by an HMAC under a key
 //!   derived from the master key ([`Keys`], `connector.master_key`), which also seals one-time
 //!   credentials in the store until they are shown once.
+//! * Single sign-on ([`IdentityProvider`], `[[identity_providers]]`): OpenID Connect sign-in
+//!   for the portal and the CLI (authorization code with PKCE, device authorization), ID tokens
+//!   validated by `jsonwebtoken`, the connector's own tokens whose groups are refreshed from the
+//!   provider past `groups_max_age` (see `docs/sso.md`).
 //! * [`api::router`]: the HTTP API; [`api::serve`] its listener (TLS with certificate reload,
 //!   or plain HTTP on loopback).
 //!
