@@ -54,7 +54,9 @@ impl Provider {
         );
         let port = match port {
             Some(port) => port,
-            None => std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port(),
+            None => std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port(),
         };
         let tokens = dir.join("issued-tokens");
         let mut child = Command::new("node")
@@ -191,7 +193,10 @@ async fn authorize(client: &reqwest::Client, base: &str, login: &str) -> Result<
     let url = started["authorization_url"].as_str().context("url")?;
     let back = browse(url, login, true)?;
     let back = reqwest::Url::parse(back["url"].as_str().context("redirect")?)?;
-    ensure!(back.port() == Some(9) && back.path() == "/callback", "{back}");
+    ensure!(
+        back.port() == Some(9) && back.path() == "/callback",
+        "{back}"
+    );
     let get = |k: &str| {
         back.query_pairs()
             .find(|(n, _)| n == k)
@@ -204,7 +209,12 @@ async fn authorize(client: &reqwest::Client, base: &str, login: &str) -> Result<
 }
 
 /// POSTs the callback: the status and the JSON answer.
-async fn callback(client: &reqwest::Client, base: &str, state: &str, code: &str) -> Result<(u16, Value)> {
+async fn callback(
+    client: &reqwest::Client,
+    base: &str,
+    state: &str,
+    code: &str,
+) -> Result<(u16, Value)> {
     let resp = client
         .post(format!("{base}/api/v1/auth/oidc/callback"))
         .header("content-type", "application/json")
@@ -291,7 +301,11 @@ fn cli(home: &Path, args: &[&str]) -> Result<(Child, std::sync::mpsc::Receiver<S
 }
 
 /// The first stderr line containing `needle` (60 s at most).
-fn line_with(rx: &std::sync::mpsc::Receiver<String>, needle: &str, seen: &mut Vec<String>) -> Result<String> {
+fn line_with(
+    rx: &std::sync::mpsc::Receiver<String>,
+    needle: &str,
+    seen: &mut Vec<String>,
+) -> Result<String> {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
@@ -304,7 +318,11 @@ fn line_with(rx: &std::sync::mpsc::Receiver<String>, needle: &str, seen: &mut Ve
     bail!("no line with {needle:?} from the CLI: {seen:?}")
 }
 
-fn finish(mut child: Child, rx: &std::sync::mpsc::Receiver<String>, seen: &mut Vec<String>) -> Result<()> {
+fn finish(
+    mut child: Child,
+    rx: &std::sync::mpsc::Receiver<String>,
+    seen: &mut Vec<String>,
+) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(90);
     let status = loop {
         if let Some(status) = child.try_wait()? {
@@ -360,14 +378,19 @@ async fn sign_in_through_a_real_openid_provider() -> Result<()> {
         .context("no URL")?;
     let delivered = browse(url, "alice", false)?;
     ensure!(
-        delivered["status"] == 200 && delivered["body"].as_str().is_some_and(|b| b.contains("Signed in")),
+        delivered["status"] == 200
+            && delivered["body"]
+                .as_str()
+                .is_some_and(|b| b.contains("Signed in")),
         "the CLI's listener answered {delivered}"
     );
     finish(child, &rx, &mut seen)?;
     let alice = saved_token(&home)?;
     let me = call(&client, "GET", &format!("{base}/api/v1/me"), &alice, None).await?;
     ensure!(
-        me["email"] == "alice@example.com" && me["groups"] == json!(["developers"]) && me["admin"] == false,
+        me["email"] == "alice@example.com"
+            && me["groups"] == json!(["developers"])
+            && me["admin"] == false,
         "alice is {me}"
     );
 
@@ -387,7 +410,9 @@ async fn sign_in_through_a_real_openid_provider() -> Result<()> {
             last_jwks_fetch = Instant::now();
         }
         let (state, code) = authorize(&client, &base, "alice").await?;
-        provider.admin("/admin/mutate", &json!({ "mutation": mutation })).await?;
+        provider
+            .admin("/admin/mutate", &json!({ "mutation": mutation }))
+            .await?;
         let (status, body) = callback(&client, &base, &state, &code).await?;
         ensure!(
             status == 403 && body["error"].as_str().is_some_and(|e| e.contains(why)),
@@ -398,12 +423,26 @@ async fn sign_in_through_a_real_openid_provider() -> Result<()> {
     let (state, code) = authorize(&client, &base, "alice").await?;
     let (first, _) = callback(&client, &base, &state, &code).await?;
     let (again, body) = callback(&client, &base, &state, &code).await?;
-    ensure!(first == 200 && again == 403, "replayed state: {first}, then {again} {body}");
-    ensure!(body["error"].as_str().is_some_and(|e| e.contains("already used")), "{body}");
+    ensure!(
+        first == 200 && again == 403,
+        "replayed state: {first}, then {again} {body}"
+    );
+    ensure!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("already used")),
+        "{body}"
+    );
     // A static user's email cannot be taken through the provider.
     let (state, code) = authorize(&client, &base, "carol").await?;
     let (status, body) = callback(&client, &base, &state, &code).await?;
-    ensure!(status == 403 && body["error"].as_str().is_some_and(|e| e.contains("configured user")), "carol: {status} {body}");
+    ensure!(
+        status == 403
+            && body["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("configured user")),
+        "carol: {status} {body}"
+    );
     // A redirect anywhere but the CLI's loopback is refused at the start.
     let resp = client
         .post(format!("{base}/api/v1/auth/oidc/start"))
@@ -411,25 +450,61 @@ async fn sign_in_through_a_real_openid_provider() -> Result<()> {
         .body(json!({ "redirect_uri": "https://evil.example/callback" }).to_string())
         .send()
         .await?;
-    ensure!(resp.status() == 400, "a non-loopback redirect: {}", resp.status());
+    ensure!(
+        resp.status() == 400,
+        "a non-loopback redirect: {}",
+        resp.status()
+    );
 
     // --- Groups when they matter: bob approves alice's first request.
     let bob = sign_in(&client, &base, "bob").await?;
     let first = request_access(&client, &base, &alice).await?;
     let second = request_access(&client, &base, &alice).await?;
-    call(&client, "POST", &format!("{base}/api/v1/access-requests/{first}/approve"), &bob, None).await?;
-    poll(&client, &format!("{base}/api/v1/access-requests/{first}"), carol, |v| v["status"] == "Active").await?;
+    call(
+        &client,
+        "POST",
+        &format!("{base}/api/v1/access-requests/{first}/approve"),
+        &bob,
+        None,
+    )
+    .await?;
+    poll(
+        &client,
+        &format!("{base}/api/v1/access-requests/{first}"),
+        carol,
+        |v| v["status"] == "Active",
+    )
+    .await?;
     // bob leaves okta-sre at the provider: within groups_max_age (3 s) his groups are the
     // sign-in's; past it, the connector refreshes them and he can no longer approve.
     provider.user("bob", &[], false).await?;
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let refused = status_of(&client, "POST", &format!("{base}/api/v1/access-requests/{second}/approve"), &bob).await?;
+    let refused = status_of(
+        &client,
+        "POST",
+        &format!("{base}/api/v1/access-requests/{second}/approve"),
+        &bob,
+    )
+    .await?;
     // Not an approver any more, the request is not even visible to him (404).
-    ensure!(refused == 404, "bob approved after leaving the group: {refused}");
-    let still = call(&client, "GET", &format!("{base}/api/v1/access-requests/{second}"), carol, None).await?;
+    ensure!(
+        refused == 404,
+        "bob approved after leaving the group: {refused}"
+    );
+    let still = call(
+        &client,
+        "GET",
+        &format!("{base}/api/v1/access-requests/{second}"),
+        carol,
+        None,
+    )
+    .await?;
     ensure!(still["status"] == "Pending", "the second request: {still}");
     let me = call(&client, "GET", &format!("{base}/api/v1/me"), &bob, None).await?;
-    ensure!(me["groups"] == json!([]), "bob's groups after the refresh: {me}");
+    ensure!(
+        me["groups"] == json!([]),
+        "bob's groups after the refresh: {me}"
+    );
 
     // --- alice is disabled at the provider: past the bound she cannot act, and her active
     // grant is revoked (disabled_user_grants defaults to revoke).
@@ -437,9 +512,25 @@ async fn sign_in_through_a_real_openid_provider() -> Result<()> {
     tokio::time::sleep(Duration::from_secs(4)).await;
     let gone = status_of(&client, "GET", &format!("{base}/api/v1/me"), &alice).await?;
     ensure!(gone == 401, "a disabled user still acts: {gone}");
-    poll(&client, &format!("{base}/api/v1/access-requests/{first}"), carol, |v| v["status"] == "Revoked").await?;
-    let withdrawn = call(&client, "GET", &format!("{base}/api/v1/access-requests/{second}"), carol, None).await?;
-    ensure!(withdrawn["status"] == "Revoked", "alice's pending request: {withdrawn}");
+    poll(
+        &client,
+        &format!("{base}/api/v1/access-requests/{first}"),
+        carol,
+        |v| v["status"] == "Revoked",
+    )
+    .await?;
+    let withdrawn = call(
+        &client,
+        "GET",
+        &format!("{base}/api/v1/access-requests/{second}"),
+        carol,
+        None,
+    )
+    .await?;
+    ensure!(
+        withdrawn["status"] == "Revoked",
+        "alice's pending request: {withdrawn}"
+    );
     // The static admin works beside the provider throughout.
     call(&client, "GET", &format!("{base}/api/v1/me"), carol, None).await?;
 
@@ -455,8 +546,12 @@ async fn sign_in_through_a_real_openid_provider() -> Result<()> {
         .to_owned();
     let page = browse(&complete, "dave", false)?;
     ensure!(page["status"] == 200, "the device confirmation: {page}");
-    finish(child, &rx, &mut seen)
-        .with_context(|| format!("after the browser's {page}\nconnector log:\n{}", connector.log_text()))?;
+    finish(child, &rx, &mut seen).with_context(|| {
+        format!(
+            "after the browser's {page}\nconnector log:\n{}",
+            connector.log_text()
+        )
+    })?;
     let dave = saved_token(&home)?;
     let me = call(&client, "GET", &format!("{base}/api/v1/me"), &dave, None).await?;
     ensure!(me["email"] == "dave@example.com", "dave is {me}");
@@ -466,7 +561,11 @@ async fn sign_in_through_a_real_openid_provider() -> Result<()> {
         .env("XDG_CACHE_HOME", home.join("cache"))
         .env("HOME", &home)
         .output()?;
-    ensure!(out.status.success(), "logout: {}", String::from_utf8_lossy(&out.stderr));
+    ensure!(
+        out.status.success(),
+        "logout: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let after = status_of(&client, "GET", &format!("{base}/api/v1/me"), &dave).await?;
     ensure!(after == 401, "the token works after apono logout: {after}");
 
@@ -501,7 +600,10 @@ async fn sign_in_through_a_real_openid_provider() -> Result<()> {
     let old_kid = provider.kid.clone();
     drop(provider);
     provider = Provider::start(dir.path(), Some(port))?;
-    ensure!(provider.kid != old_kid, "the restarted provider kept its key");
+    ensure!(
+        provider.kid != old_kid,
+        "the restarted provider kept its key"
+    );
     provider.user("frank", &["developers"], false).await?;
     let wait = Duration::from_secs(11).saturating_sub(last_jwks_fetch.elapsed());
     tokio::time::sleep(wait).await;
@@ -513,11 +615,24 @@ async fn sign_in_through_a_real_openid_provider() -> Result<()> {
     let log = connector.log_text();
     // Both providers appended to the same file.
     let issued = provider.issued();
-    ensure!(issued.len() >= 5, "the provider issued only {} tokens", issued.len());
+    ensure!(
+        issued.len() >= 5,
+        "the provider issued only {} tokens",
+        issued.len()
+    );
     for token in &issued {
-        ensure!(!log.contains(token.as_str()), "an IdP token is in the connector's log");
+        ensure!(
+            !log.contains(token.as_str()),
+            "an IdP token is in the connector's log"
+        );
     }
-    ensure!(!log.contains(CLIENT_SECRET), "the client secret is in the connector's log");
-    ensure!(log.contains("signed in through the identity provider"), "no sign-in logged: {log}");
+    ensure!(
+        !log.contains(CLIENT_SECRET),
+        "the client secret is in the connector's log"
+    );
+    ensure!(
+        log.contains("signed in through the identity provider"),
+        "no sign-in logged: {log}"
+    );
     Ok(())
 }

@@ -8,6 +8,8 @@
 //! shows the provider's code and address, and polls the connector until the person has signed in
 //! elsewhere.
 
+#![allow(clippy::print_stderr)] // what the person must do is said on stderr, as `login` does
+
 use std::time::Duration;
 
 use apono_client::{Client, ClientError, Profile, parse_base_url};
@@ -123,7 +125,11 @@ async fn browser(
         .map_err(refused)?;
     eprintln!("Sign in in your browser: {authorization_url}");
     if open_browser {
-        let opener = if cfg!(target_os = "macos") { "open" } else { "xdg-open" };
+        let opener = if cfg!(target_os = "macos") {
+            "open"
+        } else {
+            "xdg-open"
+        };
         let _ = std::process::Command::new(opener)
             .arg(&authorization_url)
             .stdout(std::process::Stdio::null())
@@ -141,7 +147,9 @@ async fn browser(
             let request = String::from_utf8_lossy(&buf[..n]).into_owned();
             let Some(query) = callback_query(&request) else {
                 let _ = stream
-                    .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .write_all(
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    )
                     .await;
                 continue;
             };
@@ -154,13 +162,23 @@ async fn browser(
             };
             if let Some(error) = get("error") {
                 let _ = stream
-                    .write_all(page("400 Bad Request", "Sign-in failed; see the terminal.").as_bytes())
+                    .write_all(
+                        page("400 Bad Request", "Sign-in failed; see the terminal.").as_bytes(),
+                    )
                     .await;
-                let error: String = error.chars().filter(|c| c.is_ascii_graphic()).take(80).collect();
-                return Err(fail(format!("the identity provider refused the sign-in: {error}")));
+                let error: String = error
+                    .chars()
+                    .filter(|c| c.is_ascii_graphic())
+                    .take(80)
+                    .collect();
+                return Err(fail(format!(
+                    "the identity provider refused the sign-in: {error}"
+                )));
             }
             let (Some(code), Some(back)) = (get("code"), get("state")) else {
-                let _ = stream.write_all(page("400 Bad Request", "No code.").as_bytes()).await;
+                let _ = stream
+                    .write_all(page("400 Bad Request", "No code.").as_bytes())
+                    .await;
                 continue;
             };
             if back != state {
@@ -193,7 +211,13 @@ mod tests {
     fn only_the_callback_path_is_taken() {
         let q = callback_query("GET /callback?code=abc&state=x%2By HTTP/1.1\r\nHost: x\r\n\r\n")
             .unwrap();
-        assert_eq!(q, vec![("code".into(), "abc".into()), ("state".into(), "x+y".into())]);
+        assert_eq!(
+            q,
+            vec![
+                ("code".into(), "abc".into()),
+                ("state".into(), "x+y".into())
+            ]
+        );
         assert!(callback_query("GET /favicon.ico HTTP/1.1\r\n").is_none());
         assert!(callback_query("").is_none());
     }

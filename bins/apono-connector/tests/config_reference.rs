@@ -160,11 +160,11 @@ fn section_names(heading: &str) -> Vec<String> {
         "identity_providers",
     ]
     .into_iter()
-        .filter(|name| {
-            heading.contains(&format!("`[{name}]`")) || heading.contains(&format!("`[[{name}]]`"))
-        })
-        .map(str::to_owned)
-        .collect()
+    .filter(|name| {
+        heading.contains(&format!("`[{name}]`")) || heading.contains(&format!("`[[{name}]]`"))
+    })
+    .map(str::to_owned)
+    .collect()
 }
 
 /// The reference's sections: for each key, the text of its default column.

@@ -231,13 +231,13 @@ impl Client {
             return serde_json::from_slice(&bytes)
                 .map(|value| Answer::Found(value, version))
                 .map_err(|e| ClientError::Malformed {
-                url: self.url(),
-                what: if serde_json::from_slice::<serde_json::Value>(&bytes).is_ok() {
-                    format!("{path}: {}", sanitize(&e.to_string(), 200))
-                } else {
-                    format!("{path}: the body is not JSON (HTTP {})", status.as_u16())
-                },
-            });
+                    url: self.url(),
+                    what: if serde_json::from_slice::<serde_json::Value>(&bytes).is_ok() {
+                        format!("{path}: {}", sanitize(&e.to_string(), 200))
+                    } else {
+                        format!("{path}: the body is not JSON (HTTP {})", status.as_u16())
+                    },
+                });
         }
         Err(self.http_error(status, &bytes))
     }
@@ -374,7 +374,10 @@ impl Client {
             .map(Some)
             .map_err(|e| ClientError::Malformed {
                 url: self.url(),
-                what: format!("api/v1/auth/oidc/device/token: {}", sanitize(&e.to_string(), 200)),
+                what: format!(
+                    "api/v1/auth/oidc/device/token: {}",
+                    sanitize(&e.to_string(), 200)
+                ),
             })
     }
 

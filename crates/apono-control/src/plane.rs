@@ -229,12 +229,12 @@ impl ControlPlane {
                 );
             }
         }
+        self.sso.warn_inline_secrets();
         // People who signed in through an identity provider are users too.
         let signed_in = self.ledger.sso_known_emails().await?;
         self.ledger
             .bootstrap(&self.config.connector.id, summary, &names, |email| {
-                self.config.user(email).is_some()
-                    || signed_in.contains(&email.to_ascii_lowercase())
+                self.config.user(email).is_some() || signed_in.contains(&email.to_ascii_lowercase())
             })
             .await?;
         self.wake.notify_one();
@@ -690,9 +690,9 @@ impl ControlPlane {
         let inventory = self.inventory().await?;
         let requester = self.current_user(&request.requester).await?;
         let evaluation = policy.recheck(requester.as_ref(), &request, &inventory)?;
-        let requester = requester.as_ref().ok_or_else(|| {
-            ControlError::Conflict("the requester is no longer a user".into())
-        })?;
+        let requester = requester
+            .as_ref()
+            .ok_or_else(|| ControlError::Conflict("the requester is no longer a user".into()))?;
         let new = NewRequest {
             integration: request.integration.clone(),
             resource_type: request.resource_type.clone(),

@@ -19,7 +19,12 @@ fn default_groups_claim() -> String {
     "groups".into()
 }
 fn default_algorithms() -> Vec<String> {
-    vec!["RS256".into(), "ES256".into(), "PS256".into(), "EdDSA".into()]
+    vec![
+        "RS256".into(),
+        "ES256".into(),
+        "PS256".into(),
+        "EdDSA".into(),
+    ]
 }
 fn default_groups_max_age() -> HumanDuration {
     HumanDuration(std::time::Duration::from_secs(15 * 60))
@@ -123,7 +128,12 @@ impl IdentityProvider {
     pub(crate) fn map_groups(&self, groups: &[String]) -> Vec<String> {
         let mut out: Vec<String> = groups
             .iter()
-            .map(|g| self.group_mapping.get(g).cloned().unwrap_or_else(|| g.clone()))
+            .map(|g| {
+                self.group_mapping
+                    .get(g)
+                    .cloned()
+                    .unwrap_or_else(|| g.clone())
+            })
             .collect();
         out.sort();
         out.dedup();
@@ -187,10 +197,16 @@ pub(crate) fn check(providers: &[IdentityProvider], users: &[User]) -> Vec<Confi
             problem(format!("{key}.algorithms"), "names no algorithm".into());
         }
         if p.groups_max_age.0.is_zero() {
-            problem(format!("{key}.groups_max_age"), "must be more than 0".into());
+            problem(
+                format!("{key}.groups_max_age"),
+                "must be more than 0".into(),
+            );
         }
         if p.session_max_age.0.is_zero() {
-            problem(format!("{key}.session_max_age"), "must be more than 0".into());
+            problem(
+                format!("{key}.session_max_age"),
+                "must be more than 0".into(),
+            );
         }
         for email in &p.same_person {
             if !users.iter().any(|u| u.email.eq_ignore_ascii_case(email)) {
@@ -224,7 +240,10 @@ mod tests {
 
     #[test]
     fn defaults_mapping_and_domains() {
-        let p = provider("group_mapping = { \"okta-sre\" = \"sre\" }\nallowed_email_domains = [\"example.com\"]").unwrap();
+        let p = provider(
+            "group_mapping = { \"okta-sre\" = \"sre\" }\nallowed_email_domains = [\"example.com\"]",
+        )
+        .unwrap();
         assert_eq!(p.groups_max_age.0.as_secs(), 900);
         assert_eq!(p.disabled_user_grants, DisabledUserGrants::Revoke);
         assert_eq!(

@@ -75,7 +75,7 @@ impl From<OidcError> for ControlError {
             OidcError::Unavailable(_) => {
                 tracing::warn!(error = %e, "the identity provider is unavailable");
                 Self::Io {
-                context: "talking to the identity provider",
+                    context: "talking to the identity provider",
                     source: std::io::Error::other(e.to_string()),
                 }
             }
@@ -117,6 +117,19 @@ impl Sso {
                 .map(|p| Arc::new(OidcClient::new(p.clone())))
                 .collect(),
             refreshing: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Warns about client secrets written inline in the configuration (`apono` store).
+    pub(crate) fn warn_inline_secrets(&self) {
+        for c in &self.clients {
+            if c.provider.client_secret.kind() == apono_core::SecretStoreKind::Apono {
+                tracing::warn!(
+                    provider = %c.provider.name,
+                    "the identity provider's client secret is written inline in the \
+                     configuration; not recommended for production, use a secret manager"
+                );
+            }
         }
     }
 
@@ -184,8 +197,7 @@ impl Sso {
         let state = random_text();
         let nonce = random_text();
         let verifier = random_text();
-        let challenge =
-            data_encoding::BASE64URL_NOPAD.encode(&Sha256::digest(verifier.as_bytes()));
+        let challenge = data_encoding::BASE64URL_NOPAD.encode(&Sha256::digest(verifier.as_bytes()));
         let url = client
             .authorization_url(redirect_uri, &state, &nonce, &challenge)
             .await?;
@@ -435,7 +447,10 @@ impl Sso {
         let sealed_refresh = tokens.refresh_token.as_ref().map(|r| {
             keys.seal(
                 &format!("sso refresh {}", info.id),
-                &[Credential::one_time("refresh_token", r.expose_secret().to_owned())],
+                &[Credential::one_time(
+                    "refresh_token",
+                    r.expose_secret().to_owned(),
+                )],
             )
         });
         let session = SsoSession {
@@ -480,7 +495,8 @@ impl Sso {
             // The provider was removed from the configuration: its sessions end.
             return Err(ControlError::Unauthenticated);
         };
-        let max_age = i64::try_from(client.provider.groups_max_age.0.as_millis()).unwrap_or(i64::MAX);
+        let max_age =
+            i64::try_from(client.provider.groups_max_age.0.as_millis()).unwrap_or(i64::MAX);
         if now_ms() - session.refreshed_at <= max_age {
             return Ok(Some(User {
                 email: session.email,
@@ -508,7 +524,9 @@ impl Sso {
                 admin: session.admin,
             }));
         }
-        self.refresh(plane, &client, token_id, &session).await.map(Some)
+        self.refresh(plane, &client, token_id, &session)
+            .await
+            .map(Some)
     }
 
     async fn refresh(
@@ -538,7 +556,8 @@ impl Sso {
         let tokens = match client.refresh(&secret, &refresh_token).await {
             Ok(t) => t,
             Err(OidcError::InvalidGrant(code)) => {
-                let keep = client.provider.disabled_user_grants == DisabledUserGrants::KeepUntilExpiry;
+                let keep =
+                    client.provider.disabled_user_grants == DisabledUserGrants::KeepUntilExpiry;
                 let revoked = plane
                     .ledger()
                     .sso_disable(
@@ -576,13 +595,22 @@ impl Sso {
         let sealed = match tokens.refresh_token.as_ref() {
             Some(new) => Some(keys.seal(
                 &format!("sso refresh {token_id}"),
-                &[Credential::one_time("refresh_token", new.expose_secret().to_owned())],
+                &[Credential::one_time(
+                    "refresh_token",
+                    new.expose_secret().to_owned(),
+                )],
             )),
             None => session.sealed_refresh.clone(),
         };
         plane
             .ledger()
-            .sso_session_refreshed(token_id, session, &user.groups, user.admin, sealed.as_deref())
+            .sso_session_refreshed(
+                token_id,
+                session,
+                &user.groups,
+                user.admin,
+                sealed.as_deref(),
+            )
             .await?;
         tracing::info!(provider = %session.provider, email = %user.email, groups = ?user.groups, "groups refreshed from the identity provider");
         Ok(user)
@@ -626,9 +654,7 @@ impl ControlPlane {
         if self.ledger().sso_session(&id).await?.is_none() {
             return Ok(false);
         }
-        self.ledger()
-            .revoke_token(&id, &email, |_| Ok(()))
-            .await?;
+        self.ledger().revoke_token(&id, &email, |_| Ok(())).await?;
         Ok(true)
     }
 }

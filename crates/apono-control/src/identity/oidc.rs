@@ -268,36 +268,43 @@ impl OidcClient {
             key = Self::find_key(&*self.jwks(true).await?, kid, alg);
         }
         let key = key.ok_or_else(|| refused("signed by a key the provider does not publish"))?;
-        let key = DecodingKey::from_jwk(&key).map_err(|_| refused("the provider's key is unusable"))?;
+        let key =
+            DecodingKey::from_jwk(&key).map_err(|_| refused("the provider's key is unusable"))?;
         let mut validation = Validation::new(alg);
         validation.set_issuer(&[self.provider.issuer.trim_end_matches('/')]);
         validation.set_audience(&[&self.provider.client_id]);
         validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
         validation.leeway = LEEWAY_SECS;
         validation.validate_nbf = true;
-        let data = jsonwebtoken::decode::<serde_json::Map<String, Value>>(id_token, &key, &validation)
-            .map_err(|e| {
-                use jsonwebtoken::errors::ErrorKind as K;
-                refused(match e.kind() {
-                    K::InvalidSignature => "bad signature",
-                    K::ExpiredSignature => "expired",
-                    K::ImmatureSignature => "not valid yet",
-                    K::InvalidIssuer => "wrong issuer",
-                    K::InvalidAudience => "wrong audience",
-                    K::InvalidAlgorithm => "wrong algorithm for the key",
-                    K::MissingRequiredClaim(_) => "a required claim is missing",
-                    _ => "malformed",
-                })
-            })?;
+        let data =
+            jsonwebtoken::decode::<serde_json::Map<String, Value>>(id_token, &key, &validation)
+                .map_err(|e| {
+                    use jsonwebtoken::errors::ErrorKind as K;
+                    refused(match e.kind() {
+                        K::InvalidSignature => "bad signature",
+                        K::ExpiredSignature => "expired",
+                        K::ImmatureSignature => "not valid yet",
+                        K::InvalidIssuer => "wrong issuer",
+                        K::InvalidAudience => "wrong audience",
+                        K::InvalidAlgorithm => "wrong algorithm for the key",
+                        K::MissingRequiredClaim(_) => "a required claim is missing",
+                        _ => "malformed",
+                    })
+                })?;
         let claims = data.claims;
         if let Some(Value::Array(aud)) = claims.get("aud")
             && aud.len() > 1
             && claims.get("azp").and_then(Value::as_str) != Some(&self.provider.client_id)
         {
-            return Err(refused("several audiences and this client is not the authorized party"));
+            return Err(refused(
+                "several audiences and this client is not the authorized party",
+            ));
         }
         if let Some(expected) = nonce {
-            let given = claims.get("nonce").and_then(Value::as_str).unwrap_or_default();
+            let given = claims
+                .get("nonce")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             if !super::constant_time_eq(given, expected) {
                 return Err(refused("wrong or missing nonce"));
             }
@@ -355,7 +362,8 @@ impl OidcClient {
         let body = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(form)
             .finish();
-        let encode = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        let encode =
+            |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
         let response = self
             .http
             .post(endpoint)
@@ -376,19 +384,37 @@ impl OidcClient {
             .map_err(|e| unavailable("the token endpoint", e.without_url()))?;
         let answer: serde_json::Map<String, Value> =
             serde_json::from_slice(&bytes).map_err(|_| {
-                tracing::warn!(status = status.as_u16(), "the token endpoint answered without JSON");
-                unavailable("the token endpoint", format!("HTTP {} without JSON", status.as_u16()))
+                tracing::warn!(
+                    status = status.as_u16(),
+                    "the token endpoint answered without JSON"
+                );
+                unavailable(
+                    "the token endpoint",
+                    format!("HTTP {} without JSON", status.as_u16()),
+                )
             })?;
         if !status.is_success() {
-            let code = answer.get("error").and_then(Value::as_str).unwrap_or("unknown");
+            let code = answer
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("unknown");
             // Only the error code: descriptions may echo what was sent.
-            let code: String = code.chars().filter(|c| c.is_ascii_graphic()).take(60).collect();
+            let code: String = code
+                .chars()
+                .filter(|c| c.is_ascii_graphic())
+                .take(60)
+                .collect();
             tracing::debug!(status = status.as_u16(), error = %code, "the token endpoint refused");
             return Err(match code.as_str() {
                 "authorization_pending" => OidcError::Pending { slow_down: false },
                 "slow_down" => OidcError::Pending { slow_down: true },
-                "invalid_grant" | "access_denied" | "expired_token" => OidcError::InvalidGrant(code),
-                _ => unavailable("the token endpoint", format!("HTTP {}: {code}", status.as_u16())),
+                "invalid_grant" | "access_denied" | "expired_token" => {
+                    OidcError::InvalidGrant(code)
+                }
+                _ => unavailable(
+                    "the token endpoint",
+                    format!("HTTP {}: {code}", status.as_u16()),
+                ),
             });
         }
         let secret_of = |name: &str| {
@@ -457,7 +483,8 @@ impl OidcClient {
             .append_pair("client_id", &self.provider.client_id)
             .append_pair("scope", &scope)
             .finish();
-        let encode = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        let encode =
+            |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
         let response = self
             .http
             .post(endpoint)
@@ -482,7 +509,8 @@ impl OidcClient {
                 format!("HTTP {}", status.as_u16()),
             ));
         }
-        serde_json::from_slice(&bytes).map_err(|e| unavailable("the device authorization endpoint", e))
+        serde_json::from_slice(&bytes)
+            .map_err(|e| unavailable("the device authorization endpoint", e))
     }
 
     /// Polls the token endpoint for a device code.
@@ -510,8 +538,8 @@ impl OidcClient {
         challenge: &str,
     ) -> Result<String, OidcError> {
         let endpoint = self.metadata().await?.authorization_endpoint.clone();
-        let mut url = url::Url::parse(&endpoint)
-            .map_err(|e| unavailable("the authorization endpoint", e))?;
+        let mut url =
+            url::Url::parse(&endpoint).map_err(|e| unavailable("the authorization endpoint", e))?;
         url.query_pairs_mut()
             .append_pair("response_type", "code")
             .append_pair("client_id", &self.provider.client_id)

@@ -53,7 +53,9 @@ pub(crate) fn extend(doc: &mut Value) {
     let unavailable = error("the database or the identity provider is unavailable");
     let bad = error("the body is not the JSON the operation takes (problems lists why)");
     let big = error("the body is larger than connector.max_body_bytes");
-    let refused = error("refused: an unknown, expired or used state, an ID token that does not validate (issuer, audience, expiry, signature, nonce), an email not allowed, or a static user's email");
+    let refused = error(
+        "refused: an unknown, expired or used state, an ID token that does not validate (issuer, audience, expiry, signature, nonce), an email not allowed, or a static user's email",
+    );
     let no_provider = error("no such identity provider (or none configured)");
     let paths = json!({
         "/api/v1/auth/providers": { "get": { "summary": "the identity providers one can sign in with", "responses": {
@@ -69,7 +71,9 @@ pub(crate) fn extend(doc: &mut Value) {
         "/api/v1/auth/logout": { "post": { "summary": "revoke the caller's token when it comes from a sign-in", "security": [{ "bearer": [] }], "responses": {
             "200": ok("SignedOut"), "401": error("no token, or an unknown one"), "503": unavailable } } },
     });
-    if let (Some(all), Value::Object(mine)) = (doc["components"]["schemas"].as_object_mut(), schemas) {
+    if let (Some(all), Value::Object(mine)) =
+        (doc["components"]["schemas"].as_object_mut(), schemas)
+    {
         all.extend(mine);
     }
     if let (Some(all), Value::Object(mine)) = (doc["paths"].as_object_mut(), paths) {

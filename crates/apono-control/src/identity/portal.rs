@@ -102,14 +102,22 @@ async fn callback(
     QueryOf(back): QueryOf<Back>,
 ) -> Result<Response, PageError> {
     if let Some(error) = back.error {
-        let error: String = error.chars().filter(|c| c.is_ascii_graphic()).take(60).collect();
-        return Err(ControlError::Forbidden(format!("the identity provider refused the sign-in ({error})")).into());
+        let error: String = error
+            .chars()
+            .filter(|c| c.is_ascii_graphic())
+            .take(60)
+            .collect();
+        return Err(ControlError::Forbidden(format!(
+            "the identity provider refused the sign-in ({error})"
+        ))
+        .into());
     }
     let (Some(state), Some(code)) = (back.state, back.code) else {
-        return Err(ControlError::Invalid(vec!["the provider sent no code or state".into()]).into());
+        return Err(
+            ControlError::Invalid(vec!["the provider sent no code or state".into()]).into(),
+        );
     };
-    let bound = cookie(&headers, STATE_COOKIE)
-        .is_some_and(|c| super::constant_time_eq(c, &state));
+    let bound = cookie(&headers, STATE_COOKIE).is_some_and(|c| super::constant_time_eq(c, &state));
     if !bound {
         return Err(plane
             .refused_sign_in(ControlError::Forbidden(
@@ -126,7 +134,8 @@ async fn callback(
         Ok(s) => s,
         Err(e) => return Err(plane.refused_sign_in(e).await.into()),
     };
-    let max_age = u64::try_from((signed_in.expires_at - crate::model::now_ms()) / 1000).unwrap_or(0);
+    let max_age =
+        u64::try_from((signed_in.expires_at - crate::model::now_ms()) / 1000).unwrap_or(0);
     let mut response = Html(
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta http-equiv=\"refresh\" content=\"0;url=/ui/\"><title>Signed in</title></head>\
@@ -136,7 +145,12 @@ async fn callback(
     let h = response.headers_mut();
     h.append(
         header::SET_COOKIE,
-        session_cookie(&plane, &signed_in.token_id, signed_in.token.expose_secret(), max_age),
+        session_cookie(
+            &plane,
+            &signed_in.token_id,
+            signed_in.token.expose_secret(),
+            max_age,
+        ),
     );
     h.append(header::SET_COOKIE, state_cookie(&plane, "", 0));
     Ok(response)

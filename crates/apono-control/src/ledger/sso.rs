@@ -41,14 +41,16 @@ impl Ledger {
             .execute(tx.conn())
             .await
             .map_err(db(context))?;
-        sqlx::query("INSERT INTO sso_logins (id, provider, sealed, expires_at) VALUES ($1, $2, $3, $4)")
-            .bind(id)
-            .bind(provider)
-            .bind(sealed)
-            .bind(expires_at)
-            .execute(tx.conn())
-            .await
-            .map_err(db(context))?;
+        sqlx::query(
+            "INSERT INTO sso_logins (id, provider, sealed, expires_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(id)
+        .bind(provider)
+        .bind(sealed)
+        .bind(expires_at)
+        .execute(tx.conn())
+        .await
+        .map_err(db(context))?;
         tx.commit(context).await
     }
 
@@ -228,13 +230,15 @@ impl Ledger {
         let context = "ending a disabled identity's sessions";
         let now = now_ms();
         let mut tx = self.begin(context).await?;
-        sqlx::query("UPDATE sso_identities SET disabled_at = $1 WHERE provider = $2 AND subject = $3")
-            .bind(now)
-            .bind(provider)
-            .bind(subject)
-            .execute(tx.conn())
-            .await
-            .map_err(db(context))?;
+        sqlx::query(
+            "UPDATE sso_identities SET disabled_at = $1 WHERE provider = $2 AND subject = $3",
+        )
+        .bind(now)
+        .bind(provider)
+        .bind(subject)
+        .execute(tx.conn())
+        .await
+        .map_err(db(context))?;
         sqlx::query(
             "UPDATE tokens SET revoked_at = $1, revoked_by = 'connector' WHERE revoked_at IS NULL AND id IN (SELECT token_id FROM sso_sessions WHERE provider = $2 AND subject = $3)",
         )
@@ -305,6 +309,9 @@ impl Ledger {
                 .fetch_all(self.store.pool())
                 .await
                 .map_err(db("listing signed-in identities"))?;
-        Ok(rows.into_iter().map(|(e,)| e.to_ascii_lowercase()).collect())
+        Ok(rows
+            .into_iter()
+            .map(|(e,)| e.to_ascii_lowercase())
+            .collect())
     }
 }

@@ -262,7 +262,12 @@ struct SignInPage {
 
 /// The session cookie holding token `id`'s `token` for `max_age` seconds (an identity
 /// provider's sign-in mints the token itself: `crate::identity`).
-pub(crate) fn session_cookie(plane: &ControlPlane, id: &str, token: &str, max_age: u64) -> HeaderValue {
+pub(crate) fn session_cookie(
+    plane: &ControlPlane,
+    id: &str,
+    token: &str,
+    max_age: u64,
+) -> HeaderValue {
     set_cookie(plane, cookie_name(plane), &format!("{id}.{token}"), max_age)
 }
 
