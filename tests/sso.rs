@@ -11,8 +11,8 @@
 //! out of the approvers' group at the provider can no longer approve once `groups_max_age` has
 //! passed; someone the provider disabled can no longer act and their grant is revoked; `apono
 //! logout` revokes the token; a provider restarted with a new signing key is followed (the
-//! key set is fetched again for an unknown key id); no IdP token and not the client secret are
-//! in the connector's log.
+//! key set is fetched again for an unknown key id); a restart keeps a signed-in user's grant;
+//! no IdP token and not the client secret are in the connector's log.
 //!
 //! Nothing is skipped: without node or `tests/oidc/node_modules` this fails, saying so.
 
@@ -361,7 +361,7 @@ async fn sign_in_through_a_real_openid_provider() -> Result<()> {
     provider.user("alice", &["developers"], false).await?;
     provider.user("bob", &["okta-sre"], false).await?;
     let server = SshServer::start()?;
-    let (connector, tokens) =
+    let (mut connector, tokens) =
         Connector::start(dir.path(), &config(&server, &provider.issuer), &[CAROL])?;
     let carol = &tokens[0];
     let base = connector.url.clone();
@@ -610,6 +610,32 @@ async fn sign_in_through_a_real_openid_provider() -> Result<()> {
     let frank = sign_in(&client, &base, "frank").await?;
     let me = call(&client, "GET", &format!("{base}/api/v1/me"), &frank, None).await?;
     ensure!(me["email"] == "frank@example.com", "frank is {me}");
+
+    // --- A restart keeps the grants of people who signed in through the provider (they are
+    // users beside the configuration's): frank's access, approved by gina (okta-sre).
+    provider.user("gina", &["okta-sre"], false).await?;
+    let gina = sign_in(&client, &base, "gina").await?;
+    let franks = request_access(&client, &base, &frank).await?;
+    call(
+        &client,
+        "POST",
+        &format!("{base}/api/v1/access-requests/{franks}/approve"),
+        &gina,
+        None,
+    )
+    .await?;
+    let url = format!("{base}/api/v1/access-requests/{franks}");
+    poll(&client, &url, carol, |v| v["status"] == "Active").await?;
+    connector.kill_and_restart()?;
+    connector.wait_ready(Duration::from_secs(30))?;
+    // The start revokes the grants of people who are no longer users: give it a moment.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = call(&client, "GET", &url, carol, None).await?;
+    ensure!(
+        after["status"] == "Active",
+        "frank's access after a restart: {after}"
+    );
+    call(&client, "GET", &format!("{base}/api/v1/me"), &frank, None).await?;
 
     // --- No IdP token, and not the client secret, in the connector's log.
     let log = connector.log_text();

@@ -231,7 +231,7 @@ impl ControlPlane {
         }
         self.sso.warn_inline_secrets();
         // People who signed in through an identity provider are users too.
-        let signed_in = self.ledger.sso_known_emails().await?;
+        let signed_in = self.sso_users().await?;
         self.ledger
             .bootstrap(&self.config.connector.id, summary, &names, |email| {
                 self.config.user(email).is_some() || signed_in.contains(&email.to_ascii_lowercase())

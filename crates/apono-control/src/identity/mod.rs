@@ -646,6 +646,31 @@ impl ControlPlane {
         Ok(self.config().user(email).cloned())
     }
 
+    /// The emails (lowercase) of the people who signed in through a configured provider and
+    /// are still users: not disabled by it, or disabled under `keep_until_expiry` (their grants
+    /// run out rather than being revoked at a restart).
+    pub(crate) async fn sso_users(
+        &self,
+    ) -> Result<std::collections::HashSet<String>, ControlError> {
+        if !self.sso().enabled() {
+            return Ok(std::collections::HashSet::new());
+        }
+        Ok(self
+            .ledger()
+            .sso_identities()
+            .await?
+            .into_iter()
+            .filter(|(provider, _, disabled)| {
+                self.sso().providers().any(|p| {
+                    &p.name == provider
+                        && (!disabled
+                            || p.disabled_user_grants == DisabledUserGrants::KeepUntilExpiry)
+                })
+            })
+            .map(|(_, email, _)| email)
+            .collect())
+    }
+
     /// Revokes `token` when it is a sign-in's (`apono logout`); `false` for any other token.
     pub(crate) async fn sso_logout(&self, token: &str) -> Result<bool, ControlError> {
         let Some((id, email)) = self.ledger().token(&hash(token), 0).await? else {

@@ -301,17 +301,16 @@ impl Ledger {
         Ok(revoked)
     }
 
-    /// The emails of the identities signed in through a provider and not disabled: users
-    /// beside the configuration's (a restart does not revoke their grants).
-    pub(crate) async fn sso_known_emails(&self) -> Result<Vec<String>, ControlError> {
-        let rows: Vec<(String,)> =
-            sqlx::query_as("SELECT email FROM sso_identities WHERE disabled_at IS NULL")
+    /// The identities seen: `(provider, email, disabled)`.
+    pub(crate) async fn sso_identities(&self) -> Result<Vec<(String, String, bool)>, ControlError> {
+        let rows: Vec<(String, String, Option<i64>)> =
+            sqlx::query_as("SELECT provider, email, disabled_at FROM sso_identities")
                 .fetch_all(self.store.pool())
                 .await
                 .map_err(db("listing signed-in identities"))?;
         Ok(rows
             .into_iter()
-            .map(|(e,)| e.to_ascii_lowercase())
+            .map(|(p, e, d)| (p, e.to_ascii_lowercase(), d.is_some()))
             .collect())
     }
 }
