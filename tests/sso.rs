@@ -14,6 +14,8 @@
 //! key set is fetched again for an unknown key id); a restart keeps a signed-in user's grant;
 //! no IdP token and not the client secret are in the connector's log.
 //!
+//! The whole walk runs twice: on SQLite and on a real PostgreSQL (the test kit's).
+//!
 //! Nothing is skipped: without node or `tests/oidc/node_modules` this fails, saying so.
 
 use std::io::{BufRead as _, BufReader};
@@ -23,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use apono_e2e::{Connector, call, cli_bin, ssh_secret_store, ssh_server};
-use apono_testkit::SshServer;
+use apono_testkit::{Postgres, SshServer};
 use serde_json::{Value, json};
 
 const CLIENT_ID: &str = "apono-connector";
@@ -121,13 +123,14 @@ impl Drop for Provider {
 
 /// developers request through `ops`; the IdP's `okta-sre` (mapped to `sre`) approve; carol is a
 /// static admin (break-glass) whose email the IdP cannot take.
-fn config(server: &SshServer, issuer: &str) -> String {
+fn config(server: &SshServer, issuer: &str, store: &str) -> String {
     format!(
         r#"
 [connector]
 id = "sso-e2e"
 listen = "{{listen}}"
 data_dir = "{{data}}"
+{store}
 
 [[users]]
 email = "{CAROL}"
@@ -355,14 +358,43 @@ fn saved_token(home: &Path) -> Result<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sign_in_through_a_real_openid_provider() -> Result<()> {
+async fn sign_in_through_a_real_openid_provider_on_sqlite() -> Result<()> {
+    sign_in_through_a_real_openid_provider(false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_through_a_real_openid_provider_on_postgresql() -> Result<()> {
+    sign_in_through_a_real_openid_provider(true).await
+}
+
+async fn sign_in_through_a_real_openid_provider(postgresql: bool) -> Result<()> {
     let dir = tempfile::tempdir()?;
+    let pg = if postgresql {
+        Some(Postgres::start()?)
+    } else {
+        None
+    };
+    let store = match &pg {
+        Some(pg) => {
+            let key = dir.path().join("master.key");
+            std::fs::write(&key, "5c".repeat(32))?;
+            format!(
+                "database_url = \"{}\"\nmaster_key = {{ file = \"{}\" }}",
+                pg.url(),
+                key.display()
+            )
+        }
+        None => String::new(),
+    };
     let mut provider = Provider::start(dir.path(), None)?;
     provider.user("alice", &["developers"], false).await?;
     provider.user("bob", &["okta-sre"], false).await?;
     let server = SshServer::start()?;
-    let (mut connector, tokens) =
-        Connector::start(dir.path(), &config(&server, &provider.issuer), &[CAROL])?;
+    let (mut connector, tokens) = Connector::start(
+        dir.path(),
+        &config(&server, &provider.issuer, &store),
+        &[CAROL],
+    )?;
     let carol = &tokens[0];
     let base = connector.url.clone();
     let client = reqwest::Client::new();
