@@ -556,3 +556,18 @@ impl OidcClient {
         Ok(url.into())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::algorithm;
+
+    #[test]
+    fn only_asymmetric_algorithms_are_accepted() {
+        for ok in ["RS256", "RS512", "PS256", "ES256", "ES384", "EdDSA"] {
+            assert!(algorithm(ok).is_some(), "{ok}");
+        }
+        for bad in ["HS256", "HS384", "HS512", "none", "None", "rs256", ""] {
+            assert!(algorithm(bad).is_none(), "{bad}");
+        }
+    }
+}

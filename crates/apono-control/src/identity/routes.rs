@@ -182,3 +182,30 @@ async fn logout(State(plane): Plane, headers: HeaderMap) -> Result<Response, Con
     let revoked = plane.sso_logout(token).await?;
     Ok(Json(json!({ "revoked": revoked })).into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::loopback_redirect;
+
+    #[test]
+    fn only_the_clis_loopback_listener_is_a_redirect() {
+        for ok in [
+            "http://127.0.0.1:49152/callback",
+            "http://[::1]:8000/callback",
+        ] {
+            assert!(loopback_redirect(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "https://evil.example/callback",
+            "http://127.0.0.1/callback",
+            "http://localhost:5000/callback",
+            "http://user@127.0.0.1:5000/callback",
+            "http://127.0.0.1.evil.example:5000/callback",
+            "http://127.0.0.1:5000/callback#frag",
+            "https://127.0.0.1:5000/callback",
+            "not a url",
+        ] {
+            assert!(loopback_redirect(bad).is_err(), "{bad}");
+        }
+    }
+}
