@@ -102,6 +102,7 @@ $TARGET_HOST:$TARGET_PORT. Tokens: alice (requester) and bob (approver).
   apono access use SESSION_ID --run
 
 The same over HTTP: curl -H "Authorization: Bearer \$ALICE" $URL/api/v1/access-sessions
+The same in a browser: $URL/ui/ (sign in with \$ALICE's token; bob approves from his inbox)
 
 Audit log (admins only; make bob an admin in $WORK/connector.toml to read it), verify the chain:
   $BIN/apono-connector audit verify --config $WORK/connector.toml

@@ -30,11 +30,11 @@ command -v runc >/dev/null || missing+=(runc)
 command -v newuidmap >/dev/null || missing+=(uidmap)
 command -v slirp4netns >/dev/null || missing+=(slirp4netns)
 command -v npm >/dev/null || missing+=(npm)
-command -v openssl >/dev/null || missing+=(openssl)
-# tests/sso.rs: the OpenID provider (oidc-provider) runs on node; the portal's sign-in through
-# it runs in Debian's chromium.
-command -v node >/dev/null || missing+=(nodejs)
+# tests/portal.rs drives the web portal in Debian's headless Chromium.
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v openssl >/dev/null || missing+=(openssl)
+# tests/sso.rs: the OpenID provider (oidc-provider) runs on node.
+command -v node >/dev/null || missing+=(nodejs)
 if [ ${#missing[@]} -gt 0 ]; then
   step "installing ${missing[*]}"
   scripts/install-debian-packages.sh "${missing[@]}"
@@ -59,7 +59,17 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
 fi
 export PATH="$ROOT/.venv/bin:$PATH"
 
-# ---------------------------------------------------------------- node packages
+# ---------------------------------------------------------------- node tools
+step "installing playwright-core for the portal tests (tests/portal, npm ci)"
+# Pinned by tests/portal/package-lock.json, project-local; it drives /usr/bin/chromium and
+# downloads no browser of its own.
+stamp=tests/portal/node_modules/.package-lock.sha256
+want=$(sha256sum tests/portal/package-lock.json | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  (cd tests/portal && npm ci --no-audit --no-fund --silent)
+  echo "$want" > "$stamp"
+fi
+
 step "installing tests/oidc's node packages (npm ci: oidc-provider, jose, playwright-core, pinned)"
 npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error
 

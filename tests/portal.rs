@@ -1,8 +1,8 @@
 //! The web portal in a real headless Chromium (Debian's `chromium`, driven by `playwright-core`
 //! from `tests/portal/`, installed by `scripts/test.sh`), against the real connector binary and
 //! the test kit's sshd: `tests/portal/portal.mjs` walks the whole loop in the browser, and this
-//! side logs in to sshd with the key the browser revealed, and checks it no longer works after
-//! the browser revoked the request. Screenshots of every page are written to
+//! side logs in to sshd with each key the browser revealed (the first, and the one after a
+//! reset), and checks neither works after the browser revoked the request. Screenshots of every page are written to
 //! `$CARGO_TARGET_DIR/portal-screenshots` (or `target/portal-screenshots`).
 //!
 //! Nothing is skipped: without node, `tests/portal/node_modules` or `/usr/bin/chromium` this
@@ -166,40 +166,31 @@ async fn portal_loop_in_headless_chromium() -> Result<()> {
         .spawn()
         .context("starting node (scripts/test.sh installs it)")?;
 
-    // The browser writes the revealed key and the account; log in to sshd with them.
-    let key = out.path().join("key");
-    let deadline = Instant::now() + Duration::from_secs(240);
-    while !out.path().join("account").is_file() {
-        if let Some(status) = browser.try_wait()? {
-            let (stdout, stderr) = outputs(&mut browser);
-            bail!(
-                "the browser walk ended ({status}) before revealing the key:\n{stdout}\n{stderr}\nconnector log:\n{}",
-                connector.log_text()
-            );
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "no key revealed within 240 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let account = std::fs::read_to_string(out.path().join("account"))?;
-    let logged_in = ssh_login(&server, &key, account.trim())?;
-    std::fs::write(
-        out.path().join("ssh-result"),
-        if logged_in { "ok" } else { "refused" },
-    )?;
-    ensure!(logged_in, "ssh login with the key the portal revealed failed");
-
-    // The rest of the walk: bob's pages, revoke early, admin pages, sign-out.
-    let deadline = Instant::now() + Duration::from_secs(240);
+    // The browser hands over each key it reveals (the first, then the one after a reset): log
+    // in to sshd with it as the session's account, and tell the browser how it went.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut account = String::new();
+    let mut pending = vec!["key", "key2"].into_iter().peekable();
     let status = loop {
         if let Some(status) = browser.try_wait()? {
             break status;
         }
+        if let Some(name) = pending.peek().copied()
+            && out.path().join(format!("{name}.ready")).is_file()
+        {
+            pending.next();
+            account = std::fs::read_to_string(out.path().join("account"))?
+                .trim()
+                .to_owned();
+            let logged_in = ssh_login(&server, &out.path().join(name), &account)?;
+            std::fs::write(
+                out.path().join(format!("{name}.result")),
+                if logged_in { "ok" } else { "refused" },
+            )?;
+        }
         if Instant::now() > deadline {
             let _ = browser.kill();
-            bail!("the browser walk did not finish within 240 s");
+            bail!("the browser walk did not finish within 300 s");
         }
         std::thread::sleep(Duration::from_millis(100));
     };
@@ -212,12 +203,50 @@ async fn portal_loop_in_headless_chromium() -> Result<()> {
     );
     println!("{stdout}screenshots in {}", shots.display());
 
-    // Revoked from the portal: the key no longer opens sshd.
+    // Both keys opened sshd (the walk checked each verdict); revoked from the portal, neither
+    // does now.
     ensure!(
-        !ssh_login(&server, &key, account.trim())?,
-        "the key still logs in after the revoke"
+        pending.next().is_none(),
+        "the walk revealed fewer keys than expected"
     );
-    connector.wait_ready(Duration::from_secs(5))?;
+    for name in ["key", "key2"] {
+        ensure!(
+            !ssh_login(&server, &out.path().join(name), &account)?,
+            "{name} still logs in after the revoke"
+        );
+    }
+
+    // A long poll in flight does not hold up a graceful stop: SIGTERM answers it at once.
+    let watch = format!("{base}/api/v1/access-requests/{bob_request_id}/watch");
+    let first = client.get(&watch).bearer_auth(bob).send().await?;
+    let version = first
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .context("the watch answers an ETag")?
+        .trim_matches('"')
+        .to_owned();
+    let pending = tokio::spawn(
+        client
+            .get(format!("{watch}?wait=60&after={version}"))
+            .bearer_auth(bob)
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ensure!(!pending.is_finished(), "the watch did not wait");
+    let stopping = Instant::now();
+    let exit = connector.terminate()?;
+    ensure!(
+        exit.success() && stopping.elapsed() < Duration::from_secs(5),
+        "SIGTERM with a long poll in flight: {exit} after {:?}",
+        stopping.elapsed()
+    );
+    let answer = pending.await??;
+    ensure!(
+        answer.status() == 200,
+        "the long poll was answered {}",
+        answer.status()
+    );
     Ok(())
 }
 

@@ -2,7 +2,7 @@
 // tests/portal.rs against a running apono-connector and the test kit's sshd:
 // alice requests, bob approves from his inbox, alice's page turns Active by itself (live
 // status), alice reveals the key once (coming back shows it masked) and the Rust side logs in
-// to sshd with it, alice revokes early; a missing, wrong or cross-site form token is refused,
+// to sshd with it, alice resets the credentials and reveals the new key, alice revokes early; a missing, wrong or cross-site form token is refused,
 // a wrong token is refused at sign-in, alice cannot open bob's pages, carol (admin) sees every
 // request, the revoke failures and the audit log with its JSON-lines export. Screenshots of
 // every page go to $OUT/screenshots.
@@ -68,6 +68,19 @@ async function labelled(page, what) {
   check(unlabelled.length === 0, `${what}: controls without a label: ${unlabelled}`);
 }
 
+// Hands a key to tests/portal.rs (OUT/NAME, then OUT/NAME.ready) and waits for its verdict
+// on an SSH login with it (OUT/NAME.result).
+async function sshLogin(name, key) {
+  if (key !== undefined) writeFileSync(join(OUT, name), key.endsWith("\n") ? key : key + "\n", { mode: 0o600 });
+  writeFileSync(join(OUT, `${name}.ready`), "");
+  const result = join(OUT, `${name}.result`);
+  for (let i = 0; !existsSync(result); i++) {
+    check(i < 600, `no ssh result for ${name} from the test within 60 s`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  check(readFileSync(result, "utf8").trim() === "ok", `ssh login with ${name} succeeded`);
+}
+
 async function formToken(page) {
   return page.locator("input[name=csrf]").first().inputValue();
 }
@@ -127,6 +140,15 @@ try {
   await a.locator("#duration-problems li").waitFor({ state: "detached" });
   await a.locator("#justification-problems li").waitFor({ state: "detached" });
   await a.getByText("needs approval").waitFor();
+  // The keyboard walks the form in reading order.
+  await a.locator("#integration").focus();
+  const order = [];
+  for (let i = 0; i < 6; i++) {
+    await a.keyboard.press("Tab");
+    order.push(await a.evaluate(() => document.activeElement.id || document.activeElement.textContent.trim()));
+  }
+  check(order.join(",") === "resource_type,resource-1,permission,duration,justification,Request access",
+    `focus order of the request form: ${order}`);
   await a.getByRole("button", { name: "Request access" }).click();
   await a.waitForURL(/\/ui\/requests\/req_/);
   const requestUrl = a.url();
@@ -198,12 +220,18 @@ try {
   await shot(a, "session-masked");
 
   step("the test logs in to sshd with the revealed key");
-  const result = join(OUT, "ssh-result");
-  for (let i = 0; !existsSync(result); i++) {
-    check(i < 600, "no ssh result from the test within 60 s");
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  check(readFileSync(result, "utf8").trim() === "ok", "ssh login with the revealed key succeeded");
+  await sshLogin("key");
+
+  step("alice resets the credentials; the session page offers a new reveal by itself");
+  await a.goto(sessionUrl);
+  await a.getByRole("button", { name: "Reset credentials" }).click();
+  await a.waitForURL(sessionUrl);
+  await a.getByRole("button", { name: "Reveal credentials" }).waitFor({ timeout: 60000 });
+  await a.getByRole("button", { name: "Reveal credentials" }).click();
+  const fresh = await a.locator("textarea[data-credential=private_key]").inputValue();
+  check(fresh.includes("PRIVATE KEY") && fresh !== key, "the reset issued a different key");
+  step("the test logs in to sshd with the new key");
+  await sshLogin("key2", fresh);
 
   // ---------------------------------------------------------------- bob's pages
   step("alice cannot open bob's pages");
@@ -222,6 +250,29 @@ try {
   await a.getByRole("button", { name: "Revoke access now" }).click();
   await a.locator("#request-status", { hasText: "Revoked" }).waitFor({ timeout: 60000 });
   await shot(a, "request-revoked");
+
+  // ---------------------------------------------------------------- a rejection
+  step("bob rejects a second request; a rejection needs a reason");
+  await a.goto("/ui/requests/new");
+  await a.getByLabel("Integration").selectOption("servers");
+  await a.getByLabel("Resource type").selectOption("ssh-server");
+  await a.getByLabel(/web-1/).check();
+  await a.getByLabel("Permission").selectOption("Default");
+  await a.getByLabel("Justification").fill("one more look");
+  await a.getByRole("button", { name: "Request access" }).click();
+  await a.waitForURL(/\/ui\/requests\/req_/);
+  const secondId = a.url().split("/").pop();
+  await b.goto("/ui/inbox");
+  const second = b.locator("article", { has: b.locator(`a[href="/ui/requests/${secondId}"]`) });
+  await second.waitFor();
+  const noReason = await b.request.post(`/ui/requests/${secondId}/reject`, { form: { csrf: await formToken(b), reason: " " }, maxRedirects: 0 });
+  check(noReason.status() === 400, `a rejection without a reason: 400, not ${noReason.status()}`);
+  await second.getByLabel("Reason (required)").fill("not during the freeze");
+  await second.getByRole("button", { name: "Reject" }).click();
+  await b.waitForURL(`${BASE}/ui/requests/${secondId}`);
+  await a.locator("#request-status", { hasText: "Rejected" }).waitFor({ timeout: 60000 });
+  await a.getByText("not during the freeze").waitFor();
+  check((await a.locator("#approval-progress").innerText()).includes("rejected by bob@example.com"), "the rejecter is shown");
 
   // ---------------------------------------------------------------- a phone
   step("a phone-sized screen");

@@ -792,3 +792,46 @@ fn interactive_picker_on_a_terminal() -> Result<()> {
     );
     Ok(())
 }
+
+/// A connector without the watch endpoints (an older one: 404 without the API's error body):
+/// `requests revoke --wait` falls back to polling the request until it is revoked.
+#[test]
+fn revoke_wait_polls_a_connector_without_watch_endpoints() -> Result<()> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn request(status: &str) -> Value {
+        json!({
+            "id": "req_1", "status": status, "requester": "alice@example.com", "flow": "ops",
+            "integration": "servers", "resource_type": "ssh-server", "resource_ids": ["web-1"],
+            "permission": "Default", "justification": "", "duration_seconds": 600,
+            "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
+            "session_ids": [], "approvals": [], "awaiting": []
+        })
+    }
+    let reads = Arc::new(AtomicUsize::new(0));
+    let counted = reads.clone();
+    let server = FakeServer::start(
+        Router::new()
+            .route(
+                "/api/v1/access-requests/req_1/revoke",
+                axum::routing::post(|| async { axum::Json(request("Revoking")) }),
+            )
+            .route(
+                "/api/v1/access-requests/req_1",
+                get(move || {
+                    let n = counted.fetch_add(1, Ordering::SeqCst);
+                    async move { axum::Json(request(if n < 2 { "Revoking" } else { "Revoked" })) }
+                }),
+            ),
+    )?;
+    let user = User::with_env(&server.url, TOKEN)?;
+    let out = user.run(&["requests", "revoke", "req_1", "--wait", "-o", "json"])?;
+    ensure!(out.json()?["status"] == "Revoked", "{out:#?}");
+    ensure!(
+        reads.load(Ordering::SeqCst) == 3,
+        "the request was read {} times",
+        reads.load(Ordering::SeqCst)
+    );
+    Ok(())
+}

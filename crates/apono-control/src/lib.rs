@@ -39,8 +39,11 @@
 //!   for the portal and the CLI (authorization code with PKCE, device authorization), ID tokens
 //!   validated by `jsonwebtoken`, the connector's own tokens whose groups are refreshed from the
 //!   provider past `groups_max_age` (see `docs/sso.md`).
-//! * [`api::router`]: the HTTP API; [`api::serve`] its listener (TLS with certificate reload,
-//!   or plain HTTP on loopback).
+//! * [`api::router`]: the HTTP API and the web portal under `/ui/` (server-rendered pages over
+//!   the same operations; sessions, CSRF tokens and headers in `docs/portal.md`);
+//!   [`api::serve`] its listener (TLS with certificate reload, or plain HTTP on loopback).
+//! * [`watch`]: waiting for a request's or session's next change (the API's watch endpoints,
+//!   [`ControlPlane::watch_request`]), woken by this process's commits.
 //!
 //! # What is proven, against what
 //!

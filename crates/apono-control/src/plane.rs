@@ -900,7 +900,10 @@ impl ControlPlane {
         wait: std::time::Duration,
     ) -> Result<Versioned<AccessRequest>, ControlError> {
         let commits = self.store().commits();
-        watch::until_changed(commits, &self.closing, after, wait, || self.request(user, id)).await
+        watch::until_changed(commits, &self.closing, after, wait, || {
+            self.request(user, id)
+        })
+        .await
     }
 
     /// Session `id` once its version differs from `after`, as [`ControlPlane::watch_request`].
@@ -912,7 +915,10 @@ impl ControlPlane {
         wait: std::time::Duration,
     ) -> Result<Versioned<AccessSession>, ControlError> {
         let commits = self.store().commits();
-        watch::until_changed(commits, &self.closing, after, wait, || self.session(user, id)).await
+        watch::until_changed(commits, &self.closing, after, wait, || {
+            self.session(user, id)
+        })
+        .await
     }
 
     /// Ends every watch now and from now on (the API is stopping: a graceful shutdown does not

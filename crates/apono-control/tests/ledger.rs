@@ -1624,3 +1624,88 @@ async fn tokens_expire_list_and_revoke_across_replicas(postgres: bool) -> Result
 }
 
 on_both_databases!(tokens_expire_list_and_revoke_across_replicas);
+
+/// A watch answers as soon as a change commits in this process, not at its re-check; it
+/// answers unchanged at its deadline and at once when the API stops; the request's
+/// visibility rules hold.
+async fn watches_answer_at_the_commit(postgres: bool) -> Result<()> {
+    let h = harness(postgres).await?;
+    let alice = user(&h, "alice@example.com");
+    let bob = user(&h, "bob@example.com");
+    let request = h.plane.create_request(&alice, &dev_request()).await?;
+    h.plane.run_due_once().await?;
+    let first = h
+        .plane
+        .watch_request(&alice, &request.id, None, Duration::ZERO)
+        .await?;
+    assert!(first.changed);
+    assert_eq!(first.value.status, RequestStatus::Active);
+    assert!(matches!(
+        h.plane
+            .watch_request(&bob, &request.id, None, Duration::ZERO)
+            .await,
+        Err(ControlError::NotFound(_))
+    ));
+
+    // Unchanged: the unchanged state at the deadline.
+    let started = std::time::Instant::now();
+    let same = h
+        .plane
+        .watch_request(
+            &alice,
+            &request.id,
+            Some(&first.version),
+            Duration::from_millis(300),
+        )
+        .await?;
+    assert!(!same.changed && same.version == first.version);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+
+    // A revoke commits: the waiting watch answers at once (the re-check is a second away).
+    let waiter = {
+        let plane = h.plane.clone();
+        let (alice, id, version) = (alice.clone(), request.id.clone(), first.version.clone());
+        tokio::spawn(async move {
+            let v = plane
+                .watch_request(&alice, &id, Some(&version), Duration::from_secs(30))
+                .await;
+            (v, std::time::Instant::now())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    h.plane.revoke(&alice, &request.id).await?;
+    let revoked_at = std::time::Instant::now();
+    let (changed, answered_at) = waiter.await?;
+    let changed = changed?;
+    assert!(changed.changed && changed.value.status != RequestStatus::Active);
+    let lag = answered_at.saturating_duration_since(revoked_at);
+    assert!(
+        lag < Duration::from_millis(500),
+        "answered {lag:?} after the revoke"
+    );
+
+    // The session's watch, and the end of every watch when the API stops.
+    let session = &changed.value.session_ids[0];
+    let s = h
+        .plane
+        .watch_session(&alice, session, None, Duration::ZERO)
+        .await?;
+    let waiter = {
+        let plane = h.plane.clone();
+        let (alice, id, version) = (alice.clone(), session.clone(), s.version.clone());
+        tokio::spawn(async move {
+            plane
+                .watch_session(&alice, &id, Some(&version), Duration::from_secs(30))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let closed_at = std::time::Instant::now();
+    h.plane.close_watches();
+    let ended = tokio::time::timeout(Duration::from_secs(2), waiter).await???;
+    assert!(!ended.changed && ended.version == s.version);
+    assert!(closed_at.elapsed() < Duration::from_secs(2));
+    Ok(())
+}
+
+on_both_databases!(watches_answer_at_the_commit);

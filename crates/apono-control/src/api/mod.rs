@@ -1,4 +1,5 @@
-//! The HTTP API (axum) under `/api/v1`, plus `/healthz`, `/readyz` and `/metrics`.
+//! The HTTP API (axum) under `/api/v1`, plus `/healthz`, `/readyz`, `/metrics` and the web
+//! portal under `/ui/` (module `portal`).
 //!
 //! * `extract`: the authenticated caller, ids, query strings and bodies, each refused with
 //!   the JSON error shape.
@@ -49,7 +50,8 @@ impl IntoResponse for ControlError {
     }
 }
 
-/// The router of the whole HTTP surface.
+/// The router of the whole HTTP surface: the API, its watch endpoints and the web portal
+/// (`/ui/`).
 pub fn router(plane: Arc<ControlPlane>) -> Router {
     routes::router(plane)
 }

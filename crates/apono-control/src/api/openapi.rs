@@ -275,8 +275,16 @@ pub fn openapi() -> serde_json::Value {
         let mut op = operation(summary, "200", schema_ref(schema), &[BAD_QUERY, not_found]);
         op["responses"]["200"]["headers"] = json!({ "ETag": { "description": "the answer's version, quoted: pass it (without the quotes) as after", "schema": { "type": "string" } } });
         op["parameters"] = json!([
-            query_param("after", json!({ "type": "string", "examples": ["v1-3f1c0a9b7e2d4c55"] }), "the version the client has (the ETag of its last answer); the answer waits until the version differs. Without it the answer is immediate"),
-            query_param("wait", json!({ "type": "integer", "minimum": 0, "default": 30 }), "seconds to wait at most for a change (at most 60); the unchanged state is answered then"),
+            query_param(
+                "after",
+                json!({ "type": "string", "examples": ["v1-3f1c0a9b7e2d4c55"] }),
+                "the version the client has (the ETag of its last answer); the answer waits until the version differs. Without it the answer is immediate"
+            ),
+            query_param(
+                "wait",
+                json!({ "type": "integer", "minimum": 0, "default": 30 }),
+                "seconds to wait at most for a change (at most 60); the unchanged state is answered then"
+            ),
         ]);
         op
     };

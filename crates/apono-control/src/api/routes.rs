@@ -14,7 +14,6 @@ use serde_json::json;
 
 use super::extract::{Body, Caller, Id, QueryOf};
 use crate::error::ControlError;
-use crate::ledger::audit;
 use crate::model::NewRequest;
 use crate::plane::{ControlPlane, RequestScope, TokenScope};
 
@@ -58,7 +57,9 @@ pub(super) fn router(plane: Arc<ControlPlane>) -> Router {
         .route("/api/v1/tokens/{id}/revoke", post(revoke_token))
         .route("/api/v1/audit", get(audit_log))
         .merge(super::live::routes())
-        .merge(crate::portal::router())
+        .merge(crate::portal::router(
+            plane.config().connector.max_body_bytes,
+        ))
         .merge(crate::identity::routes::router())
         .with_state(plane)
 }
@@ -340,18 +341,14 @@ async fn audit_log(
     Caller(user): Caller,
     QueryOf(q): QueryOf<AuditQuery>,
 ) -> Result<Response, ControlError> {
-    if !user.admin {
-        return Err(ControlError::Forbidden(
-            "only admins read the audit log".into(),
-        ));
-    }
-    let records = audit::records(
-        plane.store(),
-        q.after,
-        q.limit.unwrap_or(1000).clamp(1, 100_000),
-        q.subject.as_deref(),
-    )
-    .await?;
+    let records = plane
+        .audit_records(
+            &user,
+            q.after,
+            q.limit.unwrap_or(1000),
+            q.subject.as_deref(),
+        )
+        .await?;
     if q.format.as_deref() == Some("jsonl") {
         let mut text = String::new();
         for r in &records {

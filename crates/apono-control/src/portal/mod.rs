@@ -19,12 +19,12 @@ pub(crate) mod session;
 use std::sync::Arc;
 
 use askama::Template;
-use axum::extract::Request;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Router;
 
 use crate::error::ControlError;
 use crate::plane::ControlPlane;
@@ -36,8 +36,9 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 const SCRIPT: &str = include_str!("static/portal.js");
 const STYLE: &str = include_str!("static/portal.css");
 
-/// The portal's routes, mounted beside the API.
-pub(crate) fn router() -> Router<Arc<ControlPlane>> {
+/// The portal's routes, mounted beside the API; form bodies are limited to `max_body_bytes`
+/// (`connector.max_body_bytes`, as the API's).
+pub(crate) fn router(max_body_bytes: usize) -> Router<Arc<ControlPlane>> {
     Router::new()
         .route("/ui", get(pages::home))
         .route("/ui/", get(pages::home))
@@ -57,6 +58,7 @@ pub(crate) fn router() -> Router<Arc<ControlPlane>> {
         .route("/ui/requests/{id}/revoke", post(pages::revoke))
         .route("/ui/requests/{id}/watch", get(pages::watch_request))
         .route("/ui/sessions/{id}", get(pages::session))
+        .route("/ui/sessions/{id}/watch", get(pages::watch_session))
         .route("/ui/sessions/{id}/reveal", post(pages::reveal))
         .route(
             "/ui/sessions/{id}/reset-credentials",
@@ -76,6 +78,7 @@ pub(crate) fn router() -> Router<Arc<ControlPlane>> {
             get(|| async { asset("text/css; charset=utf-8", STYLE) }),
         )
         .merge(crate::identity::portal::routes())
+        .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn(headers))
 }
 
@@ -118,7 +121,11 @@ fn render(page: &impl Template) -> Response {
         Ok(html) => Html(html).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "a portal template failed to render");
-            (StatusCode::INTERNAL_SERVER_ERROR, "the page could not be rendered").into_response()
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the page could not be rendered",
+            )
+                .into_response()
         }
     }
 }
@@ -134,7 +141,9 @@ struct ErrorPage {
 }
 
 /// What a portal handler fails with: shown as the error page with the API's status codes.
-pub(crate) struct PageError {
+pub(crate) struct PageError(Box<Failure>);
+
+struct Failure {
     status: StatusCode,
     error: ControlError,
     nav: Option<session::Nav>,
@@ -142,7 +151,7 @@ pub(crate) struct PageError {
 
 impl PageError {
     pub(crate) fn with_nav(mut self, nav: &session::Nav) -> Self {
-        self.nav = Some(nav.clone());
+        self.0.nav = Some(nav.clone());
         self
     }
 }
@@ -158,17 +167,18 @@ impl From<ControlError> for PageError {
             ControlError::Conflict(_) => StatusCode::CONFLICT,
             _ => StatusCode::SERVICE_UNAVAILABLE,
         };
-        Self {
+        Self(Box::new(Failure {
             status,
             error,
             nav: None,
-        }
+        }))
     }
 }
 
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
-        let title = match self.status {
+        let Failure { status, error, nav } = *self.0;
+        let title = match status {
             StatusCode::UNAUTHORIZED => "Sign in first",
             StatusCode::FORBIDDEN => "Not allowed",
             StatusCode::NOT_FOUND => "Not found",
@@ -176,17 +186,17 @@ impl IntoResponse for PageError {
             StatusCode::BAD_REQUEST => "Check the form",
             _ => "Unavailable",
         };
-        let problems = match &self.error {
+        let problems = match &error {
             ControlError::Invalid(p) => p.clone(),
             _ => Vec::new(),
         };
         let page = ErrorPage {
-            nav: self.nav,
+            nav,
             title: title.into(),
-            message: self.error.to_string(),
+            message: error.to_string(),
             problems,
         };
-        (self.status, render(&page)).into_response()
+        (status, render(&page)).into_response()
     }
 }
 

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use apono_core::{CredentialStatus, GrantStatus, RequestStatus};
 use askama::Template;
+use axum::Json;
 use axum::extract::{Form, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
@@ -24,15 +24,11 @@ use crate::plane::{ControlPlane, RequestScope};
 type Plane = State<Arc<ControlPlane>>;
 type RawForm = Form<Vec<(String, String)>>;
 
-/// `5m 3s`, `2h 10m`, `3d 4h`.
+/// `5m3s`, `2h10m` (`0s` for a time already past).
 fn span(seconds: i64) -> String {
-    let s = seconds.max(0);
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m {}s", s / 60, s % 60),
-        3600..86_400 => format!("{}h {}m", s / 3600, s % 3600 / 60),
-        _ => format!("{}d {}h", s / 86_400, s % 86_400 / 3600),
-    }
+    apono_core::format_duration(std::time::Duration::from_secs(
+        u64::try_from(seconds).unwrap_or_default(),
+    ))
 }
 
 fn when(t: &DateTime<Utc>) -> String {
@@ -79,7 +75,8 @@ fn progress(r: &AccessRequest) -> String {
         _ => match &r.decided_by {
             Some(by) if r.status == RequestStatus::Rejected => format!("rejected by {by}"),
             Some(by) => format!("approved by {by}"),
-            None if r.flow.is_empty() => String::new(),
+            // Withdrawn while pending: never decided.
+            None if r.session_ids.is_empty() => String::new(),
             None => "approved automatically".into(),
         },
     }
@@ -136,7 +133,10 @@ impl From<&AccessSession> for SessionRow {
             request_id: s.request_id.clone(),
             status: s.status.to_string(),
             grantee: s.grantee.clone(),
-            resource: format!("{} / {} / {}", s.integration, s.resource_type, s.resource_id),
+            resource: format!(
+                "{} / {} / {}",
+                s.integration, s.resource_type, s.resource_id
+            ),
             permission: s.permission.clone(),
             account: s.account_name.clone(),
             time_left,
@@ -164,7 +164,7 @@ pub(crate) async fn home(State(plane): Plane, viewer: Viewer) -> PageResult {
     let nav = viewer.nav.clone();
     let run = async {
         let mut requests = plane.requests(&viewer.user, RequestScope::Mine).await?;
-        requests.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        requests.sort_by_key(|r| std::cmp::Reverse(r.created_at));
         let mut sessions = plane.sessions(&viewer.user, false).await?;
         sessions.sort_by(|a, b| b.id.cmp(&a.id));
         Ok::<_, ControlError>(HomePage {
@@ -207,9 +207,7 @@ impl FieldProblems {
                 | ProblemCode::UnknownResource
                 | ProblemCode::TooManyResources
                 | ProblemCode::DuplicateResource => &mut out.resources,
-                ProblemCode::UnknownPermission | ProblemCode::NoMatchingFlow => {
-                    &mut out.permission
-                }
+                ProblemCode::UnknownPermission | ProblemCode::NoMatchingFlow => &mut out.permission,
                 ProblemCode::InvalidDuration | ProblemCode::DurationOverMax => &mut out.duration,
                 ProblemCode::JustificationRequired | ProblemCode::JustificationTooLong => {
                     &mut out.justification
@@ -339,16 +337,24 @@ fn new_request_of(fields: &Fields) -> NewRequest {
 }
 
 /// `POST /ui/requests/new`: a dry run first; its problems are shown next to the fields.
-pub(crate) async fn create_request(State(plane): Plane, viewer: Viewer, form: RawForm) -> PageResult {
+pub(crate) async fn create_request(
+    State(plane): Plane,
+    viewer: Viewer,
+    form: RawForm,
+) -> PageResult {
     let fields = viewer.checked(form)?;
     let new = new_request_of(&fields);
     let nav = viewer.nav.clone();
     let run = async {
         let check = plane.dry_run(&viewer.user, &new).await?;
         if !check.allowed {
-            let page =
-                new_request_page(&plane, &viewer.nav, new.clone(), FieldProblems::from(&check.problems))
-                    .await?;
+            let page = new_request_page(
+                &plane,
+                &viewer.nav,
+                new.clone(),
+                FieldProblems::from(&check.problems),
+            )
+            .await?;
             return Ok((StatusCode::BAD_REQUEST, render(&page)).into_response());
         }
         let created = plane.create_request(&viewer.user, &new).await?;
@@ -431,7 +437,12 @@ fn back_to_request(id: &str) -> Response {
 }
 
 /// `POST /ui/requests/{id}/approve`, with an optional reason.
-pub(crate) async fn approve(State(plane): Plane, viewer: Viewer, Id(id): Id, form: RawForm) -> PageResult {
+pub(crate) async fn approve(
+    State(plane): Plane,
+    viewer: Viewer,
+    Id(id): Id,
+    form: RawForm,
+) -> PageResult {
     let fields = viewer.checked(form)?;
     let reason = optional(fields.get("reason"));
     plane
@@ -442,11 +453,18 @@ pub(crate) async fn approve(State(plane): Plane, viewer: Viewer, Id(id): Id, for
 }
 
 /// `POST /ui/requests/{id}/reject`, with a reason (required).
-pub(crate) async fn reject(State(plane): Plane, viewer: Viewer, Id(id): Id, form: RawForm) -> PageResult {
+pub(crate) async fn reject(
+    State(plane): Plane,
+    viewer: Viewer,
+    Id(id): Id,
+    form: RawForm,
+) -> PageResult {
     let fields = viewer.checked(form)?;
     let reason = fields.get("reason");
     let result = if reason.is_empty() {
-        Err(ControlError::Invalid(vec!["a rejection needs a reason".into()]))
+        Err(ControlError::Invalid(vec![
+            "a rejection needs a reason".into(),
+        ]))
     } else {
         plane.reject(&viewer.user, &id, reason).await
     };
@@ -455,7 +473,12 @@ pub(crate) async fn reject(State(plane): Plane, viewer: Viewer, Id(id): Id, form
 }
 
 /// `POST /ui/requests/{id}/revoke`: revoke early (withdraw while pending).
-pub(crate) async fn revoke(State(plane): Plane, viewer: Viewer, Id(id): Id, form: RawForm) -> PageResult {
+pub(crate) async fn revoke(
+    State(plane): Plane,
+    viewer: Viewer,
+    Id(id): Id,
+    form: RawForm,
+) -> PageResult {
     viewer.checked(form)?;
     plane
         .revoke(&viewer.user, &id)
@@ -485,6 +508,7 @@ pub(crate) async fn watch_request(
 struct SessionPage {
     nav: Option<Nav>,
     s: SessionRow,
+    version: String,
     mine: bool,
     active: bool,
     unseen: bool,
@@ -511,6 +535,7 @@ async fn session_page(
         note: String::new(),
         instructions: String::new(),
         cli: String::new(),
+        version: crate::watch::version_of(&s),
         s: SessionRow::from(&s),
     })
 }
@@ -526,7 +551,12 @@ pub(crate) async fn session(State(plane): Plane, viewer: Viewer, Id(id): Id) -> 
 
 /// `POST /ui/sessions/{id}/reveal`: the access details, the one-time credentials included the
 /// first time (the same one-time event as `apono access use`); masked ever after.
-pub(crate) async fn reveal(State(plane): Plane, viewer: Viewer, Id(id): Id, form: RawForm) -> PageResult {
+pub(crate) async fn reveal(
+    State(plane): Plane,
+    viewer: Viewer,
+    Id(id): Id,
+    form: RawForm,
+) -> PageResult {
     viewer.checked(form)?;
     let run = async {
         let details = plane.access_details(&viewer.user, &id).await?;
@@ -554,7 +584,9 @@ pub(crate) async fn reveal(State(plane): Plane, viewer: Viewer, Id(id): Id, form
         page.cli = details["cli"].as_str().unwrap_or_default().to_owned();
         Ok::<_, ControlError>(page)
     };
-    let page = run.await.map_err(|e| PageError::from(e).with_nav(&viewer.nav))?;
+    let page = run
+        .await
+        .map_err(|e| PageError::from(e).with_nav(&viewer.nav))?;
     Ok(render(&page))
 }
 
@@ -571,6 +603,20 @@ pub(crate) async fn reset_credentials(
         .await
         .map_err(|e| PageError::from(e).with_nav(&viewer.nav))?;
     Ok(Redirect::to(&format!("/ui/sessions/{id}")).into_response())
+}
+
+/// `GET /ui/sessions/{id}/watch?after=VERSION&wait=SECONDS`: the script's long poll of a
+/// session page.
+pub(crate) async fn watch_session(
+    State(plane): Plane,
+    viewer: Viewer,
+    Id(id): Id,
+    QueryOf(q): QueryOf<WatchQuery>,
+) -> Result<Response, PageError> {
+    let v = plane
+        .watch_session(&viewer.user, &id, q.after.as_deref(), q.wait())
+        .await?;
+    Ok(answer(v))
 }
 
 // ---------------------------------------------------------------- approvers
@@ -609,7 +655,7 @@ pub(crate) async fn admin_requests(State(plane): Plane, viewer: Viewer) -> PageR
         .requests(&viewer.user, RequestScope::All)
         .await
         .map_err(|e| PageError::from(e).with_nav(&viewer.nav))?;
-    requests.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    requests.sort_by_key(|r| std::cmp::Reverse(r.created_at));
     Ok(render(&AdminRequestsPage {
         nav: Some(viewer.nav.clone()),
         requests: requests.iter().map(RequestRow::from).collect(),
@@ -670,33 +716,12 @@ impl AuditFilter {
                 q.push((k, v.clone()));
             }
         }
-        serde_urlencoded_query(&q)
+        serde_urlencoded::to_string(&q).unwrap_or_default()
     }
 
     fn limit(&self) -> i64 {
         self.limit.unwrap_or(500).clamp(1, 100_000)
     }
-}
-
-fn serde_urlencoded_query(pairs: &[(&str, String)]) -> String {
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{k}={}", percent(v)))
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-/// Percent-encodes everything but unreserved characters.
-fn percent(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 /// The records the filters select: `subject` in the store's query, the others on the page
@@ -799,11 +824,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn spans_and_percent() {
-        assert_eq!(span(59), "59s");
-        assert_eq!(span(303), "5m 3s");
-        assert_eq!(span(7800), "2h 10m");
+    fn spans_and_export_links() {
+        assert_eq!(span(303), "5m3s");
         assert_eq!(span(-5), "0s");
-        assert_eq!(percent("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
+        let filter = AuditFilter {
+            subject: "req_1&x=y".into(),
+            ..AuditFilter::default()
+        };
+        assert_eq!(filter.query(), "after=0&limit=500&subject=req_1%26x%3Dy");
     }
 }

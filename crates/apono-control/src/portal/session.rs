@@ -55,12 +55,13 @@ pub(crate) struct Viewer {
     session: String,
 }
 
+/// Whether the portal is served over TLS (its cookies are then `Secure`).
 fn secure(plane: &ControlPlane) -> bool {
     plane.config().connector.tls_cert.is_some()
 }
 
-fn cookie_name(plane: &ControlPlane) -> &'static str {
-    if secure(plane) {
+fn cookie_name(secure: bool) -> &'static str {
+    if secure {
         "__Host-apono_portal"
     } else {
         "apono_portal"
@@ -68,12 +69,8 @@ fn cookie_name(plane: &ControlPlane) -> &'static str {
 }
 
 /// `Set-Cookie` for `name=value` with the portal's attributes (`max_age` 0 deletes it).
-fn set_cookie(plane: &ControlPlane, name: &str, value: &str, max_age: u64) -> HeaderValue {
-    let scope = if secure(plane) {
-        "Path=/; Secure"
-    } else {
-        "Path=/ui"
-    };
+fn set_cookie(secure: bool, name: &str, value: &str, max_age: u64) -> HeaderValue {
+    let scope = if secure { "Path=/; Secure" } else { "Path=/ui" };
     HeaderValue::from_str(&format!(
         "{name}={value}; {scope}; HttpOnly; SameSite=Strict; Max-Age={max_age}"
     ))
@@ -146,7 +143,7 @@ impl FromRequestParts<Arc<ControlPlane>> for Viewer {
         if changing && !same_origin(&parts.headers) {
             return Err(cross_site().into_response());
         }
-        let signed_in = match cookie(&parts.headers, cookie_name(plane))
+        let signed_in = match cookie(&parts.headers, cookie_name(secure(plane)))
             .and_then(|v| v.split_once('.'))
         {
             Some((session, token)) => plane
@@ -200,7 +197,10 @@ impl Fields {
 
 impl Viewer {
     /// The form's fields once its `csrf` field is this session's form token.
-    pub(crate) fn checked(&self, Form(fields): Form<Vec<(String, String)>>) -> Result<Fields, PageError> {
+    pub(crate) fn checked(
+        &self,
+        Form(fields): Form<Vec<(String, String)>>,
+    ) -> Result<Fields, PageError> {
         let fields = Fields(fields);
         if tokens_match(fields.get("csrf"), &self.nav.csrf) {
             Ok(fields)
@@ -243,8 +243,8 @@ pub(crate) async fn start(plane: &ControlPlane, user: &User) -> Result<HeaderVal
         secrecy::ExposeSecret::expose_secret(&created.token)
     );
     Ok(set_cookie(
-        plane,
-        cookie_name(plane),
+        secure(plane),
+        cookie_name(secure(plane)),
         &value,
         lifetime.as_secs(),
     ))
@@ -268,11 +268,16 @@ pub(crate) fn session_cookie(
     token: &str,
     max_age: u64,
 ) -> HeaderValue {
-    set_cookie(plane, cookie_name(plane), &format!("{id}.{token}"), max_age)
+    let secure = secure(plane);
+    set_cookie(secure, cookie_name(secure), &format!("{id}.{token}"), max_age)
 }
 
 /// The sign-in form, with a fresh nonce in a cookie and its HMAC in the form.
-async fn sign_in_form(plane: &ControlPlane, status: StatusCode, error: Option<String>) -> PageResult {
+async fn sign_in_form(
+    plane: &ControlPlane,
+    status: StatusCode,
+    error: Option<String>,
+) -> PageResult {
     let nonce = data_encoding::HEXLOWER.encode(&rand::random::<[u8; 16]>());
     let keys = plane.keys().await?;
     let page = SignInPage {
@@ -288,7 +293,7 @@ async fn sign_in_form(plane: &ControlPlane, status: StatusCode, error: Option<St
     let mut response = (status, render(&page)).into_response();
     response.headers_mut().append(
         header::SET_COOKIE,
-        set_cookie(plane, PRE_COOKIE, &nonce, 600),
+        set_cookie(secure(plane), PRE_COOKIE, &nonce, 600),
     );
     Ok(response)
 }
@@ -325,7 +330,10 @@ pub(crate) async fn sign_in(
     let mut response = Redirect::to("/ui/").into_response();
     let h = response.headers_mut();
     h.append(header::SET_COOKIE, cookie);
-    h.append(header::SET_COOKIE, set_cookie(&plane, PRE_COOKIE, "", 0));
+    h.append(
+        header::SET_COOKIE,
+        set_cookie(secure(&plane), PRE_COOKIE, "", 0),
+    );
     Ok(response)
 }
 
@@ -336,11 +344,13 @@ pub(crate) async fn sign_out(
     form: Form<Vec<(String, String)>>,
 ) -> PageResult {
     viewer.checked(form)?;
-    plane.revoke_token(Some(&viewer.user), &viewer.session).await?;
+    plane
+        .revoke_token(Some(&viewer.user), &viewer.session)
+        .await?;
     let mut response = Redirect::to("/ui/sign-in").into_response();
     response.headers_mut().append(
         header::SET_COOKIE,
-        set_cookie(&plane, cookie_name(&plane), "", 0),
+        set_cookie(secure(&plane), cookie_name(secure(&plane)), "", 0),
     );
     Ok(response)
 }
@@ -374,6 +384,20 @@ mod tests {
             ("sec-fetch-site", "cross-site"),
         ])));
         assert!(!same_origin(&headers(&[("origin", "null")])));
+    }
+
+    #[test]
+    fn cookies_are_secure_over_tls() {
+        let tls = set_cookie(true, cookie_name(true), "tok_a.apono_b", 60);
+        assert_eq!(
+            tls.to_str().unwrap(),
+            "__Host-apono_portal=tok_a.apono_b; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=60"
+        );
+        let plain = set_cookie(false, cookie_name(false), "", 0);
+        assert_eq!(
+            plain.to_str().unwrap(),
+            "apono_portal=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0"
+        );
     }
 
     #[test]

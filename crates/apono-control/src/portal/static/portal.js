@@ -37,25 +37,31 @@ function copyButtons() {
   }
 }
 
-// Waits for the watched object's next version and reloads the page when it changes.
+// Waits for the watched object's next version and reloads the page when it changes. A form
+// submitted meanwhile wins: the watch stops, so a reload never replaces the form's answer (the
+// reveal's answer is the only place the one-time credentials are shown).
 async function live(main) {
   const note = document.querySelector(".live");
   const version = main.dataset.version;
+  const stop = new AbortController();
+  document.addEventListener("submit", () => stop.abort(), { capture: true });
   if (note) note.textContent = "(live)";
-  for (;;) {
+  while (!stop.signal.aborted) {
     try {
       const url = main.dataset.watch + "?wait=25&after=" + encodeURIComponent(version);
-      const response = await fetch(url, { credentials: "same-origin", cache: "no-store" });
-      if (!response.ok) {
+      const response = await fetch(url, { credentials: "same-origin", cache: "no-store", signal: stop.signal });
+      const next = (response.headers.get("ETag") || "").replace(/"/g, "");
+      if (!response.ok || response.redirected || !next) {
+        // Signed out meanwhile (redirected to the sign-in page), or gone: stop asking.
         if (note) note.textContent = "(live updates stopped)";
         return;
       }
-      const next = (response.headers.get("ETag") || "").replace(/"/g, "");
-      if (next && next !== version) {
+      if (next !== version && !stop.signal.aborted) {
         window.location.reload();
         return;
       }
     } catch (_) {
+      if (stop.signal.aborted) return;
       await new Promise((resolve) => setTimeout(resolve, 2000));
     }
   }
