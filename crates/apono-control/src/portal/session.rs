@@ -269,7 +269,12 @@ pub(crate) fn session_cookie(
     max_age: u64,
 ) -> HeaderValue {
     let secure = secure(plane);
-    set_cookie(secure, cookie_name(secure), &format!("{id}.{token}"), max_age)
+    set_cookie(
+        secure,
+        cookie_name(secure),
+        &format!("{id}.{token}"),
+        max_age,
+    )
 }
 
 /// The sign-in form, with a fresh nonce in a cookie and its HMAC in the form.
