@@ -33,6 +33,8 @@ command -v npm >/dev/null || missing+=(npm)
 # tests/portal.rs drives the web portal in Debian's headless Chromium.
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v openssl >/dev/null || missing+=(openssl)
+# tests/sso.rs: the OpenID provider (oidc-provider) runs on node.
+command -v node >/dev/null || missing+=(nodejs)
 if [ ${#missing[@]} -gt 0 ]; then
   step "installing ${missing[*]}"
   scripts/install-debian-packages.sh "${missing[@]}"
@@ -67,6 +69,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   (cd tests/portal && npm ci --no-audit --no-fund --silent)
   echo "$want" > "$stamp"
 fi
+
+step "installing tests/oidc's node packages (npm ci: oidc-provider, jose, playwright-core, pinned)"
+npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error
 
 # ---------------------------------------------------------------- rust tools
 step "checking Rust tools"

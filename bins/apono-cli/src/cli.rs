@@ -31,14 +31,29 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Saves a connector URL and personal token as a profile (and makes it active).
+    /// Saves a connector URL and a token as a profile (and makes it active): a personal token,
+    /// or one the connector gives after you sign in with your identity provider (--sso, or
+    /// --device on a machine without a browser).
     Login {
         /// The connector's URL, such as http://127.0.0.1:8080.
         #[arg(long, value_name = "URL")]
         url: String,
         /// Your personal token (`apono-connector tokens create`); `-` reads it from stdin.
-        #[arg(long, value_name = "TOKEN")]
-        personal_token: String,
+        #[arg(long, value_name = "TOKEN", required_unless_present_any = ["sso", "device"], conflicts_with_all = ["sso", "device"])]
+        personal_token: Option<String>,
+        /// Sign in through the identity provider in the browser (authorization code with
+        /// PKCE, back to a listener on 127.0.0.1).
+        #[arg(long, conflicts_with = "device")]
+        sso: bool,
+        /// Sign in through the identity provider on another device (device authorization).
+        #[arg(long)]
+        device: bool,
+        /// The identity provider's name, when the connector has several.
+        #[arg(long, value_name = "NAME")]
+        provider: Option<String>,
+        /// With --sso: print the URL to open instead of opening the browser.
+        #[arg(long)]
+        no_browser: bool,
         /// A PEM file of the CA that signed the connector's TLS certificate (kept in the
         /// profile; default: web roots).
         #[arg(long = "ca-cert", value_name = "FILE")]
@@ -48,7 +63,7 @@ pub(crate) enum Command {
         #[arg(long)]
         allow_insecure_http: bool,
     },
-    /// Forgets the profile's token.
+    /// Forgets the profile's token (and revokes it when it comes from a sign-in).
     Logout,
     /// Lists profiles or picks the active one.
     #[command(subcommand)]

@@ -37,11 +37,26 @@ pub(crate) async fn run(ctx: &Context, command: Command) -> anyhow::Result<()> {
         Command::Login {
             url,
             personal_token,
+            sso,
+            device,
+            provider,
+            no_browser,
             ca_cert,
             allow_insecure_http,
-        } => login(ctx, &url, personal_token, ca_cert, allow_insecure_http).await,
+        } => match personal_token {
+            Some(token) => login(ctx, &url, token, ca_cert, allow_insecure_http).await,
+            None => {
+                let how = crate::sso::How {
+                    device,
+                    provider,
+                    open_browser: sso && !no_browser,
+                };
+                let token = crate::sso::sign_in(&url, &ca_cert, allow_insecure_http, how).await?;
+                login(ctx, &url, token, ca_cert, allow_insecure_http).await
+            }
+        },
         Command::Tokens(cmd) => tokens(&ctx.client()?, cmd).await,
-        Command::Logout => logout(ctx),
+        Command::Logout => logout(ctx).await,
         Command::Profiles(cmd) => profiles(ctx, cmd),
         Command::Inventory(cmd) => inventory(&ctx.client()?, cmd).await,
         Command::Requests(cmd) => requests(ctx, cmd).await,
@@ -119,12 +134,22 @@ async fn login(
     Ok(())
 }
 
-fn logout(ctx: &Context) -> anyhow::Result<()> {
+async fn logout(ctx: &Context) -> anyhow::Result<()> {
     let path = ctx.config_path()?;
     let mut profiles = ctx.profiles()?;
     let Some(name) = ctx.profile.clone().or(profiles.active.clone()) else {
         return Err(fail("not logged in: there is no profile to log out of"));
     };
+    // A token from a sign-in is revoked at the connector; a personal token is left alone.
+    if let Some(profile) = profiles.profiles.get(&name)
+        && let Ok(client) = crate::context::client_for(profile)
+    {
+        match client.sso_logout().await {
+            Ok(true) => eprintln!("revoked the signed-in token at {}", profile.url),
+            Ok(false) | Err(ClientError::Unauthenticated) => {}
+            Err(e) => eprintln!("warning: could not revoke the token at the connector: {e}"),
+        }
+    }
     if !profiles.logout(&name) {
         return Err(fail(format!("no profile {name:?} (apono profiles list)")));
     }

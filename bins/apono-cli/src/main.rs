@@ -6,6 +6,7 @@ mod commands;
 mod context;
 mod interactive;
 mod output;
+mod sso;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

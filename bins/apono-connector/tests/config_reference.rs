@@ -122,7 +122,8 @@ fn schema_sections(root: &Value) -> BTreeMap<String, Keys> {
             "users",
             "integrations",
             "access_flows",
-            "notifications"
+            "notifications",
+            "identity_providers"
         ]),
         "the file's sections changed: update docs/configuration.md and this test"
     );
@@ -158,6 +159,7 @@ fn section_names(heading: &str) -> Vec<String> {
         "integrations",
         "access_flows",
         "notifications",
+        "identity_providers",
     ]
     .into_iter()
     .filter(|name| {

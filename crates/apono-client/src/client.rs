@@ -10,8 +10,9 @@ use url::Url;
 
 use crate::error::{ClientError, sanitize};
 use crate::model::{
-    AccessDetails, AccessRequest, AccessSession, ApiToken, AuditRecord, DryRun, Integration, Me,
-    NewRequest, PermissionEntry, RequestScope, Resource, ResourceTypeEntry,
+    AccessDetails, AccessRequest, AccessSession, ApiToken, AuditRecord, DeviceSignIn, DryRun,
+    Integration, Me, NewRequest, PermissionEntry, RequestScope, Resource, ResourceTypeEntry,
+    SignedIn,
 };
 
 /// Settings of a [`Client`] beyond its URL and token.
@@ -316,6 +317,79 @@ impl Client {
         body: Option<serde_json::Value>,
     ) -> Result<T, ClientError> {
         self.call(Method::POST, path, &[], body).await
+    }
+
+    /// Starts a sign-in through an identity provider (`POST /api/v1/auth/oidc/start`):
+    /// `(authorization_url, state)`. Needs no token.
+    pub async fn sso_start(
+        &self,
+        provider: Option<&str>,
+        redirect_uri: &str,
+    ) -> Result<(String, String), ClientError> {
+        #[derive(serde::Deserialize)]
+        struct Started {
+            authorization_url: String,
+            state: String,
+        }
+        let s: Started = self
+            .post(
+                "api/v1/auth/oidc/start",
+                Some(serde_json::json!({ "provider": provider, "redirect_uri": redirect_uri })),
+            )
+            .await?;
+        Ok((s.authorization_url, s.state))
+    }
+
+    /// Finishes a sign-in with the code and state the provider sent back
+    /// (`POST /api/v1/auth/oidc/callback`): the connector's token and who it is for.
+    pub async fn sso_callback(&self, state: &str, code: &str) -> Result<SignedIn, ClientError> {
+        self.post(
+            "api/v1/auth/oidc/callback",
+            Some(serde_json::json!({ "state": state, "code": code })),
+        )
+        .await
+    }
+
+    /// Starts a device-authorization sign-in (`POST /api/v1/auth/oidc/device`).
+    pub async fn sso_device(&self, provider: Option<&str>) -> Result<DeviceSignIn, ClientError> {
+        self.post(
+            "api/v1/auth/oidc/device",
+            Some(serde_json::json!({ "provider": provider })),
+        )
+        .await
+    }
+
+    /// Polls a device-authorization sign-in: `None` while the person has not finished.
+    pub async fn sso_device_token(&self, handle: &str) -> Result<Option<SignedIn>, ClientError> {
+        let value: serde_json::Value = self
+            .post(
+                "api/v1/auth/oidc/device/token",
+                Some(serde_json::json!({ "handle": handle })),
+            )
+            .await?;
+        if value.get("pending").is_some() {
+            return Ok(None);
+        }
+        serde_json::from_value(value)
+            .map(Some)
+            .map_err(|e| ClientError::Malformed {
+                url: self.url(),
+                what: format!(
+                    "api/v1/auth/oidc/device/token: {}",
+                    sanitize(&e.to_string(), 200)
+                ),
+            })
+    }
+
+    /// Revokes this client's token when it comes from a sign-in (`POST /api/v1/auth/logout`);
+    /// `false` for a personal token (left alone).
+    pub async fn sso_logout(&self) -> Result<bool, ClientError> {
+        #[derive(serde::Deserialize)]
+        struct Out {
+            revoked: bool,
+        }
+        let out: Out = self.post("api/v1/auth/logout", None).await?;
+        Ok(out.revoked)
     }
 
     /// Who the personal token belongs to (`GET /api/v1/me`); proves the URL and the token.

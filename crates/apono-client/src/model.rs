@@ -194,6 +194,53 @@ impl<'de> Deserialize<'de> for Problem {
     }
 }
 
+/// A finished sign-in through an identity provider: the connector's token and who it is for.
+#[derive(Deserialize)]
+#[non_exhaustive]
+pub struct SignedIn {
+    /// The connector's API token (never an identity provider's token).
+    pub token: SecretString,
+    /// The token's id.
+    pub token_id: String,
+    /// The user's email.
+    pub email: String,
+    /// The user's groups at sign-in.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Whether the user is an admin.
+    #[serde(default)]
+    pub admin: bool,
+}
+
+impl std::fmt::Debug for SignedIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignedIn")
+            .field("token_id", &self.token_id)
+            .field("email", &self.email)
+            .field("groups", &self.groups)
+            .field("admin", &self.admin)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A device-authorization sign-in in progress: where the person enters the code.
+#[derive(Clone, Debug, Deserialize)]
+#[non_exhaustive]
+pub struct DeviceSignIn {
+    /// What to poll with ([`crate::Client::sso_device_token`]).
+    pub handle: String,
+    /// The code the person enters.
+    pub user_code: String,
+    /// Where they enter it.
+    pub verification_uri: String,
+    /// The same with the code filled in.
+    #[serde(default)]
+    pub verification_uri_complete: Option<String>,
+    /// Seconds between polls.
+    #[serde(default)]
+    pub interval: u64,
+}
+
 /// Who a personal token belongs to (`GET /api/v1/me`).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 pub struct Me {

@@ -488,6 +488,8 @@ pub struct Config {
     pub access_flows: Vec<AccessFlow>,
     /// `[[notifications]]`.
     pub notifications: Vec<crate::notify::NotificationChannel>,
+    /// `[[identity_providers]]`: OpenID Connect providers to sign in with.
+    pub identity_providers: Vec<crate::identity::config::IdentityProvider>,
 }
 
 /// One problem found in a configuration, naming its key.
@@ -520,12 +522,13 @@ impl ConfigError {
     }
 }
 
-const TOP_LEVEL: [&str; 5] = [
+const TOP_LEVEL: [&str; 6] = [
     "connector",
     "users",
     "integrations",
     "access_flows",
     "notifications",
+    "identity_providers",
 ];
 
 impl Config {
@@ -705,6 +708,10 @@ impl Config {
             lift_periods(i, integration, &mut problem);
         }
         let access_flows: Vec<AccessFlow> = section(&mut table, "access_flows", &mut problem);
+        let identity_providers = section(&mut table, "identity_providers", &mut problem);
+        for p in crate::identity::config::check(&identity_providers, &users) {
+            problem(p.key, p.message);
+        }
 
         // Cross-references.
         let mut seen = BTreeSet::new();
@@ -859,6 +866,7 @@ impl Config {
                 integrations,
                 access_flows,
                 notifications,
+                identity_providers,
             },
             problems,
         )

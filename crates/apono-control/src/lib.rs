@@ -1,8 +1,8 @@
 //! The control plane of the Apono connector: the single owner of state.
 //!
 //! * [`Config`]: the one TOML file (`[connector]`, `[[users]]`, `[[integrations]]`,
-//!   `[[access_flows]]`, `[[notifications]]`), checked as a whole ([`ConfigError`] lists every
-//!   problem).
+//!   `[[access_flows]]`, `[[notifications]]`, `[[identity_providers]]`), checked as a whole
+//!   ([`ConfigError`] lists every problem).
 //! * [`Store`]: SQLite (default, embedded) or PostgreSQL through sqlx, migrations embedded.
 //!   Write transactions on SQLite are `BEGIN IMMEDIATE` behind an in-process gate, so another
 //!   process on the same file (`apono-connector tokens create` next to a running connector)
@@ -36,6 +36,10 @@
 //! * [`audit`]: the audit log, each record linked to the previous one by an HMAC under a key
 //!   derived from the master key ([`Keys`], `connector.master_key`), which also seals one-time
 //!   credentials in the store until they are shown once.
+//! * Single sign-on ([`IdentityProvider`], `[[identity_providers]]`): OpenID Connect sign-in
+//!   for the portal and the CLI (authorization code with PKCE, device authorization), ID tokens
+//!   validated by `jsonwebtoken`, the connector's own tokens whose groups are refreshed from the
+//!   provider past `groups_max_age` (see `docs/sso.md`).
 //! * [`api::router`]: the HTTP API and the web portal under `/ui/` (server-rendered pages over
 //!   the same operations; sessions, CSRF tokens and headers in `docs/portal.md`);
 //!   [`api::serve`] its listener (TLS with certificate reload, or plain HTTP on loopback).
@@ -77,6 +81,7 @@
 pub mod api;
 mod config;
 mod error;
+mod identity;
 mod keys;
 mod ledger;
 mod metrics;
@@ -95,6 +100,7 @@ pub use config::{
     check_config, config_schema,
 };
 pub use error::ControlError;
+pub use identity::config::{DisabledUserGrants, IdentityProvider};
 pub use keys::{Keys, UnsealError};
 pub use ledger::audit;
 pub use ledger::store::{Backend, Store};

@@ -78,6 +78,8 @@ pub struct ControlPlane {
     /// Fired when the API stops: watches answer at once.
     closing: CancelSignal,
     channels: std::sync::OnceLock<crate::notify::Channels>,
+    /// Sign-in through `[[identity_providers]]`.
+    sso: crate::identity::Sso,
 }
 
 fn hash_token(token: &str) -> String {
@@ -98,6 +100,7 @@ impl ControlPlane {
             executor.clone(),
         );
         let owner = format!("{}/{}", config.connector.id, crate::ledger::new_id(""));
+        let sso = crate::identity::Sso::new(&config.identity_providers);
         let config = Arc::new(config);
         let routes = Arc::new(crate::ledger::outbox::Routes::new(&config.notifications));
         let ledger = Arc::new(Ledger::new(store, owner, Arc::new(keyring), routes));
@@ -121,6 +124,7 @@ impl ControlPlane {
             refusals: Refusals::default(),
             closing: CancelSignal::new(),
             channels: std::sync::OnceLock::new(),
+            sso,
         })
     }
 
@@ -132,6 +136,21 @@ impl ControlPlane {
     /// The store.
     pub fn store(&self) -> &Store {
         self.ledger.store()
+    }
+
+    /// The ledger (for the sign-in module's records).
+    pub(crate) fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Sign-in through the identity providers.
+    pub(crate) fn sso(&self) -> &crate::identity::Sso {
+        &self.sso
+    }
+
+    /// Wakes the scheduler (grants to revoke now).
+    pub(crate) fn wake_scheduler(&self) {
+        self.wake.notify_one();
     }
 
     /// The executor.
@@ -151,7 +170,7 @@ impl ControlPlane {
 
     /// Audits a refusal (rate-limited, see `refusals.rs`) and hands the error back. A failure
     /// to audit never hides the refusal itself.
-    async fn refused(
+    pub(crate) async fn refused(
         &self,
         actor: &str,
         action: &'static str,
@@ -213,9 +232,12 @@ impl ControlPlane {
                 );
             }
         }
+        self.sso.warn_inline_secrets();
+        // People who signed in through an identity provider are users too.
+        let signed_in = self.sso_users().await?;
         self.ledger
             .bootstrap(&self.config.connector.id, summary, &names, |email| {
-                self.config.user(email).is_some()
+                self.config.user(email).is_some() || signed_in.contains(&email.to_ascii_lowercase())
             })
             .await?;
         self.wake.notify_one();
@@ -432,7 +454,13 @@ impl ControlPlane {
                 )
                 .await);
         };
-        let Some(user) = self.config.user(&email).cloned() else {
+        // A sign-in's token: the identity provider's user, groups fresh.
+        let from_sso = if self.sso.enabled() {
+            self.sso.user_for_token(self, &id).await?
+        } else {
+            None
+        };
+        let Some(user) = from_sso.or_else(|| self.config.user(&email).cloned()) else {
             return Err(self
                 .refused(&email, "token.use", &id, ControlError::Unauthenticated)
                 .await);
@@ -692,7 +720,11 @@ impl ControlPlane {
             )));
         }
         let inventory = self.inventory().await?;
-        let (requester, evaluation) = policy.recheck(&request, &inventory)?;
+        let requester = self.current_user(&request.requester).await?;
+        let evaluation = policy.recheck(requester.as_ref(), &request, &inventory)?;
+        let requester = requester
+            .as_ref()
+            .ok_or_else(|| ControlError::Conflict("the requester is no longer a user".into()))?;
         let new = NewRequest {
             integration: request.integration.clone(),
             resource_type: request.resource_type.clone(),

@@ -23,7 +23,7 @@ use serde_json::json;
 
 use crate::error::ControlError;
 use crate::plane::ControlPlane;
-pub(crate) use extract::{Id, QueryOf};
+pub(crate) use extract::{Body, Id, QueryOf};
 pub use openapi::openapi;
 pub use serve::{serve, serve_on};
 

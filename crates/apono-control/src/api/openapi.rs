@@ -311,7 +311,7 @@ pub fn openapi() -> serde_json::Value {
                     "413": error_response("the body is larger than connector.max_body_bytes"),
                     "503": error_response("the channel's secret cannot be read, or the database is unavailable")
                 } } });
-    json!({
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": { "title": "Apono connector API", "version": env!("CARGO_PKG_VERSION") },
         "components": {
@@ -354,5 +354,7 @@ pub fn openapi() -> serde_json::Value {
             "/api/v1/audit": { "get": audit },
             "/api/v1/slack/{channel}/interactions": slack,
         }
-    })
+    });
+    crate::identity::openapi::extend(&mut doc);
+    doc
 }

@@ -64,6 +64,7 @@ pub(super) fn router(plane: Arc<ControlPlane>) -> Router {
             "/api/v1/slack/{channel}/interactions",
             post(slack_interaction),
         )
+        .merge(crate::identity::routes::router())
         .with_state(plane)
 }
 

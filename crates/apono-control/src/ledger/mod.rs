@@ -18,6 +18,7 @@ pub(crate) mod gauges;
 pub(crate) mod jobs;
 pub(crate) mod outbox;
 mod rows;
+pub(crate) mod sso;
 pub(crate) mod store;
 
 use std::collections::BTreeMap;

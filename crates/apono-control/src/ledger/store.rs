@@ -212,6 +212,40 @@ CREATE TABLE notifications (
 CREATE INDEX notifications_by_due ON notifications (due_at)
 ",
     ),
+    (
+        9,
+        // Single sign-on (identity providers): pending sign-ins (keyed by a hash of the state
+        // or device handle, sealed nonce/verifier/device code, taken once), sessions (the API
+        // token a sign-in minted, the groups of the last sign-in or refresh, the sealed refresh
+        // token) and the identities seen (a subject keeps its email; disabled ones).
+        r"
+CREATE TABLE sso_logins (
+    id TEXT PRIMARY KEY,
+    provider TEXT NOT NULL,
+    sealed TEXT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+CREATE TABLE sso_sessions (
+    token_id TEXT PRIMARY KEY,
+    provider TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    email TEXT NOT NULL,
+    groups TEXT NOT NULL,
+    admin BIGINT NOT NULL,
+    refresh_token TEXT,
+    refreshed_at BIGINT NOT NULL,
+    ends_at BIGINT NOT NULL
+);
+CREATE INDEX sso_sessions_by_subject ON sso_sessions (provider, subject);
+CREATE TABLE sso_identities (
+    provider TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    email TEXT NOT NULL,
+    disabled_at BIGINT,
+    PRIMARY KEY (provider, subject)
+)
+",
+    ),
 ];
 
 /// A connection pool to the control plane's database.

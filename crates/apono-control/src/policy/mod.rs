@@ -412,16 +412,17 @@ impl<'c> Policy<'c> {
     }
 
     /// Re-checks a pending request against the current configuration before it is approved:
-    /// the requester is still a user, and the request's own flow still allows this requester,
-    /// target, permission and duration. Returns the requester and the evaluation to grant.
+    /// the requester is still a user (`requester`, as the caller found them now: in the
+    /// configuration, or signed in through an identity provider with fresh groups), and the
+    /// request's own flow still allows this requester, target, permission and duration.
+    /// Returns the evaluation to grant.
     pub(crate) fn recheck(
         &self,
+        requester: Option<&User>,
         request: &AccessRequest,
         inventory: &BTreeMap<String, Inventory>,
-    ) -> Result<(&'c User, Evaluation<'c>), ControlError> {
-        let requester = self
-            .config
-            .user(&request.requester)
+    ) -> Result<Evaluation<'c>, ControlError> {
+        let requester = requester
             .ok_or_else(|| ControlError::Conflict("the requester is no longer a user".into()))?;
         let req = NewRequest {
             integration: request.integration.clone(),
@@ -443,7 +444,7 @@ impl<'c> Policy<'c> {
                 messages.join("; ")
             )));
         }
-        Ok((requester, evaluation))
+        Ok(evaluation)
     }
 
     /// Whether `user` may see `request` (requester, one of the flow's approvers, one of the

@@ -77,6 +77,7 @@ pub(crate) fn router(max_body_bytes: usize) -> Router<Arc<ControlPlane>> {
             "/ui/static/portal.css",
             get(|| async { asset("text/css; charset=utf-8", STYLE) }),
         )
+        .merge(crate::identity::portal::routes())
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn(headers))
 }

@@ -256,6 +256,25 @@ struct SignInPage {
     nav: Option<Nav>,
     csrf: String,
     error: Option<String>,
+    /// Identity providers to sign in with: `(name, label)`.
+    sso: Vec<(String, String)>,
+}
+
+/// The session cookie holding token `id`'s `token` for `max_age` seconds (an identity
+/// provider's sign-in mints the token itself: `crate::identity`).
+pub(crate) fn session_cookie(
+    plane: &ControlPlane,
+    id: &str,
+    token: &str,
+    max_age: u64,
+) -> HeaderValue {
+    let secure = secure(plane);
+    set_cookie(
+        secure,
+        cookie_name(secure),
+        &format!("{id}.{token}"),
+        max_age,
+    )
 }
 
 /// The sign-in form, with a fresh nonce in a cookie and its HMAC in the form.
@@ -270,6 +289,11 @@ async fn sign_in_form(
         nav: None,
         csrf: keys.form_token(&format!("sign-in {nonce}")),
         error,
+        sso: plane
+            .sso()
+            .providers()
+            .map(|p| (p.name.clone(), p.label().to_owned()))
+            .collect(),
     };
     let mut response = (status, render(&page)).into_response();
     response.headers_mut().append(
