@@ -80,14 +80,17 @@ mod scheduler;
 pub use config::{
     AccessFlow, ApprovalMode, Approvers, Config, ConfigError, ConfigProblem, ConnectorSettings,
     FlowTarget, HumanDuration, MasterKeySource, Principals, ResourceSelector, Trigger, User,
-    check_config, config_schema,
+    check_config, config_schema, is_connector_id,
 };
 pub use error::ControlError;
 pub use keys::{Keys, UnsealError};
 pub use ledger::audit;
 pub use ledger::store::{Backend, Store};
 pub use model::{
-    AccessRequest, AccessSession, ApiToken, ApprovalRoute, ApproverSource, CreatedToken, DryRun,
-    NewRequest, Problem, ProblemCode, RequestApproval,
+    AccessRequest, AccessSession, ApiToken, ApprovalRoute, ApproverSource, ConnectorCredential,
+    CreatedToken, DryRun, NewRequest, Problem, ProblemCode, RequestApproval,
 };
-pub use plane::{ControlPlane, NewToken, RequestScope, TokenScope};
+pub use plane::{
+    AgentIdentity, CONNECTOR_OFFLINE, ControlPlane, CreatedConnectorCredential, NewToken,
+    RequestScope, TokenScope,
+};

@@ -29,6 +29,9 @@
 //! (`HASHICORP_VAULT_CONFIG` or `HASHICORP_VAULT_CONFIG_FILE_PATH`). Those are the only
 //! variables read, and only when [`ConnectorBuilder::secret_stores_from_env`] is called.
 //!
+//! An agent (`apono-connector agent`, crate `apono-agent`) runs on [`agent_executor`]: the
+//! same executor, over the stores of the kinds it is told to serve, built the same way.
+//!
 //! Provisioners follow apono-runtime's features: `ssh`, `rancher`, `winrm`, `apono-vault`.
 //! No feature is on by default. With `kubernetes`, the application picks the Kubernetes API
 //! version (a `k8s-openapi` `v1_*` feature), as kube's documentation explains.
@@ -66,6 +69,7 @@
 //! against a real sshd, OpenBao and moto and the test kit's Kubernetes, Azure and GCP fakes
 //! (`from_secret_store` from each), and a scheduled rotation on a libfaketime clock.
 
+mod agent;
 mod error;
 mod stores;
 
@@ -82,6 +86,7 @@ use apono_secrets::SecretResolver;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+pub use agent::agent_executor;
 pub use error::ServerError;
 pub use stores::GCP_ENDPOINT_OVERRIDE_ENV;
 

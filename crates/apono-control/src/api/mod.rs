@@ -3,9 +3,11 @@
 //! * `extract`: the authenticated caller, ids, query strings and bodies, each refused with
 //!   the JSON error shape.
 //! * `routes`: one handler per operation, each a call of one [`ControlPlane`] method.
+//! * `agents`: the agents' long poll and reports (`/agent/v1/…`).
 //! * [`openapi`]: the OpenAPI document.
 //! * [`serve`]: the listener, over TLS with certificate reload, or plain HTTP on loopback.
 
+mod agents;
 mod extract;
 mod openapi;
 mod routes;
@@ -48,5 +50,5 @@ impl IntoResponse for ControlError {
 
 /// The router of the whole HTTP surface.
 pub fn router(plane: Arc<ControlPlane>) -> Router {
-    routes::router(plane)
+    routes::router(plane.clone()).merge(agents::router(plane))
 }

@@ -102,8 +102,10 @@ fn schemas() -> serde_json::Value {
             "approver": string, "decided_at": time } },
         "Me": { "type": "object", "required": ["email", "groups", "admin"], "properties": {
             "email": string, "groups": strings, "admin": { "type": "boolean" } } },
-        "Integration": { "type": "object", "required": ["name", "type", "connected_resource_types", "secret_store"], "properties": {
+        "Integration": { "type": "object", "required": ["name", "type", "connected_resource_types", "secret_store", "connector", "status"], "properties": {
             "name": string, "type": string, "connected_resource_types": strings,
+            "connector": { "type": "string", "description": "the connector id whose worker runs its actions (this one's, or an agent's)" },
+            "status": { "enum": ["active", "connector offline"], "description": "`connector offline` when no agent of its connector is online: grants wait, revokes retry" },
             "secret_store": { "type": "string", "description": "the kind of secret store holding its admin secret, never the secret", "examples": ["kubernetes"] },
             "custom_access_details": { "type": ["string", "null"] },
             "credentials_rotation_period_in_days": { "type": ["integer", "null"], "minimum": 0 },
@@ -126,7 +128,8 @@ fn schemas() -> serde_json::Value {
             "approval_required": { "type": "boolean" }, "max_duration": string,
             "approval_route": schema_ref("ApprovalRoute"),
             "problems": array_of("Problem"),
-            "extends_sessions": strings } },
+            "extends_sessions": strings,
+            "integration_status": { "enum": ["connector offline"], "description": "present when the integration's connector has no agent online: grants wait for one" } } },
         "Approval": { "type": "object", "additionalProperties": false, "properties": { "reason": { "type": ["string", "null"] } } },
         "Rejection": { "type": "object", "required": ["reason"], "additionalProperties": false, "properties": { "reason": string } },
         "ApiToken": { "type": "object", "required": ["id", "user", "name", "status", "created_at", "expires_at"], "properties": {

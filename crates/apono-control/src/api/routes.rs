@@ -82,12 +82,12 @@ async fn me(Caller(user): Caller) -> Result<Response, ControlError> {
 }
 
 async fn integrations(State(plane): Plane, Caller(_): Caller) -> Result<Response, ControlError> {
-    let list: Vec<_> = plane
-        .config()
-        .integrations
-        .iter()
-        .map(|i| {
-            json!({
+    let mut list = Vec::new();
+    for i in &plane.config().integrations {
+        let status = plane.integration_offline(&i.name).await.unwrap_or("active");
+        list.push(json!({
+                "connector": i.connector.as_deref().unwrap_or(&plane.config().connector.id),
+                "status": status,
                 "name": i.name,
                 "type": i.integration_type,
                 "connected_resource_types": i.connected_resource_types,
@@ -95,9 +95,8 @@ async fn integrations(State(plane): Plane, Caller(_): Caller) -> Result<Response
                 "custom_access_details": i.custom_access_details,
                 "credentials_rotation_period_in_days": i.credentials_rotation_period_in_days,
                 "credentials_cleanup_period_in_days": i.credentials_cleanup_period_in_days,
-            })
-        })
-        .collect();
+        }));
+    }
     Ok(Json(list).into_response())
 }
 

@@ -186,6 +186,25 @@ ALTER TABLE tokens ADD COLUMN revoked_by TEXT;
 CREATE INDEX tokens_by_user ON tokens (user_email)
 ",
     ),
+    (
+        7,
+        // Agents' credentials (`apono-connector connectors create`): hashed, expiring,
+        // revocable; `last_seen_at` says whether the connector they serve is online.
+        r"
+CREATE TABLE connector_credentials (
+    id TEXT PRIMARY KEY,
+    connector TEXT NOT NULL,
+    credential_hash TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    last_seen_at BIGINT,
+    revoked_at BIGINT,
+    revoked_by TEXT
+);
+CREATE INDEX connector_credentials_by_connector ON connector_credentials (connector)
+",
+    ),
 ];
 
 /// A connection pool to the control plane's database.
