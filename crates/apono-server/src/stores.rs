@@ -9,7 +9,9 @@
 //! it is; the others are built from the environment, each only when needed, so a connector
 //! without cloud credentials starts. Building reads credentials but makes no request.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
+#[cfg(feature = "hashicorp")]
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use apono_control::Config;
