@@ -204,7 +204,9 @@ impl Api {
         loop {
             let r = self.get(&format!("/api/v1/access-requests/{id}")).await?;
             if let Some(session) = r["session_ids"][0].as_str() {
-                let s = self.get(&format!("/api/v1/access-sessions/{session}")).await?;
+                let s = self
+                    .get(&format!("/api/v1/access-sessions/{session}"))
+                    .await?;
                 if wanted.iter().any(|w| s["status"] == *w) {
                     return Ok(s);
                 }
@@ -213,7 +215,10 @@ impl Api {
                     "session of {id} not {wanted:?}: {s}"
                 );
             } else {
-                ensure!(Instant::now() < deadline, "request {id} has no session: {r}");
+                ensure!(
+                    Instant::now() < deadline,
+                    "request {id} has no session: {r}"
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -269,7 +274,9 @@ impl Api {
 
     /// The audit records of `subject`, each with its `details` decoded.
     async fn audit(&self, subject: &str) -> Result<Vec<Value>> {
-        let records = self.get(&format!("/api/v1/audit?subject={subject}")).await?;
+        let records = self
+            .get(&format!("/api/v1/audit?subject={subject}"))
+            .await?;
         let mut records = records.as_array().cloned().unwrap_or_default();
         for r in &mut records {
             if let Some(text) = r["details"].as_str() {
@@ -320,7 +327,9 @@ async fn agents_in_their_own_networks() -> Result<()> {
     std::fs::write(&cert, ca.server_cert_pem())?;
     std::fs::write(&key, ca.server_key_pem())?;
     std::fs::write(&ca_file, ca.ca_pem())?;
-    let port = std::net::TcpListener::bind("0.0.0.0:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("0.0.0.0:0")?
+        .local_addr()?
+        .port();
 
     let mut template = format!(
         r#"
@@ -376,7 +385,10 @@ revoke_failed_after_attempts = 3
     let refused = config
         .command(&["connectors", "create", "site-c"])
         .output()?;
-    ensure!(!refused.status.success(), "a credential for an undeclared id");
+    ensure!(
+        !refused.status.success(),
+        "a credential for an undeclared id"
+    );
     let tokens = USERS
         .iter()
         .map(|u| config.token(u))
@@ -391,7 +403,9 @@ revoke_failed_after_attempts = 3
         .stderr(std::fs::File::create(&cp_log)?)
         .spawn()?;
     let client = reqwest::Client::builder()
-        .tls_certs_only(reqwest::Certificate::from_pem_bundle(ca.ca_pem().as_bytes())?)
+        .tls_certs_only(reqwest::Certificate::from_pem_bundle(
+            ca.ca_pem().as_bytes(),
+        )?)
         .build()?;
     let api = Api {
         base: format!("https://127.0.0.1:{port}"),
@@ -437,7 +451,10 @@ revoke_failed_after_attempts = 3
     let status = agent_call(&cred_b, "site-a", "/agent/v1/poll", json!({ "free": 1 }))
         .await?
         .status();
-    ensure!(status == 403, "site-b's credential polled for site-a: {status}");
+    ensure!(
+        status == 403,
+        "site-b's credential polled for site-a: {status}"
+    );
     let forged = json!({ "lease": "site-a/agent-x#1", "kind": "revoke", "subject": "grt_x",
                          "result": { "result": "done" } });
     let status = agent_call(&cred_b, "site-b", "/agent/v1/report", forged)
@@ -470,9 +487,19 @@ revoke_failed_after_attempts = 3
     let crossing = site_a
         .netns
         .command("bash")
-        .args(["-c", &format!("exec 3<>/dev/tcp/{}/{}", site_b.sshd.host(), site_b.sshd.port())])
+        .args([
+            "-c",
+            &format!(
+                "exec 3<>/dev/tcp/{}/{}",
+                site_b.sshd.host(),
+                site_b.sshd.port()
+            ),
+        ])
         .output()?;
-    ensure!(!crossing.status.success(), "site A's namespace reaches site B's sshd");
+    ensure!(
+        !crossing.status.success(),
+        "site A's namespace reaches site B's sshd"
+    );
 
     api.wait_status("servers-a", "active", Duration::from_secs(20))
         .await
@@ -518,11 +545,22 @@ revoke_failed_after_attempts = 3
         serde_json::from_value(s[key].clone()).with_context(|| format!("{key} in {s}"))
     };
     let lag = at(&ended_b, "revoked_at")? - at(&ended_b, "expires_at")?;
-    ensure!(lag.num_milliseconds() < 3_000, "revoke lag through the agent: {lag}");
-    ensure!(!ssh_login(&site_b.sshd, &key_b, &user_b)?, "login on B after expiry");
+    ensure!(
+        lag.num_milliseconds() < 3_000,
+        "revoke lag through the agent: {lag}"
+    );
+    ensure!(
+        !ssh_login(&site_b.sshd, &key_b, &user_b)?,
+        "login on B after expiry"
+    );
     let sess_a_id = sess_a["id"].as_str().context("id")?.to_owned();
     let sess_b_id = ended_b["id"].as_str().context("id")?.to_owned();
-    for action in ["grant.started", "grant.succeeded", "revoke.started", "revoke.succeeded"] {
+    for action in [
+        "grant.started",
+        "grant.succeeded",
+        "revoke.started",
+        "revoke.succeeded",
+    ] {
         api.audited_by(&sess_b_id, action, "site-b").await?;
     }
     let records_a = api.audit(&sess_a_id).await?;
@@ -533,9 +571,9 @@ revoke_failed_after_attempts = 3
         "site A's grant not audited as site-a's: {records_a:?}"
     );
     ensure!(
-        !records_a
-            .iter()
-            .any(|r| r["details"]["connector"] == "central" || r["details"]["connector"] == "site-b"),
+        !records_a.iter().any(
+            |r| r["details"]["connector"] == "central" || r["details"]["connector"] == "site-b"
+        ),
         "site A's grant audited as another connector's: {records_a:?}"
     );
 
@@ -546,7 +584,9 @@ revoke_failed_after_attempts = 3
     }
     let mut keys_b = Vec::new();
     for (i, req) in backlog.iter().enumerate() {
-        let s = api.session_of(req, &["Active"], Duration::from_secs(30)).await?;
+        let s = api
+            .session_of(req, &["Active"], Duration::from_secs(30))
+            .await?;
         keys_b.push(api.key(i + 1, &s, dir.path()).await?);
     }
     agent_b.kill()?;
@@ -566,7 +606,10 @@ revoke_failed_after_attempts = 3
     }
     // The agent comes back while the target is frozen, takes the backlog and is killed
     // holding it.
-    signal(site_b.sshd.namespace_pid(), nix::sys::signal::Signal::SIGSTOP)?;
+    signal(
+        site_b.sshd.namespace_pid(),
+        nix::sys::signal::Signal::SIGSTOP,
+    )?;
     let mut agent_b = AgentProcess::start(&bin, &site_b, &url_b, &ca_file, &cred_b, b_log.clone())?;
     let first = api
         .session_of(&backlog[0], &["Revoking"], Duration::from_secs(20))
@@ -574,7 +617,10 @@ revoke_failed_after_attempts = 3
         .with_context(|| agent_b.log_text())?;
     ensure!(first["status"] == "Revoking");
     agent_b.kill()?;
-    signal(site_b.sshd.namespace_pid(), nix::sys::signal::Signal::SIGCONT)?;
+    signal(
+        site_b.sshd.namespace_pid(),
+        nix::sys::signal::Signal::SIGCONT,
+    )?;
     let _agent_b = AgentProcess::start(&bin, &site_b, &url_b, &ca_file, &cred_b, b_log.clone())?;
     for req in &backlog {
         // The killed agent's leases end (2 × 4 s + 10 s), then the work is sent again.
@@ -595,15 +641,28 @@ revoke_failed_after_attempts = 3
         .session_of(&req_bob, &["Active"], Duration::from_secs(30))
         .await?;
     let (key_bob, user_bob) = api.key(1, &sess_bob, dir.path()).await?;
-    ensure!(ssh_login(&site_a.sshd, &key_bob, &user_bob)?, "bob on site A");
-    signal(site_a.sshd.namespace_pid(), nix::sys::signal::Signal::SIGSTOP)?;
-    api.post(1, &format!("/api/v1/access-requests/{req_bob}/revoke"), &json!({}))
-        .await?;
+    ensure!(
+        ssh_login(&site_a.sshd, &key_bob, &user_bob)?,
+        "bob on site A"
+    );
+    signal(
+        site_a.sshd.namespace_pid(),
+        nix::sys::signal::Signal::SIGSTOP,
+    )?;
+    api.post(
+        1,
+        &format!("/api/v1/access-requests/{req_bob}/revoke"),
+        &json!({}),
+    )
+    .await?;
     api.session_of(&req_bob, &["Revoking"], Duration::from_secs(10))
         .await?;
     // A1 holds the revoke: cut it off from the control plane, then let the target answer.
     site_a.netns.block(a_alt)?;
-    signal(site_a.sshd.namespace_pid(), nix::sys::signal::Signal::SIGCONT)?;
+    signal(
+        site_a.sshd.namespace_pid(),
+        nix::sys::signal::Signal::SIGCONT,
+    )?;
     let cut_at = Instant::now();
     // A second agent of the same id takes over once A1's lease ends.
     let agent_a2 = AgentProcess::start(
@@ -622,7 +681,10 @@ revoke_failed_after_attempts = 3
         cut_at.elapsed() > Duration::from_secs(5),
         "revoked before A1's lease could end: {ended_bob}"
     );
-    ensure!(!ssh_login(&site_a.sshd, &key_bob, &user_bob)?, "bob after revoke");
+    ensure!(
+        !ssh_login(&site_a.sshd, &key_bob, &user_bob)?,
+        "bob after revoke"
+    );
     // A1 is back: its late result is refused.
     site_a.netns.unblock(a_alt)?;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -657,14 +719,22 @@ revoke_failed_after_attempts = 3
         .filter(|r| r["action"] == "revoke.succeeded")
         .count();
     ensure!(succeeded == 1, "{records:?}");
-    api.audited_by(&bob_id, "revoke.succeeded", "site-a").await?;
+    api.audited_by(&bob_id, "revoke.succeeded", "site-a")
+        .await?;
 
     // ---------------------------------------------------------------- nothing left
-    api.post(0, &format!("/api/v1/access-requests/{req_a}/revoke"), &json!({}))
-        .await?;
+    api.post(
+        0,
+        &format!("/api/v1/access-requests/{req_a}/revoke"),
+        &json!({}),
+    )
+    .await?;
     api.session_of(&req_a, &["Revoked"], Duration::from_secs(30))
         .await?;
-    ensure!(!ssh_login(&site_a.sshd, &key_a, &user_a)?, "alice on A after revoke");
+    ensure!(
+        !ssh_login(&site_a.sshd, &key_a, &user_a)?,
+        "alice on A after revoke"
+    );
     agent_a1.kill()?;
     drop(agent_a2);
     control_plane.kill()?;

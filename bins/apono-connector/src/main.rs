@@ -217,7 +217,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }) => {
             let connector = connector(&config, registry).await?;
             if !connector.plane().config().connector.agents.contains(&id) {
-                bail!("{id:?} is not one of connector.agents in {}", config.config.display());
+                bail!(
+                    "{id:?} is not one of connector.agents in {}",
+                    config.config.display()
+                );
             }
             let created = connector
                 .plane()
@@ -226,9 +229,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!(credential = %created.info.id, connector = %created.info.connector, expires_at = %created.info.expires_at, "connector credential created");
             println!("{}", created.credential.expose_secret());
         }
-        Command::Connectors(Connectors::List { config, connector: id }) => {
+        Command::Connectors(Connectors::List {
+            config,
+            connector: id,
+        }) => {
             let connector = connector(&config, registry).await?;
-            for credential in connector.plane().connector_credentials(id.as_deref()).await? {
+            for credential in connector
+                .plane()
+                .connector_credentials(id.as_deref())
+                .await?
+            {
                 println!("{}", serde_json::to_string(&credential)?);
             }
         }

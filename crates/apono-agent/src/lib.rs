@@ -50,9 +50,7 @@ use std::time::Duration;
 
 use apono_core::CancelSignal;
 use apono_runtime::Executor;
-use apono_runtime::wire::{
-    CONNECTOR_HEADER, Leased, POLL_PATH, Poll, REPORT_PATH, Report, Work,
-};
+use apono_runtime::wire::{CONNECTOR_HEADER, Leased, POLL_PATH, Poll, REPORT_PATH, Report, Work};
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Semaphore;
@@ -239,7 +237,10 @@ impl Agent {
         if !status.is_success() {
             return Err(format!(
                 "the control plane answered {status}: {}",
-                String::from_utf8_lossy(&bytes).chars().take(300).collect::<String>()
+                String::from_utf8_lossy(&bytes)
+                    .chars()
+                    .take(300)
+                    .collect::<String>()
             ));
         }
         serde_json::from_slice(&bytes).map_err(|e| e.to_string())

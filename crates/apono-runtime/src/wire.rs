@@ -122,7 +122,8 @@ pub enum ActionResult {
 impl Executor {
     /// Runs `action` (see the other methods for each one), its error reduced to a [`Failure`].
     pub async fn perform(&self, action: &Action, cancel: &CancelSignal) -> ActionResult {
-        let failed = |e: crate::RuntimeError| ActionResult::Failed(Failure::new(e.kind(), error_chain(&e)));
+        let failed =
+            |e: crate::RuntimeError| ActionResult::Failed(Failure::new(e.kind(), error_chain(&e)));
         match action {
             Action::Grant { integration, grant } => self
                 .grant(integration, grant, cancel)
@@ -355,6 +356,9 @@ mod tests {
         }
         let odd: ActionResult =
             serde_json::from_str(r#"{"result":"failed","kind":"novel","error":"x"}"#).unwrap();
-        assert_eq!(odd, ActionResult::Failed(Failure::new(ErrorKind::Internal, "x")));
+        assert_eq!(
+            odd,
+            ActionResult::Failed(Failure::new(ErrorKind::Internal, "x"))
+        );
     }
 }

@@ -89,9 +89,7 @@ impl NetNamespace {
     /// the child's pid is the program's).
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut command = Command::new("ip");
-        command
-            .args(["netns", "exec", &self.name])
-            .arg(program);
+        command.args(["netns", "exec", &self.name]).arg(program);
         command
     }
 

@@ -331,8 +331,7 @@ exec {sshd} -D -e -f {config}
 /// Whether an SSH server answers on `host:port`.
 fn sends_banner(host: Ipv4Addr, port: u16) -> bool {
     let timeout = Duration::from_secs(2);
-    let Ok(stream) = TcpStream::connect_timeout(&(host, port).into(), timeout)
-    else {
+    let Ok(stream) = TcpStream::connect_timeout(&(host, port).into(), timeout) else {
         return false;
     };
     if stream.set_read_timeout(Some(timeout)).is_err() {

@@ -316,8 +316,7 @@ async fn apply(store: &Store, keys: &Keys, items: &[&Item]) -> Result<Vec<Applie
             .iter()
             .map(|a| {
                 let mut details = a.details.clone();
-                if let (Value::Object(map), Some(id)) = (&mut details, by.get(a.subject.as_str()))
-                {
+                if let (Value::Object(map), Some(id)) = (&mut details, by.get(a.subject.as_str())) {
                     map.insert("connector".into(), Value::String((*id).to_owned()));
                 }
                 AuditEntry {

@@ -314,9 +314,9 @@ impl Ledger {
             query = query.bind(value);
         }
         let row = query
-        .fetch_one(self.store.pool())
-        .await
-        .map_err(db("reading the next due time"))?;
+            .fetch_one(self.store.pool())
+            .await
+            .map_err(db("reading the next due time"))?;
         Ok(row.0)
     }
 
@@ -593,16 +593,17 @@ impl Ledger {
         }))
     }
 
-    /// Makes the retried jobs in `scope` that are waiting for a backoff due now (a connector's
-    /// agent came back: what failed for want of it need not wait).
-    pub(crate) async fn hasten(&self, scope: &JobScope) -> Result<(), ControlError> {
-        let (condition, values) = scope.condition(2);
+    /// Makes the jobs in `scope` that wait for a backoff after failing with `error` due now
+    /// (a connector's agent is polling: what failed for want of it need not wait).
+    pub(crate) async fn hasten(&self, scope: &JobScope, error: &str) -> Result<(), ControlError> {
+        let (condition, values) = scope.condition(3);
         let mut tx = self.store.begin().await.map_err(db("hastening jobs"))?;
         // Only placeholders are added to the text; every value is bound.
         let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE jobs SET due_at = $1 WHERE attempts > 0 AND due_at > $1 AND (leased_until IS NULL OR leased_until < $1) AND {condition}"
+            "UPDATE jobs SET due_at = $1 WHERE last_error = $2 AND due_at > $1 AND (leased_until IS NULL OR leased_until < $1) AND {condition}"
         )))
-        .bind(now_ms());
+        .bind(now_ms())
+        .bind(error);
         for value in values {
             query = query.bind(value);
         }

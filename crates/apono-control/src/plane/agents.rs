@@ -21,7 +21,7 @@ use crate::ledger::audit::AuditEntry;
 use crate::ledger::commit::Applied;
 use crate::ledger::jobs::{JobScope, lease_connector};
 use crate::model::{ConnectorCredential, now_ms};
-use crate::scheduler::Plan;
+use crate::scheduler::{Plan, offline_error};
 
 /// The longest an agent's poll is held open without work.
 const MAX_HOLD: Duration = Duration::from_secs(20);
@@ -174,7 +174,11 @@ impl ControlPlane {
     /// An agent's long poll: the due jobs of its connector's integrations, leased to it (at
     /// most `poll.free`), as soon as there are any, or none after a while
     /// (`connector.agent_offline_after` / 3, at most 20 s).
-    pub async fn agent_poll(&self, agent: &AgentIdentity, poll: Poll) -> Result<Work, ControlError> {
+    pub async fn agent_poll(
+        &self,
+        agent: &AgentIdentity,
+        poll: Poll,
+    ) -> Result<Work, ControlError> {
         let s = &self.scheduler;
         let scope = JobScope::Only(s.integrations_of(&agent.connector));
         let free = poll.free.clamp(1, 256);
@@ -230,7 +234,11 @@ impl ControlPlane {
     /// Records that an agent is polling (at most every `agent_offline_after` / 6 per
     /// credential); when its connector was offline, the jobs that failed for want of it are
     /// made due at once.
-    async fn agent_seen(&self, agent: &AgentIdentity, scope: &JobScope) -> Result<(), ControlError> {
+    async fn agent_seen(
+        &self,
+        agent: &AgentIdentity,
+        scope: &JobScope,
+    ) -> Result<(), ControlError> {
         let s = &self.scheduler;
         if !s.seen_due(&agent.credential) {
             return Ok(());
@@ -249,9 +257,13 @@ impl ControlPlane {
                     details: json!({ "credential": agent.credential }),
                 })
                 .await?;
-            self.ledger.hasten(scope).await?;
-            self.wake.notify_one();
         }
+        // What failed for want of the connector (here, or on a replica that had not seen the
+        // agent yet) is due at once, not after its backoff.
+        self.ledger
+            .hasten(scope, &offline_error(&agent.connector))
+            .await?;
+        self.wake.notify_one();
         Ok(())
     }
 

@@ -33,7 +33,7 @@ pub(super) fn prepare(s: &Scheduler, grant: &GrantRow, now: i64) -> Result<Plan,
             json!({ "reason": "no state" }),
         )));
     };
-    Ok(Plan::Run(Prepared {
+    Ok(Plan::Run(Box::new(Prepared {
         action: Action::DeleteCredentials {
             integration,
             grant: grant.spec()?,
@@ -41,7 +41,7 @@ pub(super) fn prepare(s: &Scheduler, grant: &GrantRow, now: i64) -> Result<Plan,
         },
         recovering: false,
         started: now,
-    }))
+    })))
 }
 
 pub(super) fn conclude(

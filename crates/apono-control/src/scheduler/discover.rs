@@ -18,11 +18,11 @@ pub(super) fn prepare(s: &Scheduler, job: &Job, now: i64) -> Plan {
             subject: job.subject.clone(),
         }));
     };
-    Plan::Run(Prepared {
+    Plan::Run(Box::new(Prepared {
         action: Action::ListResources { integration },
         recovering: false,
         started: now,
-    })
+    }))
 }
 
 pub(super) fn conclude(

@@ -26,14 +26,14 @@ pub(super) fn prepare(s: &Scheduler, grant: &GrantRow, now: i64) -> Result<Plan,
     if recovering {
         spec.expires_at = ts(now + s.lease_ms());
     }
-    Ok(Plan::Run(Prepared {
+    Ok(Plan::Run(Box::new(Prepared {
         action: Action::Grant {
             integration,
             grant: spec,
         },
         recovering,
         started: now,
-    }))
+    })))
 }
 
 pub(super) async fn conclude(
@@ -44,7 +44,9 @@ pub(super) async fn conclude(
 ) -> Result<Outcome, ControlError> {
     let id = grant.id.as_str();
     let Action::Grant { integration, .. } = &prepared.action else {
-        return Err(ControlError::Corrupt("a grant job ran another action".into()));
+        return Err(ControlError::Corrupt(
+            "a grant job ran another action".into(),
+        ));
     };
     let recovering = prepared.recovering;
     let expires_at = grant.expires_at.unwrap_or(prepared.started);
@@ -124,5 +126,7 @@ pub(super) fn unexpected(result: &ActionResult) -> ControlError {
         ActionResult::Inventory(_) => "an inventory",
         ActionResult::Failed(_) => "failed",
     };
-    ControlError::Invalid(vec![format!("the result ({what}) does not answer the action")])
+    ControlError::Invalid(vec![format!(
+        "the result ({what}) does not answer the action"
+    )])
 }

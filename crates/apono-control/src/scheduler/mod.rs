@@ -46,7 +46,7 @@ pub(crate) struct Outcome {
 /// A claimed job, ready to run or already decided.
 pub(crate) enum Plan {
     /// Run this action, then conclude.
-    Run(Prepared),
+    Run(Box<Prepared>),
     /// Nothing to run (the integration was removed, the grant has no state): record this.
     Decided(Outcome),
 }
@@ -428,9 +428,7 @@ impl Scheduler {
         let job = &claimed.job;
         match (job.kind, &claimed.grant) {
             (JobKind::Grant, Some(grant)) => grant::conclude(self, grant, prepared, result).await,
-            (JobKind::Revoke, Some(grant)) => {
-                revoke::conclude(self, job, grant, prepared, result)
-            }
+            (JobKind::Revoke, Some(grant)) => revoke::conclude(self, job, grant, prepared, result),
             (JobKind::Rotate, Some(grant)) => {
                 rotate::conclude(self, job, grant, prepared, result).await
             }
@@ -453,7 +451,7 @@ impl Scheduler {
                 let result = match self.remote_connector(&prepared.action.integration().name) {
                     Some(connector) => ActionResult::Failed(Failure::new(
                         ErrorKind::Unavailable,
-                        format!("connector {connector:?} is offline"),
+                        offline_error(connector),
                     )),
                     None => self.executor.perform(&prepared.action, abort).await,
                 };
@@ -623,6 +621,12 @@ impl Scheduler {
             .collect();
         JobScope::Except(exclude)
     }
+}
+
+/// The error of an action whose connector has no agent online (what a job waiting for it
+/// carries, and what [`crate::ledger`]'s `hasten` looks for).
+pub(crate) fn offline_error(connector: &str) -> String {
+    format!("connector {connector:?} is offline")
 }
 
 /// Orders jobs so that each target gets a turn before any gets a second one, keeping the

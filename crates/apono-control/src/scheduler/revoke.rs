@@ -19,7 +19,7 @@ pub(super) fn prepare(s: &Scheduler, grant: &GrantRow, now: i64) -> Result<Plan,
     let state = grant
         .state()?
         .unwrap_or_else(|| GrantState::from_json(serde_json::Value::Null));
-    Ok(Plan::Run(Prepared {
+    Ok(Plan::Run(Box::new(Prepared {
         action: Action::Revoke {
             integration,
             grant: grant.spec()?,
@@ -27,7 +27,7 @@ pub(super) fn prepare(s: &Scheduler, grant: &GrantRow, now: i64) -> Result<Plan,
         },
         recovering: false,
         started: now,
-    }))
+    })))
 }
 
 pub(super) fn conclude(

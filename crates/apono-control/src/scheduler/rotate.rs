@@ -19,7 +19,7 @@ pub(super) fn prepare(s: &Scheduler, grant: &GrantRow, now: i64) -> Result<Plan,
     let Some(state) = grant.state()? else {
         return Ok(Plan::Decided(Outcome::retry("grant has no state".into())));
     };
-    Ok(Plan::Run(Prepared {
+    Ok(Plan::Run(Box::new(Prepared {
         action: Action::ResetCredentials {
             integration,
             grant: grant.spec()?,
@@ -27,7 +27,7 @@ pub(super) fn prepare(s: &Scheduler, grant: &GrantRow, now: i64) -> Result<Plan,
         },
         recovering: false,
         started: now,
-    }))
+    })))
 }
 
 pub(super) async fn conclude(
