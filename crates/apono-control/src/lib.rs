@@ -12,6 +12,11 @@
 //!   (`Granting`, account name, expiry) before the executor touches the target; expiry, retries
 //!   (exponential backoff with jitter), rotation, cleanup and discovery are rows with due times;
 //!   a revoke that keeps failing becomes `RevokeFailed` and is still retried.
+//! * Agent mode ([`ControlPlane::agent_poll`], [`ControlPlane::agent_report`]): the jobs of
+//!   integrations bound to another connector id (`connector.agents`) are leased to that
+//!   connector's agents (`apono-agent`) over `/agent/v1/…`, exactly as to the local scheduler,
+//!   and their results are concluded and recorded under the same fencing; agents authenticate
+//!   with credentials made by [`ControlPlane::create_connector_credential`].
 //!
 //! # Batching and crash safety
 //!
