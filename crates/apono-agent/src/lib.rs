@@ -64,6 +64,8 @@ const POLL_TIMEOUT: Duration = Duration::from_secs(60);
 const REPORT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an undelivered result is kept (retried) before it is given up.
 const KEEP_RESULT: Duration = Duration::from_secs(600);
+/// How long a stopping agent waits for its actions in flight and their results.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// The longest wait between two tries to reach the control plane.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -161,8 +163,9 @@ impl Agent {
         })
     }
 
-    /// Polls for work and runs it until `shutdown` fires, then waits for the actions in
-    /// flight (their results are still reported).
+    /// Polls for work and runs it until `shutdown` fires, then waits up to 10 s for the actions
+    /// in flight and the delivery of their results; what is left is abandoned (its leases end
+    /// and the control plane sends it again).
     pub async fn run(&self, shutdown: CancelSignal) {
         let mut tasks = JoinSet::new();
         let mut failures: u32 = 0;
@@ -219,7 +222,18 @@ impl Agent {
             }
         }
         info!(in_flight = tasks.len(), "agent stopping");
-        while tasks.join_next().await.is_some() {}
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            // Their leases end and the control plane sends the actions again.
+            warn!(
+                in_flight = tasks.len(),
+                "abandoning actions and undelivered results"
+            );
+            tasks.abort_all();
+        }
     }
 
     async fn poll(&self, free: usize) -> Result<Work, String> {

@@ -3,6 +3,7 @@
 //! integration names that are `LIKE` wildcards) and which the local scheduler keeps, and the
 //! refusal of reports on leases an agent does not hold.
 
+#[macro_use]
 mod support;
 
 use std::sync::Arc;
@@ -35,7 +36,7 @@ type = "slow"
 secret_store = { apono = { parameters = { k = "v" } } }
 "#;
 
-async fn plane(dir: &std::path::Path) -> Result<Arc<ControlPlane>> {
+async fn plane(url: &str) -> Result<Arc<ControlPlane>> {
     let executor = support::executor(
         "slow",
         Timed {
@@ -48,9 +49,8 @@ async fn plane(dir: &std::path::Path) -> Result<Arc<ControlPlane>> {
             action_timeout: Duration::from_secs(5),
         },
     );
-    let url = format!("sqlite://{}?mode=rwc", dir.join("a.sqlite3").display());
     let plane = ControlPlane::new(
-        Store::open(&url).await?,
+        Store::open(url).await?,
         Config::parse(CONFIG, std::iter::empty(), None)?,
         executor,
     );
@@ -58,10 +58,13 @@ async fn plane(dir: &std::path::Path) -> Result<Arc<ControlPlane>> {
     Ok(plane)
 }
 
-#[tokio::test]
-async fn agents_get_only_their_connectors_jobs_and_report_only_on_their_leases() -> Result<()> {
-    let dir = tempfile::tempdir()?;
-    let plane = plane(dir.path()).await?;
+on_both_databases!(agents_get_only_their_connectors_jobs_and_report_only_on_their_leases);
+
+async fn agents_get_only_their_connectors_jobs_and_report_only_on_their_leases(
+    postgres: bool,
+) -> Result<()> {
+    let db = support::database(postgres)?;
+    let plane = plane(&db.url).await?;
 
     // Credentials: for declared other connectors only; shown once, checked against the id.
     for bad in ["central", "Edge", "-x", ""] {
@@ -95,7 +98,9 @@ async fn agents_get_only_their_connectors_jobs_and_report_only_on_their_leases()
     ensure!(work.actions.len() == 1, "{work:?}");
     let leased = &work.actions[0];
     ensure!(leased.lease.starts_with("edge/"));
-    ensure!(matches!(&leased.action, Action::ListResources { integration } if integration.name == "a_b"));
+    ensure!(
+        matches!(&leased.action, Action::ListResources { integration } if integration.name == "a_b")
+    );
     ensure!(plane.integration_offline("a_b").await.is_none());
 
     // The local scheduler runs `axb` and leaves the online agent's `a_b` alone.
@@ -104,7 +109,9 @@ async fn agents_get_only_their_connectors_jobs_and_report_only_on_their_leases()
     ensure!(!plane.inventory().await?.contains_key("a_b"));
 
     // Reports: not on another connector's lease, not on a lease not held, then the real one.
-    let other = plane.create_connector_credential("other", None, None).await?;
+    let other = plane
+        .create_connector_credential("other", None, None)
+        .await?;
     let other = plane
         .authenticate_agent(other.credential.expose_secret(), "other")
         .await?;
@@ -119,7 +126,9 @@ async fn agents_get_only_their_connectors_jobs_and_report_only_on_their_leases()
         Err(ControlError::Forbidden(_))
     ));
     ensure!(matches!(
-        plane.agent_report(&agent, report("edge/agent-forged#1")).await,
+        plane
+            .agent_report(&agent, report("edge/agent-forged#1"))
+            .await,
         Err(ControlError::Conflict(_))
     ));
     plane.agent_report(&agent, report(&leased.lease)).await?;
@@ -155,7 +164,11 @@ async fn agents_get_only_their_connectors_jobs_and_report_only_on_their_leases()
 
 #[test]
 fn integrations_bound_to_agents_are_checked() {
-    let refused = |text: &str| Config::parse(text, std::iter::empty(), None).unwrap_err().to_string();
+    let refused = |text: &str| {
+        Config::parse(text, std::iter::empty(), None)
+            .unwrap_err()
+            .to_string()
+    };
     let base = "[[integrations]]\nname = \"i\"\ntype = \"ssh\"\n";
     let undeclared = refused(&format!(
         "{base}connector = \"edge\"\nsecret_store = {{ aws = {{ region = \"r\", secret_id = \"s\" }} }}\n"
