@@ -110,7 +110,7 @@ impl AgentProcess {
                 "--secret-store",
                 "hashicorp_vault",
                 "--action-timeout",
-                "4s",
+                "8s",
             ])
             .env("HASHICORP_VAULT_CONFIG", vault.to_string())
             .stdin(Stdio::null())
@@ -341,7 +341,7 @@ tls_cert = "{}"
 tls_key = "{}"
 agents = ["site-a", "site-b"]
 agent_offline_after = "6s"
-action_timeout = "4s"
+action_timeout = "8s"
 retry_base = "1s"
 retry_max = "2s"
 revoke_failed_after_attempts = 3
@@ -623,7 +623,7 @@ revoke_failed_after_attempts = 3
     )?;
     let _agent_b = AgentProcess::start(&bin, &site_b, &url_b, &ca_file, &cred_b, b_log.clone())?;
     for req in &backlog {
-        // The killed agent's leases end (2 × 4 s + 10 s), then the work is sent again.
+        // The killed agent's leases end (2 × 8 s + 10 s), then the work is sent again.
         api.session_of(req, &["Revoked"], Duration::from_secs(60))
             .await
             .with_context(|| std::fs::read_to_string(&b_log).unwrap_or_default())?;

@@ -10,8 +10,9 @@ use crate::process;
 
 const SERVER: Server = Server::Netns;
 
-/// A network namespace with a veth pair: `10.X.Y.1/24` on the host side, `10.X.Y.2/24` inside
-/// (X from this process's id, Y the index given). Deleted, with its veth pair, when dropped.
+/// A network namespace with a veth pair: `198.18.Y.1/24` on the host side, `198.18.Y.2/24`
+/// inside (RFC 2544's range for network tests; Y from this process's id and the index given, so
+/// test processes running at once do not collide). Deleted, with its veth pair, when dropped.
 #[derive(Debug)]
 pub struct NetNamespace {
     name: String,
@@ -19,20 +20,20 @@ pub struct NetNamespace {
 }
 
 impl NetNamespace {
-    /// Creates namespace number `index` (1 to 250) of this process.
+    /// Creates namespace number `index` (1 to 3) of this process.
     pub fn create(index: u8) -> Result<Self> {
         process::require_root(SERVER)?;
-        if !(1..=250).contains(&index) {
+        if !(1..=3).contains(&index) {
             return Err(Error::InvalidOption {
                 server: SERVER,
-                reason: format!("namespace index {index} is not in 1..=250"),
+                reason: format!("namespace index {index} is not in 1..=3"),
             });
         }
         let pid = std::process::id();
-        let second = 100 + u8::try_from(pid % 100).unwrap_or(0);
+        let third = u8::try_from(pid % 60).unwrap_or(0) * 4 + index;
         let namespace = Self {
             name: format!("apono-tk-{pid}-{index}"),
-            subnet: [10, second, index],
+            subnet: [198, 18, third],
         };
         let (host, inside) = (namespace.host_veth(), namespace.inside_veth());
         let host_cidr = format!("{}/24", namespace.host_ip());
@@ -55,23 +56,23 @@ impl NetNamespace {
         &self.name
     }
 
-    /// The host side's first address, `10.X.Y.1`.
+    /// The host side's first address, `198.18.Y.1`.
     pub fn host_ip(&self) -> Ipv4Addr {
         self.address(1)
     }
 
-    /// The namespace's own address, `10.X.Y.2`.
+    /// The namespace's own address, `198.18.Y.2`.
     pub fn ip(&self) -> Ipv4Addr {
         self.address(2)
     }
 
-    /// `10.X.Y.last`.
+    /// `198.18.Y.last`.
     pub fn address(&self, last: u8) -> Ipv4Addr {
         let [a, b, c] = self.subnet;
         Ipv4Addr::new(a, b, c, last)
     }
 
-    /// Adds `10.X.Y.last` to the host side (a second address the namespace reaches the host
+    /// Adds `198.18.Y.last` to the host side (a second address the namespace reaches the host
     /// by, so that one of its processes can be cut off alone with [`Self::block`]).
     pub fn add_host_address(&self, last: u8) -> Result<Ipv4Addr> {
         let address = self.address(last);
@@ -105,11 +106,11 @@ impl NetNamespace {
     }
 
     fn host_veth(&self) -> String {
-        format!("atk{}h{}", std::process::id() % 100_000, self.subnet[2])
+        format!("atk{}h{}", std::process::id() % 100_000, self.subnet[2] % 4)
     }
 
     fn inside_veth(&self) -> String {
-        format!("atk{}n{}", std::process::id() % 100_000, self.subnet[2])
+        format!("atk{}n{}", std::process::id() % 100_000, self.subnet[2] % 4)
     }
 
     fn host_cmd(&self, args: &[&str]) -> Result<()> {
