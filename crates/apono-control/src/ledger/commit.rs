@@ -305,7 +305,9 @@ async fn apply(store: &Store, keys: &Keys, items: &[&Item]) -> Result<Vec<Applie
         // token starts with (this control plane's, or an agent's).
         let by: std::collections::HashMap<&str, &str> = items
             .iter()
-            .map(|i| {
+            .zip(&held)
+            .filter(|(_, held)| **held)
+            .map(|(i, _)| {
                 (
                     i.release.subject.as_str(),
                     jobs::lease_connector(&i.release.lease),
