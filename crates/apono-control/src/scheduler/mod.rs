@@ -9,6 +9,15 @@
 //! lease (`2 × action_timeout + 10 s`). Other replicas claim what they can run; a job is held
 //! by one lease at a time, and an outcome is written only while its lease is still held
 //! ([`crate::ledger`]'s fencing), so no job is ever executed by two workers at once.
+//!
+//! # Jobs of other connectors
+//!
+//! Each job module `prepare`s a claimed job into an [`Action`] and `conclude`s its
+//! [`ActionResult`] into a ledger change; the loop runs the action on the local executor
+//! ([`Executor::perform`]). The jobs of an integration bound to another connector id are left to
+//! that connector's agents while one is online (they are claimed, prepared and concluded the same
+//! way in `plane/agents.rs`); while none is, the loop claims them and fails them as for an
+//! unreachable target ([`offline_error`]), so grants wait and revokes go `RevokeFailed`.
 
 mod cleanup;
 mod discover;
