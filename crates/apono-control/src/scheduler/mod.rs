@@ -565,6 +565,9 @@ impl Scheduler {
     /// The connectors (other than this one) with an agent seen within
     /// `connector.agent_offline_after`, read from the ledger at most every 500 ms.
     pub(crate) async fn online(&self) -> BTreeSet<String> {
+        if self.config.connector.agents.is_empty() {
+            return BTreeSet::new();
+        }
         let now = now_ms();
         {
             let cached = self.online.lock().unwrap_or_else(PoisonError::into_inner);
