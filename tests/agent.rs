@@ -471,6 +471,36 @@ revoke_failed_after_attempts = 3
     // The agents, each in its own namespace.
     let bin = config.bin.clone();
     let url_a1 = format!("https://{a_alt}:{port}");
+    // An agent that pins another CA never talks to the control plane.
+    let stranger_ca = dir.path().join("stranger-ca.pem");
+    std::fs::write(&stranger_ca, TestCa::generate_for(&ip_refs)?.ca_pem())?;
+    let mut stranger = AgentProcess::start(
+        &bin,
+        &site_a,
+        &url_a1,
+        &stranger_ca,
+        &cred_a1,
+        dir.path().join("agent-stranger.log"),
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !stranger
+        .log_text()
+        .contains("cannot poll the control plane")
+    {
+        ensure!(
+            Instant::now() < deadline,
+            "no TLS refusal: {}",
+            stranger.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ensure!(
+        stranger.log_text().contains("certificate"),
+        "{}",
+        stranger.log_text()
+    );
+    stranger.kill()?;
+    ensure!(api.integration_status("servers-a").await? == "connector offline");
     let url_a = format!("https://{}:{port}", site_a.netns.host_ip());
     let url_b = format!("https://{}:{port}", site_b.netns.host_ip());
     let mut agent_a1 = AgentProcess::start(
