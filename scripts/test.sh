@@ -19,6 +19,8 @@ command -v sudo >/dev/null || missing+=(sudo)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 command -v unshare >/dev/null && command -v nsenter >/dev/null || missing+=(util-linux)
 command -v ssh-keygen >/dev/null || missing+=(openssh-client)
+# tests/agent.rs puts each agent in a network namespace joined by a veth pair (ip netns).
+command -v ip >/dev/null || missing+=(iproute2)
 # tests/rotation.rs moves the connector's clock with libfaketime.
 compgen -G '/usr/lib/*/faketime/libfaketime.so.1' >/dev/null || missing+=(libfaketime)
 python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)

@@ -207,12 +207,13 @@ async fn inventory(client: &Client, cmd: InventoryCommand) -> anyhow::Result<()>
             let list = client.integrations().await.explained()?;
             emit(o.output, &list, |list| {
                 table(
-                    &["NAME", "TYPE", "RESOURCE TYPES"],
+                    &["NAME", "TYPE", "RESOURCE TYPES", "STATUS"],
                     list.iter().map(|i| {
                         vec![
                             i.name.clone(),
                             i.integration_type.clone(),
                             i.connected_resource_types.join(", "),
+                            i.status.clone().unwrap_or_default(),
                         ]
                     }),
                 )

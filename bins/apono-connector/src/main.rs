@@ -12,6 +12,8 @@ use apono_server::{Connector, load_config, shutdown_signal};
 use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret;
 
+mod agent;
+
 #[derive(Parser)]
 #[command(
     name = "apono-connector",
@@ -46,6 +48,12 @@ enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(Audit),
+    /// Credentials of the agents of other connectors (`connector.agents`).
+    #[command(subcommand)]
+    Connectors(Connectors),
+    /// Runs an agent: takes the actions of the integrations bound to a connector id from a
+    /// control plane over HTTPS and runs them with this host's secret stores.
+    Agent(agent::AgentArgs),
     /// Initialises (once), unseals and prepares an Apono Vault (OpenBao) and writes the
     /// `apono-vault-role` secret the `apono-vault` integration reads; safe to re-run.
     VaultInit(apono_vault_client::init::VaultInitArgs),
@@ -82,6 +90,39 @@ enum Tokens {
         #[command(flatten)]
         config: ConfigArg,
         /// The token's id (`tok_…`).
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum Connectors {
+    /// Creates a credential for the agents of connector ID and prints it (only its hash is
+    /// stored).
+    Create {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The connector id (one of `connector.agents`).
+        id: String,
+        /// A name to tell the connector's credentials apart.
+        #[arg(long)]
+        name: Option<String>,
+        /// How long it works (`30d`, `12h`); `connector.token_default_expiry` by default.
+        #[arg(long, value_parser = apono_core::parse_duration)]
+        expires_in: Option<Duration>,
+    },
+    /// Lists credentials (never the credentials themselves) as JSON lines.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only this connector's.
+        #[arg(long)]
+        connector: Option<String>,
+    },
+    /// Revokes a credential; every replica refuses it from the agent's next request.
+    Revoke {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The credential's id (`cc_…`).
         id: String,
     },
 }
@@ -168,6 +209,45 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 serde_json::to_string(&connector.plane().revoke_token(None, &id).await?)?
             );
         }
+        Command::Connectors(Connectors::Create {
+            config,
+            id,
+            name,
+            expires_in,
+        }) => {
+            let connector = connector(&config, registry).await?;
+            if !connector.plane().config().connector.agents.contains(&id) {
+                bail!(
+                    "{id:?} is not one of connector.agents in {}",
+                    config.config.display()
+                );
+            }
+            let created = connector
+                .plane()
+                .create_connector_credential(&id, name.as_deref(), expires_in)
+                .await?;
+            tracing::info!(credential = %created.info.id, connector = %created.info.connector, expires_at = %created.info.expires_at, "connector credential created");
+            println!("{}", created.credential.expose_secret());
+        }
+        Command::Connectors(Connectors::List {
+            config,
+            connector: id,
+        }) => {
+            let connector = connector(&config, registry).await?;
+            for credential in connector
+                .plane()
+                .connector_credentials(id.as_deref())
+                .await?
+            {
+                println!("{}", serde_json::to_string(&credential)?);
+            }
+        }
+        Command::Connectors(Connectors::Revoke { config, id }) => {
+            let connector = connector(&config, registry).await?;
+            connector.plane().revoke_connector_credential(&id).await?;
+            println!("{id}: revoked");
+        }
+        Command::Agent(args) => agent::run(args, registry).await?,
         Command::Audit(Audit::Verify(arg)) => {
             let connector = connector(&arg, registry).await?;
             let report = connector.plane().verify_audit().await?;

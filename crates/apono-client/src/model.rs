@@ -28,6 +28,12 @@ pub struct Integration {
     /// Text appended to every grant's access instructions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom_access_details: Option<String>,
+    /// The connector id whose worker runs its actions (the connector's own, or an agent's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connector: Option<String>,
+    /// `active`, or `connector offline` when no agent of its connector is online.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
 }
 
 /// A resource type offered by an integration (`GET /api/v1/resource-types`).

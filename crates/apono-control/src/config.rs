@@ -101,6 +101,9 @@ fn default_discovery_interval() -> HumanDuration {
 fn default_shutdown_grace() -> HumanDuration {
     secs(10)
 }
+fn default_agent_offline_after() -> HumanDuration {
+    secs(30)
+}
 fn default_global() -> usize {
     64
 }
@@ -199,6 +202,16 @@ pub struct ConnectorSettings {
     /// bearer tokens and credentials cross the network in clear). Refused unless set.
     #[serde(default)]
     pub allow_insecure_listen: bool,
+    /// The connector ids whose agents (`apono-connector agent`) run the actions of the
+    /// integrations bound to them; an integration's `connector` must be this connector's `id`
+    /// or one of these. From the environment, `APONO_CONNECTOR_AGENTS` is a comma-separated
+    /// list.
+    #[serde(default)]
+    pub agents: Vec<String>,
+    /// A connector none of whose agents polled for this long is offline: its integrations
+    /// show `connector offline`, and their actions fail as if the target were unreachable.
+    #[serde(default = "default_agent_offline_after")]
+    pub agent_offline_after: HumanDuration,
 }
 
 /// Where the master key is kept (`connector.master_key`).
@@ -267,6 +280,8 @@ impl Default for ConnectorSettings {
             tls_cert: None,
             tls_key: None,
             allow_insecure_listen: false,
+            agents: Vec::new(),
+            agent_offline_after: default_agent_offline_after(),
         }
     }
 }
@@ -597,7 +612,9 @@ impl Config {
                     connector_table.insert("master_key".into(), toml::Value::Table(file));
                     continue;
                 }
-                let value = if key.eq_ignore_ascii_case("allowed_secrets_to_read") {
+                let value = if key.eq_ignore_ascii_case("allowed_secrets_to_read")
+                    || key.eq_ignore_ascii_case("agents")
+                {
                     toml::Value::Array(
                         value
                             .split(',')
@@ -676,6 +693,16 @@ impl Config {
                 "connector.database_url".into(),
                 "must be a postgres:// URL".into(),
             );
+        }
+        for (i, agent) in connector.agents.iter().enumerate() {
+            if !is_connector_id(agent) || agent == &connector.id {
+                problem(
+                    format!("connector.agents[{i}]"),
+                    format!(
+                        "{agent:?} is not another connector's id (1 to 63 lower-case letters, digits and `-`, not starting with `-`)"
+                    ),
+                );
+            }
         }
         if connector.max_concurrent_actions == 0 || connector.max_concurrent_per_target == 0 {
             problem(
@@ -780,13 +807,23 @@ impl Config {
             if let Some(bound) = &integration.connector
                 && bound != &connector.id
             {
-                problem(
-                    format!("{key}.connector"),
-                    format!(
-                        "bound to connector {bound:?}, but this connector is {:?}",
-                        connector.id
-                    ),
-                );
+                if !connector.agents.contains(bound) {
+                    problem(
+                        format!("{key}.connector"),
+                        format!(
+                            "bound to connector {bound:?}, which is neither this connector ({:?}) nor one of connector.agents",
+                            connector.id
+                        ),
+                    );
+                }
+                if integration.secret_store.kind() == apono_core::SecretStoreKind::Apono {
+                    problem(
+                        format!("{key}.secret_store"),
+                        "an integration bound to an agent reads its secret from the agent's own \
+                         secret stores; an inline (`apono`) secret would cross the network"
+                            .into(),
+                    );
+                }
             }
         }
         let mut flow_names = BTreeSet::new();
@@ -1017,6 +1054,16 @@ pub fn check_config(
     } else {
         Err(ConfigError { problems })
     }
+}
+
+/// Whether `id` is a connector id an agent may serve: 1 to 63 lower-case ASCII letters, digits
+/// and `-`, not starting with `-` (it starts the agents' lease tokens, before a `/`).
+pub fn is_connector_id(id: &str) -> bool {
+    (1..=63).contains(&id.len())
+        && !id.starts_with('-')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// The configuration's JSON Schema (what `apono-connector config-schema` prints): [`Config`]'s,

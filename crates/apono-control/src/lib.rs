@@ -13,6 +13,11 @@
 //!   (`Granting`, account name, expiry) before the executor touches the target; expiry, retries
 //!   (exponential backoff with jitter), rotation, cleanup and discovery are rows with due times;
 //!   a revoke that keeps failing becomes `RevokeFailed` and is still retried.
+//! * Agent mode ([`ControlPlane::agent_poll`], [`ControlPlane::agent_report`]): the jobs of
+//!   integrations bound to another connector id (`connector.agents`) are leased to that
+//!   connector's agents (`apono-agent`) over `/agent/v1/…`, exactly as to the local scheduler,
+//!   and their results are concluded and recorded under the same fencing; agents authenticate
+//!   with credentials made by [`ControlPlane::create_connector_credential`].
 //!
 //! # Batching and crash safety
 //!
@@ -97,7 +102,7 @@ pub mod watch;
 pub use config::{
     AccessFlow, ApprovalMode, Approvers, Config, ConfigError, ConfigProblem, ConnectorSettings,
     FlowTarget, HumanDuration, MasterKeySource, Principals, ResourceSelector, Trigger, User,
-    check_config, config_schema,
+    check_config, config_schema, is_connector_id,
 };
 pub use error::ControlError;
 pub use identity::config::{DisabledUserGrants, IdentityProvider};
@@ -105,8 +110,11 @@ pub use keys::{Keys, UnsealError};
 pub use ledger::audit;
 pub use ledger::store::{Backend, Store};
 pub use model::{
-    AccessRequest, AccessSession, ApiToken, ApprovalRoute, ApproverSource, CreatedToken, DryRun,
-    NewRequest, Problem, ProblemCode, RequestApproval,
+    AccessRequest, AccessSession, ApiToken, ApprovalRoute, ApproverSource, ConnectorCredential,
+    CreatedToken, DryRun, NewRequest, Problem, ProblemCode, RequestApproval,
 };
 pub use notify::{ChannelType, Channels, NotificationChannel, SlackOutcome};
-pub use plane::{ControlPlane, NewToken, RequestScope, TokenScope};
+pub use plane::{
+    AgentIdentity, CONNECTOR_OFFLINE, ControlPlane, CreatedConnectorCredential, NewToken,
+    RequestScope, TokenScope,
+};

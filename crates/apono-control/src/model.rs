@@ -177,6 +177,32 @@ pub struct ApiToken {
     pub revoked_by: Option<String>,
 }
 
+/// An agent's credential as listed (never the credential itself, nor its hash).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ConnectorCredential {
+    /// Credential id (`cc_…`).
+    pub id: String,
+    /// The connector id its agents serve.
+    pub connector: String,
+    /// Its name, given at creation.
+    pub name: String,
+    /// `active`, `expired` or `revoked`.
+    pub status: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it stops working.
+    pub expires_at: DateTime<Utc>,
+    /// When an agent last polled with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_seen_at: Option<DateTime<Utc>>,
+    /// When it was revoked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// Who revoked it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked_by: Option<String>,
+}
+
 /// A token just created: the secret is shown here once and never again.
 #[derive(Debug)]
 pub struct CreatedToken {
@@ -226,6 +252,10 @@ pub struct DryRun {
     pub problems: Vec<Problem>,
     /// Sessions it would extend instead of provisioning again.
     pub extends_sessions: Vec<String>,
+    /// `connector offline` when the integration is bound to a connector none of whose agents
+    /// is online: the request is accepted and its grants wait for the agent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub integration_status: Option<&'static str>,
 }
 
 /// Why a dry run refuses a request, for programs (the API's `code`, in snake case).

@@ -11,7 +11,6 @@ use apono_runtime::Executor;
 use secrecy::ExposeSecret;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use tokio::sync::Notify;
 
 use crate::config::{Config, User};
 use crate::error::ControlError;
@@ -25,8 +24,11 @@ use crate::model::now_ms;
 use crate::model::{AccessRequest, AccessSession, ApiToken, CreatedToken, DryRun, NewRequest};
 use crate::policy::{Evaluation, Policy, Route};
 use crate::refusals::Refusals;
-use crate::scheduler::Scheduler;
+use crate::scheduler::{Scheduler, Wake};
 use crate::watch::{self, Versioned};
+
+mod agents;
+pub use agents::{AgentIdentity, CONNECTOR_OFFLINE, CreatedConnectorCredential};
 
 /// Which requests a list shows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize)]
@@ -71,7 +73,7 @@ pub struct ControlPlane {
     ledger: Arc<Ledger>,
     scheduler: Arc<Scheduler>,
     lag: Arc<RevokeLag>,
-    wake: Arc<Notify>,
+    wake: Arc<Wake>,
     naming: AccountNaming,
     token_seen: Mutex<HashMap<String, i64>>,
     refusals: Refusals,
@@ -105,7 +107,7 @@ impl ControlPlane {
         let routes = Arc::new(crate::ledger::outbox::Routes::new(&config.notifications));
         let ledger = Arc::new(Ledger::new(store, owner, Arc::new(keyring), routes));
         let lag = Arc::new(RevokeLag::default());
-        let wake = Arc::new(Notify::new());
+        let wake = Arc::new(Wake::default());
         let scheduler = Arc::new(Scheduler::new(
             ledger.clone(),
             config.clone(),
@@ -558,6 +560,7 @@ impl ControlPlane {
             approval_required: evaluation.flow.is_some_and(|f| f.needs_approval()),
             approval_route: evaluation.route.as_ref().map(Route::shown),
             max_duration: evaluation.flow.map(|f| f.grant_duration.to_string()),
+            integration_status: self.integration_offline(&req.integration).await,
             problems: evaluation.problems,
             extends_sessions,
         })

@@ -47,6 +47,7 @@
 
 mod executor;
 mod registry;
+pub mod wire;
 
 pub use executor::{Executor, ExecutorLimits, RuntimeError};
 #[cfg(feature = "schemars")]

@@ -29,6 +29,9 @@
 //! (`HASHICORP_VAULT_CONFIG` or `HASHICORP_VAULT_CONFIG_FILE_PATH`). Those are the only
 //! variables read, and only when [`ConnectorBuilder::secret_stores_from_env`] is called.
 //!
+//! An agent (`apono-connector agent`, crate `apono-agent`) runs on [`agent_executor`]: the
+//! same executor, over the stores of the kinds it is told to serve, built the same way.
+//!
 //! Provisioners follow apono-runtime's features: `ssh`, `rancher`, `winrm`, `apono-vault`.
 //! `notify` builds the `[[notifications]]` channels (apono-notify's webhook, Slack and email),
 //! which a delivery task runs beside the scheduler (a build without it refuses a configuration
@@ -68,6 +71,7 @@
 //! against a real sshd, OpenBao and moto and the test kit's Kubernetes, Azure and GCP fakes
 //! (`from_secret_store` from each), and a scheduled rotation on a libfaketime clock.
 
+mod agent;
 mod error;
 mod notify;
 mod stores;
@@ -85,6 +89,7 @@ use apono_secrets::SecretResolver;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+pub use agent::agent_executor;
 pub use error::ServerError;
 pub use stores::GCP_ENDPOINT_OVERRIDE_ENV;
 

@@ -9,7 +9,9 @@
 //! it is; the others are built from the environment, each only when needed, so a connector
 //! without cloud credentials starts. Building reads credentials but makes no request.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
+#[cfg(feature = "hashicorp")]
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use apono_control::Config;
@@ -27,7 +29,13 @@ pub const GCP_ENDPOINT_OVERRIDE_ENV: &str = "CLOUDSDK_API_ENDPOINT_OVERRIDES_SEC
 /// Who needs each store kind: the first integration naming it.
 pub(crate) fn needed(config: &Config) -> BTreeMap<SecretStoreKind, String> {
     let mut needed = BTreeMap::new();
-    for integration in &config.integrations {
+    // An integration bound to an agent reads its secret from the agent's own stores.
+    let local = |i: &&apono_core::Integration| {
+        i.connector
+            .as_ref()
+            .is_none_or(|c| *c == config.connector.id)
+    };
+    for integration in config.integrations.iter().filter(local) {
         needed
             .entry(integration.secret_store.kind())
             .or_insert_with(|| format!("integration {:?}", integration.name));
@@ -59,7 +67,17 @@ pub(crate) async fn complete(
     config: &Config,
     from_env: bool,
 ) -> Result<(), ServerError> {
-    let needed = needed(config);
+    complete_kinds(stores, config, needed(config), from_env).await
+}
+
+/// Adds to `stores` every kind of `needed` (kind → who needs it) it lacks, as [`complete`].
+pub(crate) async fn complete_kinds(
+    stores: &mut Stores,
+    config: &Config,
+    needed: BTreeMap<SecretStoreKind, String>,
+    from_env: bool,
+) -> Result<(), ServerError> {
+    let vault_needed = needed.contains_key(&SecretStoreKind::HashicorpVault);
     let missing: Vec<(SecretStoreKind, String)> = needed
         .into_iter()
         .filter(|(kind, _)| !stores.contains_key(kind))
@@ -80,18 +98,11 @@ pub(crate) async fn complete(
         let store = from_environment(kind, config, &needed_by).await?;
         stores.insert(kind, store);
     }
-    if from_env
-        && !stores.contains_key(&SecretStoreKind::HashicorpVault)
-        && needed_kinds(config).contains(&SecretStoreKind::HashicorpVault)
-    {
+    if from_env && !stores.contains_key(&SecretStoreKind::HashicorpVault) && vault_needed {
         let store = hashicorp(stores, config).await?;
         stores.insert(SecretStoreKind::HashicorpVault, store);
     }
     Ok(())
-}
-
-fn needed_kinds(config: &Config) -> BTreeSet<SecretStoreKind> {
-    needed(config).into_keys().collect()
 }
 
 /// The apono-server feature that builds a store kind.

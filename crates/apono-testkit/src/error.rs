@@ -17,6 +17,8 @@ pub enum Server {
     MariaDb,
     /// moto's AWS mock server ([`crate::Moto`]).
     Moto,
+    /// A network namespace (`ip netns`, iproute2).
+    Netns,
 }
 
 impl Server {
@@ -32,6 +34,7 @@ impl Server {
                 "run scripts/test.sh, which installs mariadb-server and mariadb-client"
             }
             Self::Moto => "run scripts/test.sh, which installs moto[server] into .venv",
+            Self::Netns => "run scripts/test.sh, which installs iproute2 (as root)",
         }
     }
 }
@@ -44,6 +47,7 @@ impl fmt::Display for Server {
             Self::Postgres => "postgres",
             Self::MariaDb => "mariadb",
             Self::Moto => "moto",
+            Self::Netns => "netns",
         })
     }
 }

@@ -31,16 +31,22 @@ pub struct OpenBao {
 impl OpenBao {
     /// Starts a dev server listening on `http://127.0.0.1:<port>`.
     pub fn start() -> Result<Self> {
-        Self::launch(false)
+        Self::launch(false, LOOPBACK)
+    }
+
+    /// Starts a dev server listening on `http://<address>:<port>`: an address of this host,
+    /// such as the host side of a test network namespace's veth pair.
+    pub fn start_on(address: std::net::Ipv4Addr) -> Result<Self> {
+        Self::launch(false, &address.to_string())
     }
 
     /// Starts a dev server listening on `https://127.0.0.1:<port>` with a certificate from a
     /// CA that bao generates (`-dev-tls`); see [`Self::ca_cert_pem`].
     pub fn start_tls() -> Result<Self> {
-        Self::launch(true)
+        Self::launch(true, LOOPBACK)
     }
 
-    fn launch(tls: bool) -> Result<Self> {
+    fn launch(tls: bool, host: &str) -> Result<Self> {
         let bao = bao_program()?;
         let root_token = format!("apono-testkit-{}", process::random_hex(SERVER, 16)?);
         process::on_free_port(SERVER, |port| {
@@ -48,7 +54,7 @@ impl OpenBao {
             let mut command = Command::new(&bao);
             command
                 .args(["server", "-dev", "-dev-no-store-token"])
-                .arg(format!("-dev-listen-address={LOOPBACK}:{port}"))
+                .arg(format!("-dev-listen-address={host}:{port}"))
                 // Through the environment, so that the token stays out of `ps`.
                 .env("BAO_DEV_ROOT_TOKEN_ID", &root_token)
                 .env("HOME", dir.path())
@@ -67,7 +73,7 @@ impl OpenBao {
             let mut server = Self {
                 process,
                 bao: bao.clone(),
-                address: format!("{scheme}://{LOOPBACK}:{port}"),
+                address: format!("{scheme}://{host}:{port}"),
                 root_token: root_token.clone(),
                 ca_cert: None,
                 _dir: dir,

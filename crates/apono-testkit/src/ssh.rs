@@ -13,7 +13,7 @@ use tempfile::TempDir;
 
 use crate::error::{Error, Result, Server};
 use crate::locate;
-use crate::process::{self, LOOPBACK, ServerProcess, io_error};
+use crate::process::{self, ServerProcess, io_error};
 
 const SERVER: Server = Server::Sshd;
 /// The administrator account created inside the namespace.
@@ -26,6 +26,7 @@ const PRIVATE_DIRS: [&str; 6] = ["/etc", "/home", "/root", "/run", "/var/lib", "
 /// Options for an [`SshServer`] that must be in place before `sshd` starts.
 #[derive(Debug, Clone, Default)]
 pub struct SshServerBuilder {
+    listen: Option<Ipv4Addr>,
     trusted_user_ca_keys: Vec<String>,
     config_lines: Vec<String>,
     files: Vec<PrivateFile>,
@@ -44,6 +45,17 @@ impl SshServerBuilder {
     pub fn trusted_user_ca_key(mut self, public_key_line: impl Into<String>) -> Self {
         self.trusted_user_ca_keys.push(public_key_line.into());
         self
+    }
+
+    /// Listens on `address` (an address of this host, such as the host side of a test
+    /// network namespace's veth pair) instead of `127.0.0.1`.
+    pub fn listen_address(mut self, address: Ipv4Addr) -> Self {
+        self.listen = Some(address);
+        self
+    }
+
+    fn address(&self) -> Ipv4Addr {
+        self.listen.unwrap_or(Ipv4Addr::LOCALHOST)
     }
 
     /// Appends a directive to the generated `sshd_config`, e.g.
@@ -113,7 +125,8 @@ impl SshServerBuilder {
             SERVER,
             &host_key.with_extension("pub"),
         )?);
-        let known_hosts_line = format!("[{LOOPBACK}]:{port} {host_public_key}");
+        let host = self.address();
+        let known_hosts_line = format!("[{host}]:{port} {host_public_key}");
         let known_hosts_path = root.join("known_hosts");
         process::write_file(
             SERVER,
@@ -146,7 +159,7 @@ impl SshServerBuilder {
             .arg(&setup_path);
         let mut process =
             ServerProcess::spawn(SERVER, command, root.join("sshd.log"), Signal::SIGTERM)?;
-        process.wait_ready(|| sends_banner(port))?;
+        process.wait_ready(|| sends_banner(host, port))?;
         let init_pid = namespace_init(process.pid())
             .ok_or_else(|| process.unusable("cannot find the init process of the namespace"))?;
         // sshd is the namespace's init; when it exits the kernel ends the namespace and
@@ -154,6 +167,7 @@ impl SshServerBuilder {
         process.set_stop_target(init_pid);
 
         Ok(SshServer {
+            host: host.to_string(),
             port,
             init_pid,
             admin_private_key: process::read_file(SERVER, &admin_key)?,
@@ -206,7 +220,7 @@ impl SshServerBuilder {
             "\
 # Written by apono-testkit for a private, throw-away sshd.
 Port {port}
-ListenAddress {LOOPBACK}
+ListenAddress {listen}
 AddressFamily inet
 HostKey {host_key}
 PidFile none
@@ -226,7 +240,8 @@ PrintMotd no
 X11Forwarding no
 Subsystem sftp internal-sftp
 ",
-            host_key = host_key.display()
+            host_key = host_key.display(),
+            listen = self.address(),
         );
         if !self.trusted_user_ca_keys.is_empty() {
             config.push_str(&format!("TrustedUserCAKeys {TRUSTED_USER_CA_KEYS}\n"));
@@ -313,11 +328,10 @@ exec {sshd} -D -e -f {config}
     )
 }
 
-/// Whether an SSH server answers on `127.0.0.1:port`.
-fn sends_banner(port: u16) -> bool {
+/// Whether an SSH server answers on `host:port`.
+fn sends_banner(host: Ipv4Addr, port: u16) -> bool {
     let timeout = Duration::from_secs(2);
-    let Ok(stream) = TcpStream::connect_timeout(&(Ipv4Addr::LOCALHOST, port).into(), timeout)
-    else {
+    let Ok(stream) = TcpStream::connect_timeout(&(host, port).into(), timeout) else {
         return false;
     };
     if stream.set_read_timeout(Some(timeout)).is_err() {
@@ -361,6 +375,7 @@ fn shell_quote(path: &Path) -> String {
 pub struct SshServer {
     // Dropped first: stop sshd before its directory goes.
     process: ServerProcess,
+    host: String,
     port: u16,
     init_pid: u32,
     admin_private_key: String,
@@ -387,7 +402,7 @@ impl SshServer {
 
     /// `127.0.0.1`.
     pub fn host(&self) -> &str {
-        LOOPBACK
+        &self.host
     }
 
     /// The TCP port `sshd` listens on.
@@ -495,7 +510,7 @@ impl SshServer {
             ])
             .arg(&self.admin_private_key_path)
             .args(["-p", &self.port.to_string()])
-            .arg(format!("{ADMIN_USER}@{LOOPBACK}"));
+            .arg(format!("{ADMIN_USER}@{}", self.host));
         command
     }
 }

@@ -5,9 +5,11 @@
 //!   the JSON error shape.
 //! * `routes`: one handler per operation, each a call of one [`ControlPlane`] method.
 //! * `live`: the watch endpoints (long polls for a request's or a session's next change).
+//! * `agents`: the agents' long poll and reports (`/agent/v1/…`).
 //! * [`openapi`]: the OpenAPI document.
 //! * [`serve`]: the listener, over TLS with certificate reload, or plain HTTP on loopback.
 
+mod agents;
 mod extract;
 pub(crate) mod live;
 mod openapi;
@@ -53,5 +55,5 @@ impl IntoResponse for ControlError {
 /// The router of the whole HTTP surface: the API, its watch endpoints and the web portal
 /// (`/ui/`).
 pub fn router(plane: Arc<ControlPlane>) -> Router {
-    routes::router(plane)
+    routes::router(plane.clone()).merge(agents::router(plane))
 }

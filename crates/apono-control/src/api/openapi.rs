@@ -71,7 +71,7 @@ fn schemas() -> serde_json::Value {
     let string = json!({ "type": "string" });
     let strings = json!({ "type": "array", "items": { "type": "string" } });
     let time = json!({ "type": "string", "format": "date-time" });
-    json!({
+    let mut all = json!({
         "Error": { "type": "object", "required": ["error", "kind", "problems"], "properties": {
             "error": { "type": "string", "description": "one sentence for people; never secrets" },
             "kind": { "enum": ["not_found", "permission_denied", "unavailable", "timeout", "cancelled", "malformed", "invalid_input", "conflict", "unsupported", "internal"] },
@@ -102,8 +102,10 @@ fn schemas() -> serde_json::Value {
             "approver": string, "decided_at": time } },
         "Me": { "type": "object", "required": ["email", "groups", "admin"], "properties": {
             "email": string, "groups": strings, "admin": { "type": "boolean" } } },
-        "Integration": { "type": "object", "required": ["name", "type", "connected_resource_types", "secret_store"], "properties": {
+        "Integration": { "type": "object", "required": ["name", "type", "connected_resource_types", "secret_store", "connector", "status"], "properties": {
             "name": string, "type": string, "connected_resource_types": strings,
+            "connector": { "type": "string", "description": "the connector id whose worker runs its actions (this one's, or an agent's)" },
+            "status": { "enum": ["active", "connector offline"], "description": "`connector offline` when no agent of its connector is online: grants wait, revokes retry" },
             "secret_store": { "type": "string", "description": "the kind of secret store holding its admin secret, never the secret", "examples": ["kubernetes"] },
             "custom_access_details": { "type": ["string", "null"] },
             "credentials_rotation_period_in_days": { "type": ["integer", "null"], "minimum": 0 },
@@ -126,7 +128,8 @@ fn schemas() -> serde_json::Value {
             "approval_required": { "type": "boolean" }, "max_duration": string,
             "approval_route": schema_ref("ApprovalRoute"),
             "problems": array_of("Problem"),
-            "extends_sessions": strings } },
+            "extends_sessions": strings,
+            "integration_status": { "enum": ["connector offline"], "description": "present when the integration's connector has no agent online: grants wait for one" } } },
         "Approval": { "type": "object", "additionalProperties": false, "properties": { "reason": { "type": ["string", "null"] } } },
         "Rejection": { "type": "object", "required": ["reason"], "additionalProperties": false, "properties": { "reason": string } },
         "ApiToken": { "type": "object", "required": ["id", "user", "name", "status", "created_at", "expires_at"], "properties": {
@@ -155,13 +158,31 @@ fn schemas() -> serde_json::Value {
             "seq": { "type": "integer", "minimum": 1 }, "at": { "type": "integer", "description": "Unix milliseconds" },
             "actor": string, "action": string, "subject": string, "outcome": string,
             "details": { "type": "string", "description": "JSON text" },
-            "prev_hash": string, "hash": string } },
+            "prev_hash": string, "hash": string } }
+    });
+    // Slack's outcome and the agents' messages (a second literal: one would pass the macro's
+    // recursion limit).
+    let agents = json!({
         "SlackOutcome": { "type": "object", "required": ["outcome", "request_id", "text"], "properties": {
             "outcome": { "enum": ["approved", "recorded", "rejected", "refused"], "description": "recorded: an all_of approval that others must complete; refused: the rules refused the decision (text says why)" },
             "request_id": string,
             "user": { "type": "string", "description": "the connector user the Slack user maps to" },
-            "text": { "type": "string", "description": "what the Slack message now says" } } }
-    })
+            "text": { "type": "string", "description": "what the Slack message now says" } } },
+        "AgentPoll": { "type": "object", "required": ["free"], "properties": {
+            "free": { "type": "integer", "minimum": 0, "description": "the most actions to hand out" } } },
+        "AgentWork": { "type": "object", "required": ["actions"], "properties": {
+            "actions": { "type": "array", "items": { "type": "object", "required": ["lease", "kind", "subject", "lease_ms", "action"], "properties": {
+                "lease": string, "kind": string, "subject": string,
+                "lease_ms": { "type": "integer", "minimum": 0 },
+                "action": { "type": "object", "description": "apono_runtime::wire::Action: the action, the integration's definition and the grant" } } } } } },
+        "AgentReport": { "type": "object", "required": ["lease", "kind", "subject", "result"], "properties": {
+            "lease": string, "kind": string, "subject": string,
+            "result": { "type": "object", "description": "apono_runtime::wire::ActionResult" } } }
+    });
+    if let (Some(all), serde_json::Value::Object(agents)) = (all.as_object_mut(), agents) {
+        all.extend(agents);
+    }
+    all
 }
 
 /// The OpenAPI 3.1 description of the API. `tests/openapi.rs` checks it with
@@ -293,6 +314,53 @@ pub fn openapi() -> serde_json::Value {
         ]);
         op
     };
+    // The agents' endpoints (docs/agents.md): an agent's credential, not a user's token, and the
+    // connector id it serves.
+    let agent = |summary: &str,
+                 status: &str,
+                 body: Option<&str>,
+                 request: &str,
+                 errors: &[(&str, &str)]| {
+        let mut op = match body {
+            Some(schema) => operation(summary, status, schema_ref(schema), errors),
+            None => {
+                let mut op = operation(summary, status, json!({}), errors);
+                op["responses"][status] = json!({ "description": "recorded" });
+                op
+            }
+        };
+        op["security"] = json!([{ "agent": [] }]);
+        op["responses"]["401"] = error_response(
+            "no agent credential, an unknown, revoked or expired one, or no connector id",
+        );
+        op["responses"]["403"] = error_response(
+            "the credential serves another connector id, or the id is not one of connector.agents",
+        );
+        op["parameters"] = json!([{ "name": "Apono-Connector-Id", "in": "header", "required": true,
+            "schema": { "type": "string" }, "description": "the connector id the agent serves" }]);
+        op["requestBody"] =
+            json!({ "required": true, "content": json_content(schema_ref(request)) });
+        op["responses"]["400"] = error_response("the body is not the JSON the operation takes");
+        op["responses"]["413"] = error_response("the body is larger than 16 MiB");
+        op
+    };
+    let poll = agent(
+        "an agent's long poll: the due actions of its connector's integrations, leased to it (none after a while)",
+        "200",
+        Some("AgentWork"),
+        "AgentPoll",
+        &[],
+    );
+    let report = agent(
+        "an agent's result of one leased action, recorded under the lease",
+        "204",
+        None,
+        "AgentReport",
+        &[(
+            "409",
+            "the lease no longer holds the action: another worker took it over",
+        )],
+    );
     let metrics = json!({ "summary": "Prometheus metrics", "responses": {
         "200": text("the Prometheus text format"),
         "503": error_response("the database is unavailable") } });
@@ -315,7 +383,10 @@ pub fn openapi() -> serde_json::Value {
         "openapi": "3.1.0",
         "info": { "title": "Apono connector API", "version": env!("CARGO_PKG_VERSION") },
         "components": {
-            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "securitySchemes": {
+                "bearer": { "type": "http", "scheme": "bearer" },
+                "agent": { "type": "http", "scheme": "bearer", "description": "an agent's credential (apono-connector connectors create)" },
+            },
             "schemas": schemas(),
         },
         "paths": {
@@ -353,6 +424,8 @@ pub fn openapi() -> serde_json::Value {
             "/api/v1/tokens/{id}/revoke": { "parameters": id_param, "post": operation("revoke a token (its owner or an admin); effective on every replica at the next request", "200", schema_ref("ApiToken"), &[("404", "no such token, or not the caller's")]) },
             "/api/v1/audit": { "get": audit },
             "/api/v1/slack/{channel}/interactions": slack,
+            "/agent/v1/poll": { "post": poll },
+            "/agent/v1/report": { "post": report },
         }
     });
     crate::identity::openapi::extend(&mut doc);

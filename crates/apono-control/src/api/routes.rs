@@ -90,22 +90,21 @@ async fn me(Caller(user): Caller) -> Result<Response, ControlError> {
 }
 
 async fn integrations(State(plane): Plane, Caller(_): Caller) -> Result<Response, ControlError> {
-    let list: Vec<_> = plane
-        .config()
-        .integrations
-        .iter()
-        .map(|i| {
-            json!({
-                "name": i.name,
-                "type": i.integration_type,
-                "connected_resource_types": i.connected_resource_types,
-                "secret_store": i.secret_store.kind(),
-                "custom_access_details": i.custom_access_details,
-                "credentials_rotation_period_in_days": i.credentials_rotation_period_in_days,
-                "credentials_cleanup_period_in_days": i.credentials_cleanup_period_in_days,
-            })
-        })
-        .collect();
+    let mut list = Vec::new();
+    for i in &plane.config().integrations {
+        let status = plane.integration_offline(&i.name).await.unwrap_or("active");
+        list.push(json!({
+            "name": i.name,
+            "type": i.integration_type,
+            "connector": i.connector.as_deref().unwrap_or(&plane.config().connector.id),
+            "status": status,
+            "connected_resource_types": i.connected_resource_types,
+            "secret_store": i.secret_store.kind(),
+            "custom_access_details": i.custom_access_details,
+            "credentials_rotation_period_in_days": i.credentials_rotation_period_in_days,
+            "credentials_cleanup_period_in_days": i.credentials_cleanup_period_in_days,
+        }));
+    }
     Ok(Json(list).into_response())
 }
 

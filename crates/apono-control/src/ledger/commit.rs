@@ -332,14 +332,33 @@ async fn apply(
     // The audit head, then the status counters: the order every transaction takes them in, so
     // two transactions on PostgreSQL never wait for each other in a circle.
     if !audits.is_empty() {
+        // Each record names the connector whose worker did the action: the id its lease
+        // token starts with (this control plane's, or an agent's).
+        let by: std::collections::HashMap<&str, &str> = items
+            .iter()
+            .zip(&held)
+            .filter(|(_, held)| **held)
+            .map(|(i, _)| {
+                (
+                    i.release.subject.as_str(),
+                    jobs::lease_connector(&i.release.lease),
+                )
+            })
+            .collect();
         let entries: Vec<AuditEntry<'_>> = audits
             .iter()
-            .map(|a| AuditEntry {
-                actor: "connector",
-                action: a.action,
-                subject: &a.subject,
-                outcome: a.outcome,
-                details: a.details.clone(),
+            .map(|a| {
+                let mut details = a.details.clone();
+                if let (Value::Object(map), Some(id)) = (&mut details, by.get(a.subject.as_str())) {
+                    map.insert("connector".into(), Value::String((*id).to_owned()));
+                }
+                AuditEntry {
+                    actor: "connector",
+                    action: a.action,
+                    subject: &a.subject,
+                    outcome: a.outcome,
+                    details,
+                }
             })
             .collect();
         let mut chain = Chain::open(&mut tx, keys).await?;

@@ -149,6 +149,57 @@ pub(crate) fn target_of(integration: &str, resource_id: &str) -> String {
     format!("{integration}/{resource_id}")
 }
 
+/// Which jobs a worker looks at: by the integration in their target (`integration` or
+/// `integration/resource`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum JobScope {
+    /// Every job but those of these integrations (the control plane's own scheduler).
+    Except(Vec<String>),
+    /// Only the jobs of these integrations (an agent's).
+    Only(Vec<String>),
+}
+
+impl JobScope {
+    /// The SQL condition on `target`, its placeholders numbered from `first`, and the values
+    /// to bind in order. Only placeholders go into the text.
+    fn condition(&self, first: usize) -> (String, Vec<String>) {
+        let names = match self {
+            Self::Except(names) | Self::Only(names) => names,
+        };
+        if names.is_empty() {
+            return match self {
+                Self::Except(_) => (String::from("1 = 1"), Vec::new()),
+                Self::Only(_) => (String::from("1 = 0"), Vec::new()),
+            };
+        }
+        let mut terms = Vec::new();
+        let mut values = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let (a, b) = (first + 2 * i, first + 2 * i + 1);
+            terms.push(format!("target = ${a} OR target LIKE ${b} ESCAPE '!'"));
+            values.push(name.clone());
+            let escaped: String = name
+                .chars()
+                .flat_map(|c| match c {
+                    '!' | '%' | '_' => vec!['!', c],
+                    c => vec![c],
+                })
+                .collect();
+            values.push(format!("{escaped}/%"));
+        }
+        let any = terms.join(" OR ");
+        match self {
+            Self::Except(_) => (format!("NOT ({any})"), values),
+            Self::Only(_) => (format!("({any})"), values),
+        }
+    }
+}
+
+/// The connector id a lease token names (`<connector id>/<owner>#n`): whose worker holds it.
+pub(crate) fn lease_connector(lease: &str) -> &str {
+    lease.split_once('/').map_or(lease, |(id, _)| id)
+}
+
 /// A job this worker now holds.
 #[derive(Debug)]
 pub(crate) struct Claimed {
@@ -215,6 +266,7 @@ impl Ledger {
         now: i64,
         limit: i64,
         busy: &[String],
+        scope: &JobScope,
     ) -> Result<Vec<Job>, ControlError> {
         let mut sql = String::from(
             "SELECT kind, subject, target, attempts, due_at FROM jobs WHERE due_at <= $1 AND (leased_until IS NULL OR leased_until < $1)",
@@ -223,11 +275,16 @@ impl Ledger {
             let marks: Vec<String> = (0..busy.len()).map(|i| format!("${}", i + 3)).collect();
             sql.push_str(&format!(" AND target NOT IN ({})", marks.join(", ")));
         }
+        let (condition, values) = scope.condition(busy.len() + 3);
+        sql.push_str(&format!(" AND {condition}"));
         sql.push_str(" ORDER BY due_at LIMIT $2");
         // Only placeholders are added to the text; every value is bound.
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).bind(limit);
         for target in busy {
             query = query.bind(target.clone());
+        }
+        for value in values {
+            query = query.bind(value);
         }
         let rows = query
             .fetch_all(self.store.pool())
@@ -247,14 +304,20 @@ impl Ledger {
     }
 
     /// The earliest due time of a job that is not leased.
-    pub(crate) async fn next_due(&self) -> Result<Option<i64>, ControlError> {
-        let row: (Option<i64>,) = sqlx::query_as(
-            "SELECT MIN(due_at) FROM jobs WHERE leased_until IS NULL OR leased_until < $1",
-        )
-        .bind(now_ms())
-        .fetch_one(self.store.pool())
-        .await
-        .map_err(db("reading the next due time"))?;
+    pub(crate) async fn next_due(&self, scope: &JobScope) -> Result<Option<i64>, ControlError> {
+        let (condition, values) = scope.condition(2);
+        // Only placeholders are added to the text; every value is bound.
+        let mut query = sqlx::query_as::<_, (Option<i64>,)>(sqlx::AssertSqlSafe(format!(
+            "SELECT MIN(due_at) FROM jobs WHERE (leased_until IS NULL OR leased_until < $1) AND {condition}"
+        )))
+        .bind(now_ms());
+        for value in values {
+            query = query.bind(value);
+        }
+        let row = query
+            .fetch_one(self.store.pool())
+            .await
+            .map_err(db("reading the next due time"))?;
         Ok(row.0)
     }
 
@@ -280,15 +343,20 @@ impl Ledger {
     /// once, here or on another replica) until `until`, and makes each job's opening status
     /// change, all in one transaction, a few set-based statements for the whole batch. Returns
     /// what was claimed, in the order given; a job another worker holds, or whose grant it
-    /// holds, is skipped.
+    /// holds, is skipped. The lease token is this replica's own, or, for an agent of another
+    /// connector, one naming that connector (`for_connector`).
     pub(crate) async fn claim(
         &self,
         jobs: Vec<Job>,
         now: i64,
         until: i64,
+        for_connector: Option<&str>,
     ) -> Result<Vec<Claimed>, ControlError> {
         use std::collections::{BTreeMap, HashMap, HashSet};
-        let lease = self.new_lease();
+        let lease = match for_connector {
+            Some(id) => self.agent_lease(id),
+            None => self.new_lease(),
+        };
         let keys = self.keys().await?;
         // One action per grant per batch.
         let mut seen = HashSet::new();
@@ -447,12 +515,18 @@ impl Ledger {
         if !audits.is_empty() {
             let entries: Vec<AuditEntry<'_>> = audits
                 .iter()
-                .map(|(action, subject, outcome, details)| AuditEntry {
-                    actor: "connector",
-                    action,
-                    subject,
-                    outcome,
-                    details: details.clone(),
+                .map(|(action, subject, outcome, details)| {
+                    let mut details = details.clone();
+                    if let serde_json::Value::Object(map) = &mut details {
+                        map.insert("connector".into(), lease_connector(&lease).into());
+                    }
+                    AuditEntry {
+                        actor: "connector",
+                        action,
+                        subject,
+                        outcome,
+                        details,
+                    }
                 })
                 .collect();
             let mut chain = Chain::open(&mut tx, &keys).await?;
@@ -489,6 +563,82 @@ fn skip_locked(postgres: bool, table: &str, key: &str, filter: &str) -> String {
         format!("{key} IN (SELECT {key} FROM {table} WHERE {filter} FOR UPDATE SKIP LOCKED)")
     } else {
         filter.to_owned()
+    }
+}
+
+impl Ledger {
+    /// The job `kind`/`subject` as claimed under `lease`, if that lease still holds it (and
+    /// its grant): what an agent's report is concluded against. `None` when the lease ended.
+    pub(crate) async fn held(
+        &self,
+        kind: &str,
+        subject: &str,
+        lease: &str,
+    ) -> Result<Option<Claimed>, ControlError> {
+        let Ok(kind) = JobKind::parse(kind) else {
+            return Ok(None);
+        };
+        let row = sqlx::query(
+            "SELECT subject, target, attempts, due_at FROM jobs WHERE kind = $1 AND subject = $2 AND lease_owner = $3",
+        )
+        .bind(kind.as_str())
+        .bind(subject)
+        .bind(lease)
+        .fetch_optional(self.store.pool())
+        .await
+        .map_err(db("reading a leased job"))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let job = Job {
+            kind,
+            subject: get(&row, "subject")?,
+            target: get(&row, "target")?,
+            attempts: get(&row, "attempts")?,
+            due_at: get(&row, "due_at")?,
+        };
+        let grant = if kind == JobKind::Discover {
+            None
+        } else {
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {GRANT_COLUMNS} FROM grants WHERE id = $1 AND lease_owner = $2"
+            )))
+            .bind(subject)
+            .bind(lease)
+            .fetch_optional(self.store.pool())
+            .await
+            .map_err(db("reading a leased grant"))?;
+            match row {
+                Some(row) => Some(GrantRow::from_row(&row)?),
+                None => return Ok(None),
+            }
+        };
+        Ok(Some(Claimed {
+            job,
+            lease: lease.to_owned(),
+            grant,
+        }))
+    }
+
+    /// Makes the jobs in `scope` that wait for a backoff after failing with `error` due now
+    /// (a connector's agent is polling: what failed for want of it need not wait).
+    pub(crate) async fn hasten(&self, scope: &JobScope, error: &str) -> Result<(), ControlError> {
+        let (condition, values) = scope.condition(3);
+        let mut tx = self.store.begin().await.map_err(db("hastening jobs"))?;
+        // Only placeholders are added to the text; every value is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE jobs SET due_at = $1 WHERE last_error = $2 AND due_at > $1 AND (leased_until IS NULL OR leased_until < $1) AND {condition}"
+        )))
+        .bind(now_ms())
+        .bind(error);
+        for value in values {
+            query = query.bind(value);
+        }
+        query
+            .execute(&mut *tx)
+            .await
+            .map_err(db("hastening jobs"))?;
+        tx.commit().await.map_err(db("hastening jobs"))
     }
 }
 

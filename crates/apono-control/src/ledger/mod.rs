@@ -6,6 +6,7 @@
 //! * [`audit`]: the hash-chained audit log.
 //! * [`jobs`]: the job queue and claims (leases, fencing tokens, the opening status change).
 //! * [`commit`]: group commit of the scheduler's outcomes.
+//! * [`connectors`]: the agents' credentials and when each connector was last seen.
 //! * [`gauges`]: status counters for `/metrics`.
 //! * [`outbox`]: the notifications each commit calls for, and their delivery leases.
 //!
@@ -14,6 +15,7 @@
 
 pub mod audit;
 pub(crate) mod commit;
+pub(crate) mod connectors;
 pub(crate) mod gauges;
 pub(crate) mod jobs;
 pub(crate) mod outbox;
@@ -238,6 +240,16 @@ impl Ledger {
     /// The keys (loaded on first use).
     pub(crate) async fn keys(&self) -> Result<std::sync::Arc<Keys>, ControlError> {
         self.keyring.get().await
+    }
+
+    /// A lease token for an agent of connector `id` (`id/agent-<random>#n`): the connector
+    /// it names is the only one whose agents may report on it.
+    fn agent_lease(&self, id: &str) -> String {
+        format!(
+            "{id}/{}#{}",
+            new_id("agent-"),
+            self.leases.fetch_add(1, Ordering::Relaxed)
+        )
     }
 
     /// A lease token no other claim has (`owner#n`).

@@ -213,6 +213,25 @@ CREATE INDEX notifications_by_due ON notifications (due_at)
 ",
     ),
     (
+        7,
+        // Agents' credentials (`apono-connector connectors create`): hashed, expiring,
+        // revocable; `last_seen_at` says whether the connector they serve is online.
+        r"
+CREATE TABLE connector_credentials (
+    id TEXT PRIMARY KEY,
+    connector TEXT NOT NULL,
+    credential_hash TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    last_seen_at BIGINT,
+    revoked_at BIGINT,
+    revoked_by TEXT
+);
+CREATE INDEX connector_credentials_by_connector ON connector_credentials (connector)
+",
+    ),
+    (
         9,
         // Single sign-on (identity providers): pending sign-ins (keyed by a hash of the state
         // or device handle, sealed nonce/verifier/device code, taken once), sessions (the API

@@ -1,45 +1,63 @@
 //! Cleanup jobs: delete what a revoked grant left on the target (accounts) once the
 //! integration's cleanup period has passed.
 
-use apono_core::{CancelSignal, ErrorKind};
+use apono_core::ErrorKind;
+use apono_runtime::wire::{Action, ActionResult};
 use serde_json::json;
 
-use apono_core::error_chain;
-
-use super::{Outcome, Scheduler};
+use super::{Outcome, Plan, Prepared, Scheduler};
 use crate::error::ControlError;
 use crate::ledger::commit::Change;
 use crate::ledger::jobs::{GrantRow, Job};
 
-pub(super) async fn run(
-    s: &Scheduler,
+fn done(grant: &GrantRow, outcome: &'static str, details: serde_json::Value) -> Outcome {
+    Outcome::done(Change::CleanedUp {
+        id: grant.id.clone(),
+        outcome,
+        details,
+    })
+}
+
+pub(super) fn prepare(s: &Scheduler, grant: &GrantRow, now: i64) -> Result<Plan, ControlError> {
+    let Some(integration) = s.config.integration(&grant.integration).cloned() else {
+        return Ok(Plan::Decided(done(
+            grant,
+            "skipped",
+            json!({ "reason": "integration removed" }),
+        )));
+    };
+    let Some(state) = grant.state()? else {
+        return Ok(Plan::Decided(done(
+            grant,
+            "skipped",
+            json!({ "reason": "no state" }),
+        )));
+    };
+    Ok(Plan::Run(Box::new(Prepared {
+        action: Action::DeleteCredentials {
+            integration,
+            grant: grant.spec()?,
+            state,
+        },
+        recovering: false,
+        started: now,
+    })))
+}
+
+pub(super) fn conclude(
     job: &Job,
     grant: &GrantRow,
-    abort: &CancelSignal,
+    result: ActionResult,
 ) -> Result<Outcome, ControlError> {
-    let id = grant.id.clone();
-    let done = |outcome: &'static str, details: serde_json::Value| {
-        Ok(Outcome::done(Change::CleanedUp {
-            id: id.clone(),
-            outcome,
-            details,
-        }))
-    };
-    let Some(integration) = s.config.integration(&grant.integration).cloned() else {
-        return done("skipped", json!({ "reason": "integration removed" }));
-    };
-    let spec = grant.spec()?;
-    let Some(state) = grant.state()? else {
-        return done("skipped", json!({ "reason": "no state" }));
-    };
-    match s
-        .executor
-        .delete_credentials(&integration, &spec, &state, abort)
-        .await
-    {
-        Ok(()) => done("ok", json!({})),
-        Err(e) if e.kind() == ErrorKind::Unsupported => done("unsupported", json!({})),
-        Err(e) if job.attempts >= 10 => done("failed", json!({ "error": error_chain(&e) })),
-        Err(e) => Ok(Outcome::retry(error_chain(&e))),
+    match result {
+        ActionResult::Done => Ok(done(grant, "ok", json!({}))),
+        ActionResult::Failed(e) if e.kind == ErrorKind::Unsupported => {
+            Ok(done(grant, "unsupported", json!({})))
+        }
+        ActionResult::Failed(e) if job.attempts >= 10 => {
+            Ok(done(grant, "failed", json!({ "error": e.error })))
+        }
+        ActionResult::Failed(e) => Ok(Outcome::retry(e.error)),
+        other => Err(super::grant::unexpected(&other)),
     }
 }

@@ -1,31 +1,42 @@
 //! Discovery jobs: list an integration's resources and permissions, again every
 //! `discovery_interval`.
 
-use apono_core::CancelSignal;
+use apono_runtime::wire::{Action, ActionResult};
 use tracing::debug;
 
-use apono_core::error_chain;
-
-use super::{Next, Outcome, Scheduler, Then};
+use super::{Next, Outcome, Plan, Prepared, Scheduler, Then};
 use crate::error::ControlError;
 use crate::ledger::commit::Change;
 use crate::ledger::jobs::Job;
 use crate::model::now_ms;
 
-pub(super) async fn run(
-    s: &Scheduler,
-    job: &Job,
-    abort: &CancelSignal,
-) -> Result<Outcome, ControlError> {
+pub(super) fn prepare(s: &Scheduler, job: &Job, now: i64) -> Plan {
     let Some(integration) = s.config.integration(&job.subject).cloned() else {
         // Removed from the configuration: its discovery ends with it.
-        return Ok(Outcome::done(Change::Dropped {
+        return Plan::Decided(Outcome::done(Change::Dropped {
             kind: job.kind,
             subject: job.subject.clone(),
         }));
     };
-    match s.executor.list_resources(&integration, abort).await {
-        Ok(inventory) => {
+    Plan::Run(Box::new(Prepared {
+        action: Action::ListResources { integration },
+        recovering: false,
+        started: now,
+    }))
+}
+
+pub(super) fn conclude(
+    s: &Scheduler,
+    prepared: &Prepared,
+    result: ActionResult,
+) -> Result<Outcome, ControlError> {
+    let integration = prepared.action.integration();
+    match result {
+        ActionResult::Inventory(mut inventory) => {
+            // Whoever listed them, the resources belong to this integration.
+            for resource in &mut inventory.resources {
+                resource.integration = integration.name.clone();
+            }
             debug!(integration = %integration.name, resources = inventory.resources.len(), "discovered");
             Ok(Outcome {
                 change: Change::Discovered {
@@ -39,6 +50,7 @@ pub(super) async fn run(
                 then: Then::Nothing,
             })
         }
-        Err(e) => Ok(Outcome::retry(error_chain(&e))),
+        ActionResult::Failed(e) => Ok(Outcome::retry(e.error)),
+        other => Err(super::grant::unexpected(&other)),
     }
 }

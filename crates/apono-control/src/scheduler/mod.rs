@@ -9,6 +9,15 @@
 //! lease (`2 × action_timeout + 10 s`). Other replicas claim what they can run; a job is held
 //! by one lease at a time, and an outcome is written only while its lease is still held
 //! ([`crate::ledger`]'s fencing), so no job is ever executed by two workers at once.
+//!
+//! # Jobs of other connectors
+//!
+//! Each job module `prepare`s a claimed job into an [`Action`] and `conclude`s its
+//! [`ActionResult`] into a ledger change; the loop runs the action on the local executor
+//! ([`Executor::perform`]). The jobs of an integration bound to another connector id are left to
+//! that connector's agents while one is online (they are claimed, prepared and concluded the same
+//! way in `plane/agents.rs`); while none is, the loop claims them and fails them as for an
+//! unreachable target ([`offline_error`]), so grants wait and revokes go `RevokeFailed`.
 
 mod cleanup;
 mod discover;
@@ -16,12 +25,13 @@ mod grant;
 mod revoke;
 mod rotate;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use apono_core::CancelSignal;
+use apono_core::{CancelSignal, ErrorKind};
 use apono_runtime::Executor;
+use apono_runtime::wire::{Action, ActionResult, Failure};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
@@ -30,7 +40,7 @@ use crate::config::Config;
 use crate::error::ControlError;
 use crate::ledger::Ledger;
 use crate::ledger::commit::{After, Applied, Change, Release};
-use crate::ledger::jobs::{Claimed, Job, JobKind};
+use crate::ledger::jobs::{Claimed, Job, JobKind, JobScope};
 use crate::ledger::store::Backend;
 use crate::metrics::RevokeLag;
 use crate::model::now_ms;
@@ -40,6 +50,25 @@ pub(crate) struct Outcome {
     change: Change,
     next: Next,
     then: Then,
+}
+
+/// A claimed job, ready to run or already decided.
+pub(crate) enum Plan {
+    /// Run this action, then conclude.
+    Run(Box<Prepared>),
+    /// Nothing to run (the integration was removed, the grant has no state): record this.
+    Decided(Outcome),
+}
+
+/// The action of a claimed job and what its conclusion needs to know of when it started.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    /// What to run.
+    pub(crate) action: Action,
+    /// A grant completed only so that its revoke can remove it (credentials never shown).
+    recovering: bool,
+    /// When it was prepared (Unix ms).
+    started: i64,
 }
 
 /// What becomes of the job row.
@@ -90,8 +119,38 @@ pub(crate) struct Scheduler {
     pub(crate) config: Arc<Config>,
     pub(crate) executor: Arc<Executor>,
     pub(crate) lag: Arc<RevokeLag>,
-    pub(crate) wake: Arc<Notify>,
+    pub(crate) wake: Arc<Wake>,
     in_flight: Mutex<InFlight>,
+    /// When the set of online connectors was read, and the set.
+    online: Mutex<(i64, BTreeSet<String>)>,
+    /// When each agent credential's use was last written to the ledger.
+    seen: Mutex<HashMap<String, i64>>,
+}
+
+/// Wakes the scheduler loop (one waiter) and every agent's long poll waiting for work.
+#[derive(Debug, Default)]
+pub(crate) struct Wake {
+    scheduler: Notify,
+    agents: Notify,
+}
+
+impl Wake {
+    /// New work, or a slot freed: the scheduler loop and the agents' polls look again.
+    pub(crate) fn notify_one(&self) {
+        self.scheduler.notify_one();
+        self.agents.notify_waiters();
+    }
+
+    /// Resolves at the next [`Wake::notify_one`] (for the scheduler loop).
+    pub(crate) async fn notified(&self) {
+        self.scheduler.notified().await;
+    }
+
+    /// The agents' side: a future that resolves at the next [`Wake::notify_one`] after it was
+    /// created (create it before looking for work, await it after finding none).
+    pub(crate) fn agents(&self) -> tokio::sync::futures::Notified<'_> {
+        self.agents.notified()
+    }
 }
 
 impl Scheduler {
@@ -100,7 +159,7 @@ impl Scheduler {
         config: Arc<Config>,
         executor: Arc<Executor>,
         lag: Arc<RevokeLag>,
-        wake: Arc<Notify>,
+        wake: Arc<Wake>,
     ) -> Self {
         Self {
             ledger,
@@ -109,14 +168,16 @@ impl Scheduler {
             lag,
             wake,
             in_flight: Mutex::new(InFlight::default()),
+            online: Mutex::new((i64::MIN / 2, BTreeSet::new())),
+            seen: Mutex::new(HashMap::new()),
         }
     }
 
-    fn lease_ms(&self) -> i64 {
+    pub(crate) fn lease_ms(&self) -> i64 {
         (self.config.connector.action_timeout.0.as_millis() as i64) * 2 + 10_000
     }
 
-    fn backoff_ms(&self, attempts: i64) -> i64 {
+    pub(crate) fn backoff_ms(&self, attempts: i64) -> i64 {
         backoff_ms(&self.config.connector, attempts)
     }
 
@@ -201,9 +262,10 @@ impl Scheduler {
         let now = now_ms();
         // Read a little more than fits, for round-robin over targets; never the whole backlog.
         let limit = (self.free() * 2).clamp(32, 512) as i64;
+        let scope = self.local_scope().await;
         let due = self
             .ledger
-            .due_jobs(now, limit, &self.busy_targets())
+            .due_jobs(now, limit, &self.busy_targets(), &scope)
             .await?;
         let wanted = self.reserve(round_robin(due));
         if wanted.is_empty() {
@@ -212,7 +274,7 @@ impl Scheduler {
         let targets: Vec<String> = wanted.iter().map(|j| j.target.clone()).collect();
         let claimed = match self
             .ledger
-            .claim(wanted, now_ms(), now_ms() + self.lease_ms())
+            .claim(wanted, now_ms(), now_ms() + self.lease_ms(), None)
             .await
         {
             Ok(claimed) => claimed,
@@ -294,7 +356,8 @@ impl Scheduler {
             }
             // Nothing startable: sleep until the next due time, a wake-up (new work, or a slot
             // freed), or 1 s (other replicas may add work).
-            let next = self.ledger.next_due().await.unwrap_or(None);
+            let scope = self.local_scope().await;
+            let next = self.ledger.next_due(&scope).await.unwrap_or(None);
             let wait = next
                 .map(|due| (due - now_ms()).clamp(0, 1000))
                 .unwrap_or(1000);
@@ -344,22 +407,77 @@ impl Scheduler {
         }
     }
 
-    async fn execute(&self, claimed: Claimed, abort: &CancelSignal) {
+    /// What a claimed job will run, or the outcome already decided without running anything.
+    pub(crate) fn prepare(&self, claimed: &Claimed, now: i64) -> Result<Plan, ControlError> {
         let job = &claimed.job;
-        let result = match (job.kind, &claimed.grant) {
-            (JobKind::Grant, Some(grant)) => grant::run(self, grant, abort).await,
-            (JobKind::Revoke, Some(grant)) => revoke::run(self, job, grant, abort).await,
-            (JobKind::Rotate, Some(grant)) => rotate::run(self, job, grant, abort).await,
-            (JobKind::Cleanup, Some(grant)) => cleanup::run(self, job, grant, abort).await,
-            (JobKind::Discover, _) => discover::run(self, job, abort).await,
+        match (job.kind, &claimed.grant) {
+            (JobKind::Grant, Some(grant)) => grant::prepare(self, grant, now),
+            (JobKind::Revoke, Some(grant)) => revoke::prepare(self, grant, now),
+            (JobKind::Rotate, Some(grant)) => rotate::prepare(self, grant, now),
+            (JobKind::Cleanup, Some(grant)) => cleanup::prepare(self, grant, now),
+            (JobKind::Discover, _) => Ok(discover::prepare(self, job, now)),
             (kind, None) => Err(ControlError::Corrupt(format!(
                 "a {kind} job was claimed without its grant"
             ))),
+        }
+    }
+
+    /// The outcome of a prepared job from what its action did (here or on an agent).
+    pub(crate) async fn conclude(
+        &self,
+        claimed: &Claimed,
+        prepared: &Prepared,
+        result: ActionResult,
+    ) -> Result<Outcome, ControlError> {
+        let job = &claimed.job;
+        match (job.kind, &claimed.grant) {
+            (JobKind::Grant, Some(grant)) => grant::conclude(self, grant, prepared, result).await,
+            (JobKind::Revoke, Some(grant)) => revoke::conclude(self, job, grant, prepared, result),
+            (JobKind::Rotate, Some(grant)) => {
+                rotate::conclude(self, job, grant, prepared, result).await
+            }
+            (JobKind::Cleanup, Some(grant)) => cleanup::conclude(job, grant, result),
+            (JobKind::Discover, _) => discover::conclude(self, prepared, result),
+            (kind, None) => Err(ControlError::Corrupt(format!(
+                "a {kind} job was claimed without its grant"
+            ))),
+        }
+    }
+
+    /// Runs a job claimed by this scheduler: on the local executor, or, for an integration
+    /// bound to another connector (claimed here only while that connector is offline), as an
+    /// attempt failed for want of its connector, exactly like an unreachable target.
+    async fn execute(&self, claimed: Claimed, abort: &CancelSignal) {
+        let job = &claimed.job;
+        let result = match self.prepare(&claimed, now_ms()) {
+            Ok(Plan::Decided(outcome)) => Ok(outcome),
+            Ok(Plan::Run(prepared)) => {
+                let result = match self.remote_connector(&prepared.action.integration().name) {
+                    Some(connector) => ActionResult::Failed(Failure::new(
+                        ErrorKind::Unavailable,
+                        offline_error(connector),
+                    )),
+                    None => self.executor.perform(&prepared.action, abort).await,
+                };
+                self.conclude(&claimed, &prepared, result).await
+            }
+            Err(e) => Err(e),
         };
         let outcome = result.unwrap_or_else(|e| {
             warn!(kind = %job.kind, subject = %job.subject, error = %e, "job failed");
             Outcome::retry(e.to_string())
         });
+        let _ = self.finish(&claimed, outcome).await;
+    }
+
+    /// Records a job's outcome under its claim's lease (fenced), logs it, and returns what
+    /// the ledger did with it.
+    pub(crate) async fn finish(
+        &self,
+        claimed: &Claimed,
+        outcome: Outcome,
+    ) -> Result<Applied, ControlError> {
+        let job = &claimed.job;
         let attempts = job.attempts + 1;
         let after = match outcome.next {
             Next::Done => After::Keep,
@@ -387,13 +505,14 @@ impl Scheduler {
             let spec = grant.spec().ok();
             let grantee = spec.as_ref().map(|s| s.grantee.email.clone());
             let lag_ms = grant.expires_at.map(|e| (now_ms() - e).max(0));
+            let connector = crate::ledger::jobs::lease_connector(&claimed.lease);
             if granted {
-                info!(grant = %grant.id, grantee = ?grantee, integration = %grant.integration, resource = %grant.resource_id, expires_at = ?grant.expires_at.map(crate::model::ts), "access granted");
+                info!(grant = %grant.id, grantee = ?grantee, integration = %grant.integration, resource = %grant.resource_id, connector, expires_at = ?grant.expires_at.map(crate::model::ts), "access granted");
             } else {
-                info!(grant = %grant.id, grantee = ?grantee, integration = %grant.integration, resource = %grant.resource_id, lag_ms = ?lag_ms, "access revoked");
+                info!(grant = %grant.id, grantee = ?grantee, integration = %grant.integration, resource = %grant.resource_id, connector, lag_ms = ?lag_ms, "access revoked");
             }
         }
-        match applied {
+        match &applied {
             Ok(Applied::Done) => match outcome.then {
                 Then::Nothing => {}
                 Then::Revoked(lag) => {
@@ -417,7 +536,104 @@ impl Scheduler {
                 warn!(kind = %job.kind, subject = %job.subject, error = %e, "cannot record a job's outcome; its lease will expire");
             }
         }
+        applied
     }
+
+    /// The connector id an integration is bound to, when it is not this control plane's.
+    pub(crate) fn remote_connector(&self, integration: &str) -> Option<&str> {
+        self.config
+            .integration(integration)
+            .and_then(|i| i.connector.as_deref())
+            .filter(|c| *c != self.config.connector.id)
+    }
+
+    /// The integrations bound to connector `id`.
+    pub(crate) fn integrations_of(&self, id: &str) -> Vec<String> {
+        self.config
+            .integrations
+            .iter()
+            .filter(|i| i.connector.as_deref() == Some(id))
+            .map(|i| i.name.clone())
+            .collect()
+    }
+
+    /// The connectors (other than this one) with an agent seen within
+    /// `connector.agent_offline_after`, read from the ledger at most every 500 ms.
+    pub(crate) async fn online(&self) -> BTreeSet<String> {
+        if self.config.connector.agents.is_empty() {
+            return BTreeSet::new();
+        }
+        let now = now_ms();
+        {
+            let cached = self.online.lock().unwrap_or_else(PoisonError::into_inner);
+            if now - cached.0 < 500 {
+                return cached.1.clone();
+            }
+        }
+        let since = now - self.offline_after_ms();
+        match self.ledger.connectors_seen_since(since).await {
+            Ok(seen) => {
+                let seen: BTreeSet<String> = seen.into_iter().collect();
+                *self.online.lock().unwrap_or_else(PoisonError::into_inner) = (now, seen.clone());
+                seen
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot read which connectors are online");
+                self.online
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .1
+                    .clone()
+            }
+        }
+    }
+
+    /// Whether an agent's use of `credential` is to be written to the ledger now (at most
+    /// every `agent_offline_after` / 6); marks it written.
+    pub(crate) fn seen_due(&self, credential: &str) -> bool {
+        let now = now_ms();
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        let last = seen.get(credential).copied().unwrap_or(i64::MIN / 2);
+        if now - last < self.offline_after_ms() / 6 {
+            return false;
+        }
+        seen.insert(credential.to_owned(), now);
+        true
+    }
+
+    /// Forgets the cached set of online connectors (an agent just came back).
+    pub(crate) fn forget_online(&self) {
+        self.online.lock().unwrap_or_else(PoisonError::into_inner).0 = i64::MIN / 2;
+    }
+
+    /// `connector.agent_offline_after` in milliseconds.
+    pub(crate) fn offline_after_ms(&self) -> i64 {
+        self.config.connector.agent_offline_after.0.as_millis() as i64
+    }
+
+    /// The jobs this scheduler runs itself: all but those of integrations whose connector has
+    /// an agent online.
+    async fn local_scope(&self) -> JobScope {
+        let online = self.online().await;
+        let exclude: Vec<String> = self
+            .config
+            .integrations
+            .iter()
+            .filter(|i| {
+                i.connector
+                    .as_deref()
+                    .is_some_and(|c| c != self.config.connector.id && online.contains(c))
+            })
+            .map(|i| i.name.clone())
+            .collect();
+        JobScope::Except(exclude)
+    }
+}
+
+/// The error of an action whose connector has no agent online (what a job waiting for it
+/// carries, and what [`crate::ledger`]'s `hasten` looks for).
+pub(crate) fn offline_error(connector: &str) -> String {
+    format!("connector {connector:?} is offline")
 }
 
 /// Orders jobs so that each target gets a turn before any gets a second one, keeping the

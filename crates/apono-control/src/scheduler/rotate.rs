@@ -1,36 +1,46 @@
 //! Rotate jobs: new credentials for an `Active` grant (`reset-credentials`, or the
 //! integration's rotation period).
 
-use apono_core::{CancelSignal, ErrorKind};
+use apono_core::ErrorKind;
+use apono_runtime::wire::{Action, ActionResult};
 
-use apono_core::error_chain;
-
-use super::{Next, Outcome, Scheduler, Then};
+use super::{Next, Outcome, Plan, Prepared, Scheduler, Then};
 use crate::error::ControlError;
 use crate::ledger::commit::Change;
 use crate::ledger::jobs::{GrantRow, Job};
 use crate::model::now_ms;
 
-pub(super) async fn run(
+pub(super) fn prepare(s: &Scheduler, grant: &GrantRow, now: i64) -> Result<Plan, ControlError> {
+    let Some(integration) = s.config.integration(&grant.integration).cloned() else {
+        return Ok(Plan::Decided(Outcome::retry(
+            "integration is not configured".into(),
+        )));
+    };
+    let Some(state) = grant.state()? else {
+        return Ok(Plan::Decided(Outcome::retry("grant has no state".into())));
+    };
+    Ok(Plan::Run(Box::new(Prepared {
+        action: Action::ResetCredentials {
+            integration,
+            grant: grant.spec()?,
+            state,
+        },
+        recovering: false,
+        started: now,
+    })))
+}
+
+pub(super) async fn conclude(
     s: &Scheduler,
     job: &Job,
     grant: &GrantRow,
-    abort: &CancelSignal,
+    prepared: &Prepared,
+    result: ActionResult,
 ) -> Result<Outcome, ControlError> {
     let id = grant.id.as_str();
-    let Some(integration) = s.config.integration(&grant.integration).cloned() else {
-        return Ok(Outcome::retry("integration is not configured".into()));
-    };
-    let spec = grant.spec()?;
-    let Some(state) = grant.state()? else {
-        return Ok(Outcome::retry("grant has no state".into()));
-    };
-    match s
-        .executor
-        .reset_credentials(&integration, &spec, &state, abort)
-        .await
-    {
-        Ok(granted) => {
+    let integration = prepared.action.integration();
+    match result {
+        ActionResult::Granted(granted) => {
             let sealed = if granted.access.credentials.is_empty() {
                 None
             } else {
@@ -54,13 +64,14 @@ pub(super) async fn run(
                 then: Then::Nothing,
             })
         }
-        Err(e) if e.kind() == ErrorKind::Unsupported || !e.kind().is_retryable() => {
+        ActionResult::Failed(e) if e.kind == ErrorKind::Unsupported || !e.kind.is_retryable() => {
             Ok(Outcome::done(Change::RotateFailed {
                 id: id.to_owned(),
-                kind: e.kind().as_str(),
-                error: error_chain(&e),
+                kind: e.kind.as_str(),
+                error: e.error,
             }))
         }
-        Err(e) => Ok(Outcome::retry(error_chain(&e))),
+        ActionResult::Failed(e) => Ok(Outcome::retry(e.error)),
+        other => Err(super::grant::unexpected(&other)),
     }
 }
