@@ -279,6 +279,7 @@ impl ControlPlane {
             config: self.config.clone(),
             executor: self.scheduler.executor.clone(),
             channels: self.channels.get().cloned().unwrap_or_default(),
+            plane: Arc::downgrade(&self),
         };
         Arc::new(worker).run(shutdown).await
     }

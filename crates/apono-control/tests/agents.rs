@@ -1,7 +1,7 @@
 //! Agent mode in the control plane, in process: credentials (shown once, expiring, revocable,
 //! bound to one connector id), which jobs an agent is handed (only its connector's, even for
 //! integration names that are `LIKE` wildcards) and which the local scheduler keeps, and the
-//! refusal of reports on leases an agent does not hold.
+//! refusal of reports on leases an agent does not hold or that ended.
 
 #[macro_use]
 mod support;
@@ -131,11 +131,31 @@ async fn agents_get_only_their_connectors_jobs_and_report_only_on_their_leases(
             .await,
         Err(ControlError::Conflict(_))
     ));
-    plane.agent_report(&agent, report(&leased.lease)).await?;
+    // A lease that ended is refused even before another worker takes the job: the late
+    // outcome is dropped, and the job, due again, is handed out under a new lease.
+    let ended = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64
+        - 1;
+    sqlx::query("UPDATE jobs SET leased_until = $1, due_at = $1 WHERE lease_owner = $2")
+        .bind(ended)
+        .bind(leased.lease.clone())
+        .execute(plane.store().pool())
+        .await?;
+    ensure!(matches!(
+        plane.agent_report(&agent, report(&leased.lease)).await,
+        Err(ControlError::Conflict(_))
+    ));
+    ensure!(!plane.inventory().await?.contains_key("a_b"));
+    let again = plane.agent_poll(&agent, Poll { free: 8 }).await?;
+    ensure!(again.actions.len() == 1, "{again:?}");
+    let lease = again.actions[0].lease.clone();
+    ensure!(lease != leased.lease && again.actions[0].subject == leased.subject);
+    plane.agent_report(&agent, report(&lease)).await?;
     ensure!(plane.inventory().await?.contains_key("a_b"));
     // Once recorded, the lease is gone: the same report again is refused.
     ensure!(matches!(
-        plane.agent_report(&agent, report(&leased.lease)).await,
+        plane.agent_report(&agent, report(&lease)).await,
         Err(ControlError::Conflict(_))
     ));
 

@@ -2,7 +2,8 @@
 //! replica once (two replicas on one PostgreSQL), a failing channel is retried with the same
 //! delivery id and, past `max_attempts`, given up and audited; an automatically approved
 //! request tells `request.approved`, never `request.pending`; a revoke that keeps failing
-//! tells the admins once.
+//! tells the admins once; approvers and admins who sign in through an identity provider are
+//! told as the configuration's are.
 
 #[macro_use]
 mod support;
@@ -108,7 +109,7 @@ struct Replicas {
 }
 
 async fn replicas(postgres: bool, n: usize, fail: usize) -> Result<Replicas> {
-    replicas_of(postgres, n, fail, |timed| {
+    replicas_of(postgres, CONFIG, n, fail, |timed| {
         executor("timed", timed, ExecutorLimits::default())
     })
     .await
@@ -116,6 +117,7 @@ async fn replicas(postgres: bool, n: usize, fail: usize) -> Result<Replicas> {
 
 async fn replicas_of(
     postgres: bool,
+    config: &str,
     n: usize,
     fail: usize,
     executor: impl Fn(Timed) -> Arc<apono_runtime::Executor>,
@@ -126,10 +128,10 @@ async fn replicas_of(
     let stop = CancelSignal::new();
     let mut planes = Vec::new();
     for replica in 0..n {
-        let config = Config::parse(CONFIG, std::iter::empty(), None)?;
+        let config = Config::parse(config, std::iter::empty(), None)?;
         let provisioner = Timed {
             latency: Duration::ZERO,
-            resources: 2,
+            resources: 3,
         };
         let plane = ControlPlane::new(Store::open(&db.url).await?, config, executor(provisioner));
         let channel: Arc<dyn Deliver> = Arc::new(Receiver {
@@ -252,7 +254,7 @@ async fn a_failing_channel_is_retried_then_given_up(postgres: bool) -> Result<()
 on_both_databases!(a_failing_channel_is_retried_then_given_up);
 
 async fn a_revoke_that_keeps_failing_tells_the_admins_once(postgres: bool) -> Result<()> {
-    let r = replicas_of(postgres, 1, 0, |timed| {
+    let r = replicas_of(postgres, CONFIG, 1, 0, |timed| {
         executor("timed", StuckRevokes(timed), ExecutorLimits::default())
     })
     .await?;
@@ -295,3 +297,91 @@ async fn a_revoke_that_keeps_failing_tells_the_admins_once(postgres: bool) -> Re
     Ok(())
 }
 on_both_databases!(a_revoke_that_keeps_failing_tells_the_admins_once);
+
+/// The people signed in through an identity provider are among the recipients, with the groups
+/// the provider gave them: `dana` (group `sre` at the provider, no `[[users]]` entry) hears of a
+/// request the `sre` group approves; `erin` (`sre` and an admin there), whom the provider
+/// disabled, does not.
+async fn people_signed_in_through_a_provider_are_told(postgres: bool) -> Result<()> {
+    let config = format!(
+        r#"{CONFIG}
+[[access_flows]]
+name = "by-sre"
+trigger = "self_serve"
+requestors = {{ groups = ["dev"] }}
+approvers = {{ groups = ["sre"] }}
+targets = [{{ integration = "boxes", resource_type = "box", permissions = ["Default"], resources = {{ ids = ["r2"] }} }}]
+grant_duration = "1h"
+
+[[identity_providers]]
+name = "corp"
+issuer = "https://idp.example.com"
+client_id = "apono"
+client_secret = {{ apono = {{ parameters = {{ client_secret = "s" }} }} }}
+"#
+    );
+    let r = replicas_of(postgres, &config, 1, 0, |timed| {
+        executor("timed", timed, ExecutorLimits::default())
+    })
+    .await?;
+    let plane = &r.planes[0];
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64;
+    // Two sign-ins as the provider would leave them (`identity/` writes these rows): a live
+    // session token, the session's groups as of now, the identity.
+    for (who, groups, admin, disabled) in [
+        ("dana", r#"["sre"]"#, 0_i64, None),
+        ("erin", r#"["sre"]"#, 1, Some(now)),
+    ] {
+        let email = format!("{who}@corp.example");
+        sqlx::query("INSERT INTO tokens (id, user_email, token_hash, created_at, name, expires_at) VALUES ($1, $2, $3, $4, 'sso', $5)")
+            .bind(format!("tok_{who}"))
+            .bind(&email)
+            .bind(format!("hash-{who}"))
+            .bind(now)
+            .bind(now + 3_600_000)
+            .execute(plane.store().pool())
+            .await?;
+        sqlx::query("INSERT INTO sso_sessions (token_id, provider, subject, email, groups, admin, refresh_token, refreshed_at, ends_at) VALUES ($1, 'corp', $2, $3, $4, $5, NULL, $6, $7)")
+            .bind(format!("tok_{who}"))
+            .bind(format!("sub-{who}"))
+            .bind(&email)
+            .bind(groups)
+            .bind(admin)
+            .bind(now)
+            .bind(now + 3_600_000)
+            .execute(plane.store().pool())
+            .await?;
+        sqlx::query("INSERT INTO sso_identities (provider, subject, email, disabled_at) VALUES ('corp', $1, $2, $3)")
+            .bind(format!("sub-{who}"))
+            .bind(&email)
+            .bind(disabled)
+            .execute(plane.store().pool())
+            .await?;
+    }
+    let alice = plane.config().user("alice@example.com").unwrap().clone();
+    plane.create_request(&alice, &on("r2")).await?;
+    r.wait("request.pending", |seen| {
+        seen.iter().any(|s| s.2 == "request.pending")
+    })
+    .await?;
+    let seen = r.seen.lock().unwrap().clone();
+    let pending: Vec<&Vec<String>> = seen
+        .iter()
+        .filter(|s| s.2 == "request.pending")
+        .map(|s| &s.3)
+        .collect();
+    // The static admin may approve any request; dana through her provider group.
+    assert_eq!(
+        pending,
+        [&vec![
+            "root@example.com".to_owned(),
+            "dana@corp.example".to_owned()
+        ]],
+        "{seen:?}"
+    );
+    r.stop.cancel();
+    Ok(())
+}
+on_both_databases!(people_signed_in_through_a_provider_are_told);

@@ -568,7 +568,9 @@ fn skip_locked(postgres: bool, table: &str, key: &str, filter: &str) -> String {
 
 impl Ledger {
     /// The job `kind`/`subject` as claimed under `lease`, if that lease still holds it (and
-    /// its grant): what an agent's report is concluded against. `None` when the lease ended.
+    /// its grant): what an agent's report is concluded against. `None` when the lease ended,
+    /// whether or not another worker has taken the job since: a late outcome is dropped and the
+    /// job, due again at the lease's end, is handed out anew (every action is idempotent).
     pub(crate) async fn held(
         &self,
         kind: &str,
@@ -579,11 +581,12 @@ impl Ledger {
             return Ok(None);
         };
         let row = sqlx::query(
-            "SELECT subject, target, attempts, due_at FROM jobs WHERE kind = $1 AND subject = $2 AND lease_owner = $3",
+            "SELECT subject, target, attempts, due_at FROM jobs WHERE kind = $1 AND subject = $2 AND lease_owner = $3 AND leased_until >= $4",
         )
         .bind(kind.as_str())
         .bind(subject)
         .bind(lease)
+        .bind(now_ms())
         .fetch_optional(self.store.pool())
         .await
         .map_err(db("reading a leased job"))?;

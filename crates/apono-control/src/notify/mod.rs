@@ -28,12 +28,13 @@ pub(crate) use config::check as check_config;
 pub use config::{ChannelType, NotificationChannel};
 pub use slack::SlackOutcome;
 
-use crate::config::Config;
+use crate::config::{Config, User};
 use crate::error::ControlError;
 use crate::ledger::Ledger;
 use crate::ledger::outbox::{Claimed, Outcome};
 use crate::ledger::store::Backend;
 use crate::model::{AccessRequest, AccessSession, now_ms, ts};
+use crate::plane::ControlPlane;
 use crate::policy::Policy;
 use crate::scheduler::backoff_ms;
 
@@ -52,6 +53,9 @@ pub(crate) struct Worker {
     pub(crate) config: Arc<Config>,
     pub(crate) executor: Arc<apono_runtime::Executor>,
     pub(crate) channels: Channels,
+    /// The control plane, for the people signed in through an identity provider (weak: the
+    /// worker never keeps the plane alive).
+    pub(crate) plane: std::sync::Weak<ControlPlane>,
 }
 
 impl Worker {
@@ -245,22 +249,62 @@ impl Worker {
                 let mut inventory = self.ledger.inventory().await?;
                 inventory.retain(|name, _| self.config.integration(name).is_some());
                 let route = policy.request_route(request, &inventory);
-                self.config
-                    .users
+                self.people()
+                    .await
                     .iter()
                     .filter(|u| policy.awaits_approval_of(u, request, route.as_ref()))
                     .map(|u| u.email.clone())
                     .collect()
             }
             Event::SessionRevokeFailed => self
-                .config
-                .users
+                .people()
+                .await
                 .iter()
                 .filter(|u| u.admin)
                 .map(|u| u.email.clone())
                 .collect(),
             _ => vec![session.map_or_else(|| request.requester.clone(), |s| s.grantee.clone())],
         })
+    }
+
+    /// Everyone a notification may be for: the configuration's `[[users]]`, then the people
+    /// signed in through an identity provider who are still users, with their groups as the
+    /// provider says now (refreshed when older than `groups_max_age`, as for any call). One
+    /// whose groups cannot be read is left out of this notification, with a warning.
+    async fn people(&self) -> Vec<User> {
+        let mut people = self.config.users.clone();
+        let Some(plane) = self.plane.upgrade() else {
+            return people;
+        };
+        let signed_in = match plane.sso_users().await {
+            Ok(emails) => emails,
+            Err(e) => {
+                warn!(error = %e, "cannot list the people signed in through an identity provider");
+                return people;
+            }
+        };
+        let mut signed_in: Vec<String> = signed_in.into_iter().collect();
+        signed_in.sort();
+        for email in signed_in {
+            if let Some(known) = people
+                .iter_mut()
+                .find(|u| u.email.eq_ignore_ascii_case(&email))
+            {
+                // A static user who is also the provider's (`same_person`): the merged groups.
+                if let Ok(Some(now)) = plane.current_user(&known.email.clone()).await {
+                    *known = now;
+                }
+                continue;
+            }
+            match plane.current_user(&email).await {
+                Ok(Some(user)) => people.push(user),
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(error = %e, "cannot read a signed-in user's groups; left out of a notification")
+                }
+            }
+        }
+        people
     }
 }
 
