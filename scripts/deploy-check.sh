@@ -112,6 +112,7 @@ refused "apono.connectorId: Does not match pattern" "$A" "${AGENT_REQUIRED[@]}" 
 refused "secretStores.0 must be one of" "$A" "${AGENT_REQUIRED[@]}" --set 'secretStores={apono}'
 refused "add kubernetes to secretStores" "$A" "${AGENT_REQUIRED[@]}" --set 'secretStores={aws}' --set 'allowedSecretsToRead={ssh-admin}'
 refused "extraEnv: APONO_AGENT_CREDENTIAL is set by the chart" "$A" "${AGENT_REQUIRED[@]}" --set 'extraEnv[0].name=APONO_AGENT_CREDENTIAL' --set 'extraEnv[0].value=apono_agent_x'
+refused "set HASHICORP_VAULT_CONFIG in extraEnv" "$A" "${AGENT_REQUIRED[@]}" --set 'secretStores={hashicorp_vault}'
 refused "agent.actionTimeout: Does not match pattern" "$A" "${AGENT_REQUIRED[@]}" --set-string agent.actionTimeout=30
 refused "Additional property service is not allowed" "$A" "${AGENT_REQUIRED[@]}" --set service.port=8080
 
@@ -179,10 +180,11 @@ for name in agent_files:
     env = {e["name"]: e for e in c["env"]}
     if "APONO_AGENT_CREDENTIAL" in env:
         fail(f"{name}: the credential is in an environment variable")
-    for e in c["env"]:
-        if "valueFrom" in e:
-            fail(f"{name}: {e['name']} takes a value from a Secret (only files are mounted)")
     cred_volume = [v for v in pod["volumes"] if v["name"] == "credential"][0]["secret"]
+    for e in c["env"]:
+        ref = e.get("valueFrom", {}).get("secretKeyRef", {})
+        if ref.get("name") == cred_volume["secretName"]:
+            fail(f"{name}: {e['name']} takes its value from the credential's Secret")
     cred_mount = [m for m in c["volumeMounts"] if m["name"] == "credential"][0]
     (item,) = cred_volume["items"]
     if env["APONO_AGENT_CREDENTIAL_FILE"]["value"] != cred_mount["mountPath"] + "/" + item["path"] or not cred_mount.get("readOnly"):
