@@ -69,6 +69,12 @@ helm template apono-agent "$A" -n apono-agent \
   --set 'allowedSecretsToRead={ssh-admin}' --set replicaCount=2 >"$out/agent-docs.yaml"
 grep -q -- '- --allowed-secrets-to-read=apono-agent/ssh-admin' "$out/agent-docs.yaml" \
   || fail "allowedSecretsToRead={ssh-admin} did not reach --allowed-secrets-to-read, qualified"
+# README's agent command, flag for flag.
+helm template apono-agent "$A" -n apono-agent \
+  --set-string apono.connectorId=site-a --set apono.controlPlaneUrl=https://apono.example.com:8443 \
+  --set credential.existingSecret=apono-agent-credential \
+  --set controlPlaneCa.existingConfigMap=apono-control-plane-ca --set 'secretStores={aws}' >"$out/agent-readme.yaml"
+grep -q -- '- --secret-store=aws' "$out/agent-readme.yaml" || fail "secretStores={aws} did not reach --secret-store"
 
 echo "deploy-check: kubernetes-validate --strict, Kubernetes 1.30 to 1.37" >&2
 for minor in 30 31 32 33 34 35 36 37; do
