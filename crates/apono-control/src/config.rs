@@ -893,7 +893,9 @@ impl Config {
         }
         let notifications: Vec<crate::notify::NotificationChannel> =
             section(&mut table, "notifications", &mut problem);
-        for (key, message) in crate::notify::check_config(&notifications, &users) {
+        for (key, message) in
+            crate::notify::check_config(&notifications, &users, &identity_providers)
+        {
             problem(key, message);
         }
         (
@@ -1248,6 +1250,35 @@ mod tests {
                 "{err:?}"
             );
         }
+    }
+
+    #[test]
+    fn slack_users_are_users_or_may_sign_in_through_a_provider() {
+        let text = r#"
+[[users]]
+email = "a@x"
+
+[[identity_providers]]
+name = "corp"
+issuer = "https://idp.example.com"
+client_id = "apono"
+client_secret = { apono = { parameters = { client_secret = "s" } } }
+allowed_email_domains = ["corp.example"]
+
+[[notifications]]
+name = "team"
+type = "slack"
+events = ["request.pending"]
+secret_store = { apono = { parameters = { webhook_url = "https://hooks.slack.com/x", signing_secret = "s" } } }
+slack_users = { U1 = "a@x", U2 = "b@CORP.example", U3 = "c@corp.example.evil.net" }
+"#;
+        let problems = Config::parse(text, std::iter::empty(), None)
+            .map(|_| ())
+            .map_err(|e| e.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            problems,
+            Err(vec!["notifications[0] (team).slack_users: U3 maps to c@corp.example.evil.net, who is not a configured user and may not sign in through an identity provider".to_owned()])
+        );
     }
 
     #[test]

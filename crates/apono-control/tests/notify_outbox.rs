@@ -18,7 +18,7 @@ use apono_control::{Channels, Config, ControlPlane, Store, audit};
 use apono_core::{CancelSignal, SecretValue, async_trait};
 use apono_notify::{Deliver, DeliveryError, Notification};
 use apono_runtime::ExecutorLimits;
-use support::{StuckRevokes, Timed, database, executor, on};
+use support::{CORP_PROVIDER, StuckRevokes, Timed, database, executor, on};
 
 const CONFIG: &str = r#"
 [connector]
@@ -312,54 +312,15 @@ requestors = {{ groups = ["dev"] }}
 approvers = {{ groups = ["sre"] }}
 targets = [{{ integration = "boxes", resource_type = "box", permissions = ["Default"], resources = {{ ids = ["r2"] }} }}]
 grant_duration = "1h"
-
-[[identity_providers]]
-name = "corp"
-issuer = "https://idp.example.com"
-client_id = "apono"
-client_secret = {{ apono = {{ parameters = {{ client_secret = "s" }} }} }}
-"#
+{CORP_PROVIDER}"#
     );
     let r = replicas_of(postgres, &config, 1, 0, |timed| {
         executor("timed", timed, ExecutorLimits::default())
     })
     .await?;
     let plane = &r.planes[0];
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_millis() as i64;
-    // Two sign-ins as the provider would leave them (`identity/` writes these rows): a live
-    // session token, the session's groups as of now, the identity.
-    for (who, groups, admin, disabled) in [
-        ("dana", r#"["sre"]"#, 0_i64, None),
-        ("erin", r#"["sre"]"#, 1, Some(now)),
-    ] {
-        let email = format!("{who}@corp.example");
-        sqlx::query("INSERT INTO tokens (id, user_email, token_hash, created_at, name, expires_at) VALUES ($1, $2, $3, $4, 'sso', $5)")
-            .bind(format!("tok_{who}"))
-            .bind(&email)
-            .bind(format!("hash-{who}"))
-            .bind(now)
-            .bind(now + 3_600_000)
-            .execute(plane.store().pool())
-            .await?;
-        sqlx::query("INSERT INTO sso_sessions (token_id, provider, subject, email, groups, admin, refresh_token, refreshed_at, ends_at) VALUES ($1, 'corp', $2, $3, $4, $5, NULL, $6, $7)")
-            .bind(format!("tok_{who}"))
-            .bind(format!("sub-{who}"))
-            .bind(&email)
-            .bind(groups)
-            .bind(admin)
-            .bind(now)
-            .bind(now + 3_600_000)
-            .execute(plane.store().pool())
-            .await?;
-        sqlx::query("INSERT INTO sso_identities (provider, subject, email, disabled_at) VALUES ('corp', $1, $2, $3)")
-            .bind(format!("sub-{who}"))
-            .bind(&email)
-            .bind(disabled)
-            .execute(plane.store().pool())
-            .await?;
-    }
+    support::signed_in_through_corp(plane, "dana@corp.example", r#"["sre"]"#, false, false).await?;
+    support::signed_in_through_corp(plane, "erin@corp.example", r#"["sre"]"#, true, true).await?;
     let alice = plane.config().user("alice@example.com").unwrap().clone();
     plane.create_request(&alice, &on("r2")).await?;
     r.wait("request.pending", |seen| {

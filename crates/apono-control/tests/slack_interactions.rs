@@ -2,6 +2,8 @@
 //! hold (`all_of` progress: the first approver's press is recorded, the second approves), and
 //! a press signed with another secret, or too old, is refused. (Slack's signatures are checked
 //! against Python's `hmac` through the binary in the repository's `tests/notifications.rs`.)
+//! A Slack user mapped to someone signed in through an identity provider acts with the
+//! provider's current groups, and not at all once the provider disabled them.
 
 #[macro_use]
 mod support;
@@ -12,7 +14,7 @@ use apono_core::RequestStatus;
 use apono_notify::signature::slack_signature;
 use apono_runtime::ExecutorLimits;
 use secrecy::SecretString;
-use support::{Timed, database, executor, on};
+use support::{CORP_PROVIDER, Timed, database, executor, on};
 
 const SECRET: &str = "slack-signing-test";
 
@@ -127,5 +129,51 @@ async fn presses_follow_all_of_and_bad_signatures_are_refused() -> Result<()> {
         plane.request(&alice, &id).await?.status,
         RequestStatus::Pending
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_press_acts_with_the_identity_providers_groups() -> Result<()> {
+    let db = database(false)?;
+    let timed = Timed {
+        latency: std::time::Duration::ZERO,
+        resources: 1,
+    };
+    let config = format!(
+        "{}{CORP_PROVIDER}",
+        CONFIG
+            .replace(
+                r#"approvers = { mode = "all_of", users = ["bob@example.com", "carol@example.com"] }"#,
+                r#"approvers = { groups = ["sre"] }"#,
+            )
+            .replace(
+                r#"slack_users = { U0BOB = "bob@example.com", U0CAROL = "carol@example.com" }"#,
+                r#"slack_users = { U0BOB = "bob@example.com", U0DANA = "dana@corp.example", U0ERIN = "erin@corp.example" }"#,
+            )
+    );
+    let plane = ControlPlane::new(
+        Store::open(&db.url).await?,
+        Config::parse(&config, std::iter::empty(), None)?,
+        executor("timed", timed, ExecutorLimits::default()),
+    );
+    plane.bootstrap().await?;
+    plane.run_due_once().await?;
+    support::signed_in_through_corp(&plane, "dana@corp.example", r#"["sre"]"#, false, false)
+        .await?;
+    support::signed_in_through_corp(&plane, "erin@corp.example", r#"["sre"]"#, false, true).await?;
+    let alice = plane.config().user("alice@example.com").unwrap().clone();
+    let id = plane.create_request(&alice, &on("r0")).await?.id;
+    // bob is a configured user but not in `sre`; erin is, but the provider disabled her.
+    for user in ["U0BOB", "U0ERIN"] {
+        let refused = signed(&plane, &press(user, &id), SECRET, 0).await?;
+        assert_eq!(refused.outcome, "refused", "{user}: {refused:?}");
+    }
+    assert_eq!(
+        plane.request(&alice, &id).await?.status,
+        RequestStatus::Pending
+    );
+    let dana = signed(&plane, &press("U0DANA", &id), SECRET, 0).await?;
+    assert_eq!(dana.outcome, "approved", "{dana:?}");
+    assert_eq!(dana.user.as_deref(), Some("dana@corp.example"), "{dana:?}");
     Ok(())
 }

@@ -106,7 +106,14 @@ impl NotificationChannel {
 }
 
 /// Every problem of the `[[notifications]]` section, `(key, message)`.
-pub(crate) fn check(channels: &[NotificationChannel], users: &[User]) -> Vec<(String, String)> {
+///
+/// A Slack user maps to a `[[users]]` entry, or to an email one of `providers` lets sign in
+/// (that person acts once signed in, with the provider's groups).
+pub(crate) fn check(
+    channels: &[NotificationChannel],
+    users: &[User],
+    providers: &[crate::identity::config::IdentityProvider],
+) -> Vec<(String, String)> {
     let mut problems = Vec::new();
     let mut names = BTreeSet::new();
     for (i, c) in channels.iter().enumerate() {
@@ -135,10 +142,14 @@ pub(crate) fn check(channels: &[NotificationChannel], users: &[User]) -> Vec<(St
             },
             ChannelType::Slack => {
                 for (slack_id, email) in &c.slack_users {
-                    if !users.iter().any(|u| u.email.eq_ignore_ascii_case(email)) {
+                    let configured = users.iter().any(|u| u.email.eq_ignore_ascii_case(email));
+                    let may_sign_in = providers.iter().any(|p| p.domain_allowed(email));
+                    if !configured && !may_sign_in {
                         problem(
                             ".slack_users",
-                            format!("{slack_id} maps to {email}, who is not a configured user"),
+                            format!(
+                                "{slack_id} maps to {email}, who is not a configured user and may not sign in through an identity provider"
+                            ),
                         );
                     }
                 }

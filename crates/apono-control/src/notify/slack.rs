@@ -89,16 +89,23 @@ impl ControlPlane {
         verify_slack(&signing, timestamp, signature, body, now).map_err(|e| refused(channel, e))?;
         let press =
             parse_interaction(body).map_err(|e| ControlError::Invalid(vec![e.to_string()]))?;
-        let user = settings
-            .slack_users
-            .get(&press.user_id)
-            .and_then(|email| self.config().user(email))
-            .cloned();
+        // The person as they are now: a `[[users]]` entry, or someone signed in through an
+        // identity provider with the provider's current groups (none once it disabled them).
+        let user = match settings.slack_users.get(&press.user_id) {
+            Some(email) => match self.current_user(email).await {
+                Ok(user) => user,
+                Err(e) => {
+                    warn!(channel, error = %e, "cannot read the groups of the Slack user's connector user");
+                    None
+                }
+            },
+            None => None,
+        };
         let (outcome, text) = match &user {
             None => (
                 "refused",
                 format!(
-                    "Slack user {} is not mapped to a connector user: nothing was decided",
+                    "Slack user {} is not mapped to a connector user who may act now: nothing was decided",
                     press.user_id
                 ),
             ),

@@ -189,3 +189,58 @@ pub fn on(resource: &str) -> apono_control::NewRequest {
         duration: None,
     }
 }
+
+/// Leaves the rows a sign-in through identity provider `corp` would (`identity/` writes them):
+/// a live session token for `email`, the session with `groups` (a JSON list) and `admin` as of
+/// now, and the identity; when `disabled`, as the connector leaves someone the provider
+/// disabled (found at a refresh): the identity marked and the session's token revoked.
+#[allow(dead_code)]
+pub async fn signed_in_through_corp(
+    plane: &apono_control::ControlPlane,
+    email: &str,
+    groups: &str,
+    admin: bool,
+    disabled: bool,
+) -> anyhow::Result<()> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64;
+    let pool = plane.store().pool();
+    sqlx::query("INSERT INTO tokens (id, user_email, token_hash, created_at, name, expires_at, revoked_at) VALUES ($1, $2, $3, $4, 'sso', $5, $6)")
+        .bind(format!("tok_{email}"))
+        .bind(email)
+        .bind(format!("hash-{email}"))
+        .bind(now)
+        .bind(now + 3_600_000)
+        .bind(disabled.then_some(now))
+        .execute(pool)
+        .await?;
+    sqlx::query("INSERT INTO sso_sessions (token_id, provider, subject, email, groups, admin, refresh_token, refreshed_at, ends_at) VALUES ($1, 'corp', $2, $3, $4, $5, NULL, $6, $7)")
+        .bind(format!("tok_{email}"))
+        .bind(format!("sub-{email}"))
+        .bind(email)
+        .bind(groups)
+        .bind(i64::from(admin))
+        .bind(now)
+        .bind(now + 3_600_000)
+        .execute(pool)
+        .await?;
+    sqlx::query("INSERT INTO sso_identities (provider, subject, email, disabled_at) VALUES ('corp', $1, $2, $3)")
+        .bind(format!("sub-{email}"))
+        .bind(email)
+        .bind(disabled.then_some(now))
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// An `[[identity_providers]]` entry named `corp` (never reached: the tests leave its sign-ins'
+/// rows themselves, with groups fresher than `groups_max_age`).
+#[allow(dead_code)]
+pub const CORP_PROVIDER: &str = r#"
+[[identity_providers]]
+name = "corp"
+issuer = "https://idp.example.com"
+client_id = "apono"
+client_secret = { apono = { parameters = { client_secret = "s" } } }
+"#;
