@@ -1279,6 +1279,35 @@ slack_users = { U1 = "a@x", U2 = "b@CORP.example", U3 = "c@corp.example.evil.net
             problems,
             Err(vec!["notifications[0] (team).slack_users: U3 maps to c@corp.example.evil.net, who is not a configured user and may not sign in through an identity provider".to_owned()])
         );
+        // The bot token goes to slack_api_url: https, or http to loopback only.
+        let valid = text.replace(", U3 = \"c@corp.example.evil.net\"", "");
+        for (api, ok) in [
+            ("https://slack-proxy.example.com/api/", true),
+            ("http://127.0.0.1:9/api/", true),
+            ("http://localhost:9/api/", true),
+            ("http://slack-proxy.example.com/api/", false),
+            ("http://127.0.0.1.evil.net/api/", false),
+            ("slack.com/api", false),
+        ] {
+            let parsed = Config::parse(
+                &format!("{valid}slack_api_url = \"{api}\"\n"),
+                std::iter::empty(),
+                None,
+            );
+            match parsed {
+                Ok(_) => assert!(ok, "{api} accepted"),
+                Err(e) => {
+                    assert!(!ok, "{api}: {e:?}");
+                    assert_eq!(e.problems.len(), 1, "{api}: {e:?}");
+                    assert!(
+                        e.problems[0].to_string().starts_with(
+                            "notifications[0] (team).slack_api_url: must be an https URL"
+                        ),
+                        "{api}: {e:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

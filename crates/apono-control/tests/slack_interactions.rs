@@ -3,7 +3,10 @@
 //! a press signed with another secret, or too old, is refused. (Slack's signatures are checked
 //! against Python's `hmac` through the binary in the repository's `tests/notifications.rs`.)
 //! A Slack user mapped to someone signed in through an identity provider acts with the
-//! provider's current groups, and not at all once the provider disabled them.
+//! provider's current groups, and not at all once the provider disabled them. A member not in
+//! `slack_users` is asked of Slack's Web API (apono-testkit's fake, itself checked by Slack's
+//! own SDK) when the channel has a bot token; deactivated members and unconfirmed addresses map
+//! to no one.
 
 #[macro_use]
 mod support;
@@ -175,5 +178,96 @@ async fn a_press_acts_with_the_identity_providers_groups() -> Result<()> {
     let dana = signed(&plane, &press("U0DANA", &id), SECRET, 0).await?;
     assert_eq!(dana.outcome, "approved", "{dana:?}");
     assert_eq!(dana.user.as_deref(), Some("dana@corp.example"), "{dana:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_unlisted_member_is_asked_of_slack() -> Result<()> {
+    use apono_testkit::fakes::{FakeSlackApi, SlackUser};
+    let slack = FakeSlackApi::start()?;
+    slack.add_token("xoxb-bot", true);
+    slack.put_user(SlackUser::member("U0DANA", "dana@corp.example"));
+    let mut gone = SlackUser::member("U0GONE", "dana@corp.example");
+    gone.deleted = true;
+    slack.put_user(gone);
+    let mut unconfirmed = SlackUser::member("U0SOMEONE", "dana@corp.example");
+    unconfirmed.is_email_confirmed = false;
+    slack.put_user(unconfirmed);
+    slack.put_user(SlackUser::member("U0BOB", "dana@corp.example"));
+
+    let db = database(false)?;
+    let timed = Timed {
+        latency: std::time::Duration::ZERO,
+        resources: 1,
+    };
+    let config = format!(
+        "{}slack_api_url = \"{}\"\n{CORP_PROVIDER}",
+        CONFIG
+            .replace(
+                r#"approvers = { mode = "all_of", users = ["bob@example.com", "carol@example.com"] }"#,
+                r#"approvers = { groups = ["sre"] }"#,
+            )
+            .replace(
+                r#"signing_secret = "slack-signing-test" }"#,
+                r#"signing_secret = "slack-signing-test", bot_token = "xoxb-bot" }"#,
+            ),
+        slack.url()
+    );
+    let plane = ControlPlane::new(
+        Store::open(&db.url).await?,
+        Config::parse(&config, std::iter::empty(), None)?,
+        executor("timed", timed, ExecutorLimits::default()),
+    );
+    let mut channels = apono_control::Channels::new();
+    channels.insert(
+        "slack".to_owned(),
+        std::sync::Arc::new(apono_notify::SlackChannel::with_api(
+            std::time::Duration::from_secs(5),
+            &slack.url(),
+        )?) as std::sync::Arc<dyn apono_notify::Deliver>,
+    );
+    plane.set_notification_channels(channels);
+    plane.bootstrap().await?;
+    plane.run_due_once().await?;
+    support::signed_in_through_corp(&plane, "dana@corp.example", r#"["sre"]"#, false, false)
+        .await?;
+    let alice = plane.config().user("alice@example.com").unwrap().clone();
+    let id = plane.create_request(&alice, &on("r0")).await?.id;
+
+    // bob is in slack_users: Slack is never asked about him, whatever it would say.
+    let bob = signed(&plane, &press("U0BOB", &id), SECRET, 0).await?;
+    assert_eq!(bob.outcome, "refused", "{bob:?}");
+    assert_eq!(bob.user.as_deref(), Some("bob@example.com"), "{bob:?}");
+    // Slack gives dana's address for these, but not one the connector may trust.
+    for member in ["U0GONE", "U0SOMEONE", "U0NOBODY"] {
+        let refused = signed(&plane, &press(member, &id), SECRET, 0).await?;
+        assert_eq!(refused.outcome, "refused", "{member}: {refused:?}");
+        assert_eq!(refused.user, None, "{member}: {refused:?}");
+    }
+    assert_eq!(
+        plane.request(&alice, &id).await?.status,
+        RequestStatus::Pending
+    );
+    let dana = signed(&plane, &press("U0DANA", &id), SECRET, 0).await?;
+    assert_eq!(dana.outcome, "approved", "{dana:?}");
+    assert_eq!(dana.user.as_deref(), Some("dana@corp.example"), "{dana:?}");
+
+    let asked: Vec<_> = slack.requests().into_iter().map(|r| r.body).collect();
+    assert_eq!(
+        asked,
+        [
+            "user=U0GONE",
+            "user=U0SOMEONE",
+            "user=U0NOBODY",
+            "user=U0DANA"
+        ],
+        "one users.info per unlisted press, none for bob"
+    );
+    assert!(
+        slack
+            .requests()
+            .iter()
+            .all(|r| r.header("authorization") == Some("Bearer xoxb-bot"))
+    );
     Ok(())
 }

@@ -55,7 +55,7 @@ use async_trait::async_trait;
 pub use email::{EmailChannel, EmailSettings};
 pub use message::{Event, Notification, RequestFacts, SCHEMA, SessionFacts, UnknownEvent};
 #[cfg(feature = "slack")]
-pub use slack::SlackChannel;
+pub use slack::{SLACK_API_URL, SlackChannel};
 #[cfg(feature = "webhook")]
 pub use webhook::WebhookChannel;
 
@@ -91,6 +91,21 @@ pub trait Deliver: Send + Sync + fmt::Debug + 'static {
         let _ = (response_url, text, replace);
         Err(DeliveryError::Unsupported)
     }
+
+    /// Who a Slack user is: the email address of member `user_id` (`U…`), asked of Slack's
+    /// Web API (`users.info`) with the bot token in the secret's field `bot_token`. `None`
+    /// when Slack knows the member but gives no address the connector may trust: a
+    /// deactivated account, a bot, an unconfirmed address, or a token without the
+    /// `users:read.email` scope. Only Slack channels can; the others answer
+    /// [`DeliveryError::Unsupported`].
+    async fn user_email(
+        &self,
+        user_id: &str,
+        secret: &SecretValue,
+    ) -> Result<Option<String>, DeliveryError> {
+        let _ = (user_id, secret);
+        Err(DeliveryError::Unsupported)
+    }
 }
 
 /// Why a delivery failed.
@@ -118,6 +133,10 @@ pub enum DeliveryError {
     /// The channel cannot do this.
     #[error("the channel does not support this")]
     Unsupported,
+    /// Slack's Web API answered `{"ok": false}` with this error code (`invalid_auth`,
+    /// `user_not_found`, …).
+    #[error("Slack's Web API answered {0}")]
+    SlackApi(String),
 }
 
 impl DeliveryError {
@@ -129,6 +148,7 @@ impl DeliveryError {
                 (400..500).contains(status) && *status != 408 && *status != 429
             }
             Self::MissingSecret(_) | Self::Invalid(_) | Self::Unsupported => true,
+            Self::SlackApi(code) => code != "ratelimited" && code != "internal_error",
             Self::Transport(_) | Self::Smtp(_) => false,
         }
     }

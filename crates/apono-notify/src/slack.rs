@@ -160,20 +160,69 @@ mod channel {
 
     use crate::{Deliver, DeliveryError, Notification, field, http_client, post};
 
+    /// Slack's Web API.
+    pub const SLACK_API_URL: &str = "https://slack.com/api/";
+
     /// Posts Block Kit messages to a Slack incoming webhook, whose URL (a secret: whoever
-    /// holds it posts to the channel) is the secret's field `webhook_url`.
+    /// holds it posts to the channel) is the secret's field `webhook_url`; asks the Web API
+    /// who a member is (`users.info`, with the secret's field `bot_token`).
     #[derive(Debug, Clone)]
     pub struct SlackChannel {
         client: reqwest::Client,
+        api: url::Url,
     }
 
     impl SlackChannel {
-        /// A channel whose attempts are bounded by `timeout`.
+        /// A channel whose attempts are bounded by `timeout`, calling Slack's Web API at
+        /// [`SLACK_API_URL`].
         pub fn new(timeout: Duration) -> Result<Self, DeliveryError> {
+            Self::with_api(timeout, SLACK_API_URL)
+        }
+
+        /// A channel calling the Web API at `api` (a proxy, or a test's fake), whose methods
+        /// are `{api}users.info` and so on.
+        pub fn with_api(timeout: Duration, api: &str) -> Result<Self, DeliveryError> {
+            let mut api: url::Url = api
+                .parse()
+                .map_err(|_| DeliveryError::Invalid("the Slack API URL is not a URL".into()))?;
+            if !api.path().ends_with('/') {
+                let path = format!("{}/", api.path());
+                api.set_path(&path);
+            }
             Ok(Self {
                 client: http_client(timeout)?,
+                api,
             })
         }
+    }
+
+    /// The part of `users.info`'s answer the connector reads.
+    #[derive(serde::Deserialize)]
+    struct UsersInfo {
+        ok: bool,
+        #[serde(default)]
+        error: Option<String>,
+        #[serde(default)]
+        user: Option<Member>,
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Member {
+        #[serde(default)]
+        deleted: bool,
+        #[serde(default)]
+        is_bot: bool,
+        /// Absent on some accounts: only an explicit `false` refuses.
+        #[serde(default)]
+        is_email_confirmed: Option<bool>,
+        #[serde(default)]
+        profile: Profile,
+    }
+
+    #[derive(serde::Deserialize, Default)]
+    struct Profile {
+        #[serde(default)]
+        email: Option<String>,
     }
 
     #[async_trait]
@@ -202,11 +251,56 @@ mod channel {
                 .map_err(|_| DeliveryError::Invalid("response_url is not a URL".into()))?;
             post(self.client.post(url).json(&super::response(text, replace))).await
         }
+
+        async fn user_email(
+            &self,
+            user_id: &str,
+            secret: &SecretValue,
+        ) -> Result<Option<String>, DeliveryError> {
+            let token = field(secret, "bot_token")?;
+            let url = self
+                .api
+                .join("users.info")
+                .map_err(|_| DeliveryError::Invalid("the Slack API URL cannot be joined".into()))?;
+            // As Slack's own SDK calls every method: a form POST, the token in the header.
+            let response = self
+                .client
+                .post(url)
+                .bearer_auth(token.expose_secret())
+                .form(&[("user", user_id)])
+                .send()
+                .await
+                .map_err(|e| DeliveryError::Transport(Box::new(e.without_url())))?;
+            let status = response.status();
+            if !status.is_success() {
+                return Err(DeliveryError::Status {
+                    status: status.as_u16(),
+                });
+            }
+            let answer: UsersInfo = response
+                .json()
+                .await
+                .map_err(|e| DeliveryError::Transport(Box::new(e.without_url())))?;
+            if !answer.ok {
+                return Err(DeliveryError::SlackApi(
+                    answer
+                        .error
+                        .unwrap_or_else(|| "an error without a code".into()),
+                ));
+            }
+            let Some(member) = answer.user else {
+                return Err(DeliveryError::SlackApi("an answer without a user".into()));
+            };
+            if member.deleted || member.is_bot || member.is_email_confirmed == Some(false) {
+                return Ok(None);
+            }
+            Ok(member.profile.email.filter(|e| e.contains('@')))
+        }
     }
 }
 
 #[cfg(feature = "slack")]
-pub use channel::SlackChannel;
+pub use channel::{SLACK_API_URL, SlackChannel};
 
 #[cfg(test)]
 mod tests {

@@ -40,7 +40,16 @@ fn build(
                 .map_err(|e| format!("url: {e}"))?;
             Arc::new(WebhookChannel::new(url, timeout).map_err(|e| error_chain(&e))?)
         }
-        ChannelType::Slack => Arc::new(SlackChannel::new(timeout).map_err(|e| error_chain(&e))?),
+        ChannelType::Slack => Arc::new(
+            SlackChannel::with_api(
+                timeout,
+                settings
+                    .slack_api_url
+                    .as_deref()
+                    .unwrap_or(apono_notify::SLACK_API_URL),
+            )
+            .map_err(|e| error_chain(&e))?,
+        ),
         ChannelType::Email => {
             let ca_pem = settings
                 .smtp_ca_file

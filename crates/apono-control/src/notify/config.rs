@@ -60,17 +60,22 @@ pub struct NotificationChannel {
     #[serde(default)]
     pub events: Vec<String>,
     /// Where the channel's secret is kept (same shape as an integration's `secret_store`):
-    /// `signing_key` (webhook), `webhook_url` and `signing_secret` (Slack), `username` and
-    /// `password` (email, optional).
+    /// `signing_key` (webhook), `webhook_url`, `signing_secret` and optionally `bot_token`
+    /// (Slack), `username` and `password` (email, optional).
     #[serde(default)]
     #[schemars(with = "Option<BTreeMap<String, serde_json::Value>>")]
     pub secret_store: Option<apono_core::SecretStoreRef>,
     /// Webhook: the receiver's URL.
     #[serde(default)]
     pub url: Option<String>,
-    /// Slack: Slack user ids (`U…`) and the connector users' emails they are.
+    /// Slack: Slack user ids (`U…`) and the connector users' emails they are. A member not
+    /// listed is looked up in Slack (`users.info`) when the secret has a `bot_token`.
     #[serde(default)]
     pub slack_users: BTreeMap<String, String>,
+    /// Slack: the Web API's base URL, for `users.info` (default `https://slack.com/api/`;
+    /// `https` only, or `http` to a loopback address).
+    #[serde(default)]
+    pub slack_api_url: Option<String>,
     /// Email: the SMTP server's host name.
     #[serde(default)]
     pub smtp_host: Option<String>,
@@ -141,6 +146,14 @@ pub(crate) fn check(
                 Some(true) => {}
             },
             ChannelType::Slack => {
+                if let Some(api) = &c.slack_api_url
+                    && !api_url_is_safe(api)
+                {
+                    problem(
+                        ".slack_api_url",
+                        "must be an https URL (or http to a loopback address): the bot token is sent there".into(),
+                    );
+                }
                 for (slack_id, email) in &c.slack_users {
                     let configured = users.iter().any(|u| u.email.eq_ignore_ascii_case(email));
                     let may_sign_in = providers.iter().any(|p| p.domain_allowed(email));
@@ -178,7 +191,8 @@ pub(crate) fn check(
                 "webhook",
             ),
             wrong_type(
-                !c.slack_users.is_empty() && c.channel_type != ChannelType::Slack,
+                (!c.slack_users.is_empty() || c.slack_api_url.is_some())
+                    && c.channel_type != ChannelType::Slack,
                 ".slack_users",
                 "slack",
             ),
@@ -197,6 +211,20 @@ pub(crate) fn check(
         }
     }
     problems
+}
+
+/// An `https` URL, or an `http` one to a loopback address.
+fn api_url_is_safe(text: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(text) else {
+        return false;
+    };
+    match (url.scheme(), url.host()) {
+        ("https", Some(_)) => true,
+        ("http", Some(url::Host::Ipv4(ip))) => ip.is_loopback(),
+        ("http", Some(url::Host::Ipv6(ip))) => ip.is_loopback(),
+        ("http", Some(url::Host::Domain(d))) => d.eq_ignore_ascii_case("localhost"),
+        _ => false,
+    }
 }
 
 fn url_is_http(text: &str) -> bool {

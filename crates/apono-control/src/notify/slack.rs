@@ -4,8 +4,10 @@
 //! 1. The request must carry Slack's signature under the channel's `signing_secret` (read from
 //!    its secret store for this request), with a timestamp within five minutes of now.
 //! 2. The Slack user id is mapped to a connector user through the channel's `slack_users`
-//!    (Slack's payload carries no email, and no Slack API is called: the operator lists who is
-//!    who). An unmapped user decides nothing.
+//!    or, for a member not listed there when the channel's secret has a `bot_token`, through
+//!    the email Slack's `users.info` gives (Slack's payload carries no email). A deactivated
+//!    member, a bot or an unconfirmed address maps to no one; so does an email that is not a
+//!    connector user who may act now. Whoever maps to no one decides nothing.
 //! 3. The decision goes through [`ControlPlane::approve`] or [`ControlPlane::reject`] as that
 //!    user, so every rule of the API holds (self-approval refused, `all_of` progress, the
 //!    re-check against the configuration), and is audited the same way. A rejection from Slack
@@ -89,9 +91,18 @@ impl ControlPlane {
         verify_slack(&signing, timestamp, signature, body, now).map_err(|e| refused(channel, e))?;
         let press =
             parse_interaction(body).map_err(|e| ControlError::Invalid(vec![e.to_string()]))?;
+        // Who pressed: `slack_users`, else Slack's own answer (`users.info`) when the secret
+        // has a bot token.
+        let email = match settings.slack_users.get(&press.user_id) {
+            Some(email) => Some(email.clone()),
+            None => {
+                self.slack_member_email(channel, &press.user_id, &secret)
+                    .await
+            }
+        };
         // The person as they are now: a `[[users]]` entry, or someone signed in through an
         // identity provider with the provider's current groups (none once it disabled them).
-        let user = match settings.slack_users.get(&press.user_id) {
+        let user = match &email {
             Some(email) => match self.current_user(email).await {
                 Ok(user) => user,
                 Err(e) => {
@@ -163,6 +174,36 @@ impl ControlPlane {
             user: user.map(|u| u.email),
             text,
         })
+    }
+}
+
+impl ControlPlane {
+    /// The email Slack gives for member `user_id` through the channel's `users.info` call,
+    /// when its secret has a `bot_token`; `None` (logged) when there is no token, Slack
+    /// cannot say, or says nothing the connector may trust.
+    async fn slack_member_email(
+        &self,
+        channel: &str,
+        user_id: &str,
+        secret: &apono_core::SecretValue,
+    ) -> Option<String> {
+        secret.get("bot_token")?;
+        let deliver = self.notification_channel(channel)?;
+        match deliver.user_email(user_id, secret).await {
+            Ok(Some(email)) => Some(email),
+            Ok(None) => {
+                warn!(
+                    channel,
+                    slack_user = user_id,
+                    "Slack gives no confirmed email for this member (deactivated, a bot, unconfirmed, or the token lacks users:read.email)"
+                );
+                None
+            }
+            Err(e) => {
+                warn!(channel, slack_user = user_id, error = %apono_core::error_chain(&e), "asking Slack who pressed failed");
+                None
+            }
+        }
     }
 }
 

@@ -1,6 +1,6 @@
-//! Protocol fakes for the secret stores that cannot run on a test machine: the Kubernetes API,
-//! Azure Key Vault (with its Entra ID token endpoint) and GCP Secret Manager (with its OAuth
-//! token endpoint and the metadata server).
+//! Protocol fakes for the services that cannot run on a test machine: the Kubernetes API,
+//! Azure Key Vault (with its Entra ID token endpoint), GCP Secret Manager (with its OAuth
+//! token endpoint and the metadata server), Slack's Web API, and more (the table below).
 //!
 //! Each fake is an HTTP server on `127.0.0.1` with a free port, running on its own thread and
 //! its own Tokio runtime, so it can be started from synchronous and asynchronous tests alike;
@@ -13,6 +13,7 @@
 //! | [`FakeGcpSecretManager`] | Secret Manager v1 `:access`, the OAuth token endpoint (JWT-bearer and refresh-token grants), the metadata server's token | plain HTTP |
 //! | [`FakeAzureKeyVault`] | Key Vault `GET /secrets/{name}`, the 401 challenge, Entra ID's `/{tenant}/oauth2/v2.0/token` and OpenID metadata, IMDS | HTTPS with a test CA ([`TestCa`]) |
 //! | [`FakeKubernetes`] | `/version`, `/api`, `/api/v1`, `GET /api/v1/namespaces/{ns}/secrets/{name}` with `Status` errors | plain HTTP, bearer tokens |
+//! | [`FakeSlackApi`] | Slack's Web API `users.info` (GET or POST), bearer tokens with or without the `users:read.email` scope, Slack's `{"ok": false, "error"}` answers | plain HTTP |
 //! | [`tds::FakeSqlServer`] | SQL Server's TDS: PRELOGIN, LOGIN7, batches, `sp_executesql`, results, errors, over a model of the `mssql` provisioner's statements | plain TCP |
 //!
 //! Every fake records the requests it answered ([`RecordedRequest`]) so that tests can check
@@ -23,6 +24,7 @@ mod gcp;
 mod kubernetes;
 pub mod rancher;
 mod server;
+mod slack;
 pub mod tds;
 mod tls;
 pub mod winrm;
@@ -31,6 +33,7 @@ pub use azure::{AzureAccess, FakeAzureKeyVault, KEY_VAULT_RESOURCE};
 pub use gcp::{FakeGcpSecretManager, GcpAccess, GcpServiceAccountKey};
 pub use kubernetes::{FakeKubernetes, KubernetesAccess, Labels, SecretData};
 pub use server::RecordedRequest;
+pub use slack::{FAKE_TEAM, FakeSlackApi, SlackUser};
 pub use tls::TestCa;
 
 /// Why a fake could not be started.
