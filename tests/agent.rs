@@ -622,6 +622,23 @@ revoke_failed_after_attempts = 3
     agent_b.kill()?;
     api.wait_status("servers-b", "connector offline", Duration::from_secs(15))
         .await?;
+    // The inventory says so too, for site B's resources only.
+    let resources = api.get("/api/v1/resources").await?;
+    let resources = resources.as_array().context("a list of resources")?;
+    for site in ["servers-a", "servers-b"] {
+        let of_site: Vec<_> = resources
+            .iter()
+            .filter(|r| r["integration"] == site)
+            .collect();
+        ensure!(!of_site.is_empty(), "no resource of {site}: {resources:?}");
+        let offline = site == "servers-b";
+        ensure!(
+            of_site
+                .iter()
+                .all(|r| (r["integration_status"] == "connector offline") == offline),
+            "{site}: {of_site:?}"
+        );
+    }
     // The revokes fail for want of the connector, as for an unreachable target.
     for req in &backlog {
         let s = api

@@ -114,7 +114,8 @@ fn schemas() -> serde_json::Value {
             "integration": string, "resource_type": string } },
         "Resource": { "type": "object", "required": ["integration", "resource_type", "id", "name", "tags"], "properties": {
             "integration": string, "resource_type": string, "id": string, "name": string,
-            "tags": { "type": "object", "additionalProperties": { "type": "string" } } } },
+            "tags": { "type": "object", "additionalProperties": { "type": "string" } },
+            "integration_status": { "enum": ["connector offline"], "description": "present when the integration's connector has no agent online: grants on it wait for one" } } },
         "IntegrationPermission": { "type": "object", "required": ["integration", "resource_type", "permission", "description"], "properties": {
             "integration": string, "resource_type": string, "permission": string,
             "description": { "type": ["string", "null"] } } },

@@ -141,10 +141,20 @@ async fn resources(
     Caller(_): Caller,
     QueryOf(filter): QueryOf<IntegrationFilter>,
 ) -> Result<Response, ControlError> {
-    let list: Vec<_> = inventories(&plane, &filter)
-        .await?
-        .flat_map(|(_, inv)| inv.resources)
-        .collect();
+    // Each resource of an integration whose connector has no agent online says so, as the
+    // integration does: grants on it wait.
+    let mut list = Vec::new();
+    for (integration, inv) in inventories(&plane, &filter).await? {
+        let offline = plane.integration_offline(&integration).await;
+        for resource in inv.resources {
+            // Strings and a string map: serializing cannot fail.
+            let mut entry = json!(resource);
+            if let (Some(status), Some(fields)) = (offline, entry.as_object_mut()) {
+                fields.insert("integration_status".into(), json!(status));
+            }
+            list.push(entry);
+        }
+    }
     Ok(Json(list).into_response())
 }
 
