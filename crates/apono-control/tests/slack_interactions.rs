@@ -91,8 +91,12 @@ async fn signed(
         .await
 }
 
-#[tokio::test]
-async fn presses_follow_all_of_and_bad_signatures_are_refused() -> Result<()> {
+/// A plane on a fresh SQLite ledger with `config` and `channels`, discovered, dana signed in
+/// through `corp` with group `sre`, and a pending request of alice's on `r0` (its id).
+async fn started(
+    config: &str,
+    channels: apono_control::Channels,
+) -> Result<(support::Db, std::sync::Arc<ControlPlane>, String)> {
     let db = database(false)?;
     let timed = Timed {
         latency: std::time::Duration::ZERO,
@@ -100,13 +104,52 @@ async fn presses_follow_all_of_and_bad_signatures_are_refused() -> Result<()> {
     };
     let plane = ControlPlane::new(
         Store::open(&db.url).await?,
-        Config::parse(CONFIG, std::iter::empty(), None)?,
+        Config::parse(config, std::iter::empty(), None)?,
         executor("timed", timed, ExecutorLimits::default()),
     );
+    plane.set_notification_channels(channels);
     plane.bootstrap().await?;
     plane.run_due_once().await?;
+    support::signed_in_through_corp(&plane, "dana@corp.example", r#"["sre"]"#, false, false)
+        .await?;
     let alice = plane.config().user("alice@example.com").unwrap().clone();
     let id = plane.create_request(&alice, &on("r0")).await?.id;
+    Ok((db, plane, id))
+}
+
+/// The request is still pending after the refused presses; dana's press (Slack user `U0DANA`)
+/// approves it as dana.
+async fn nothing_decided_then_dana_approves(
+    plane: &std::sync::Arc<ControlPlane>,
+    id: &str,
+) -> Result<()> {
+    let alice = plane.config().user("alice@example.com").unwrap().clone();
+    assert_eq!(
+        plane.request(&alice, id).await?.status,
+        RequestStatus::Pending
+    );
+    let dana = signed(plane, &press("U0DANA", id), SECRET, 0).await?;
+    assert_eq!(dana.outcome, "approved", "{dana:?}");
+    assert_eq!(dana.user.as_deref(), Some("dana@corp.example"), "{dana:?}");
+    Ok(())
+}
+
+/// [`CONFIG`] with `sre` as the flow's approvers and the `corp` identity provider.
+fn sre_config(replacements: &[(&str, &str)], slack_extra: &str) -> String {
+    let mut text = CONFIG.replace(
+        r#"approvers = { mode = "all_of", users = ["bob@example.com", "carol@example.com"] }"#,
+        r#"approvers = { groups = ["sre"] }"#,
+    );
+    for (from, to) in replacements {
+        text = text.replace(from, to);
+    }
+    format!("{text}{slack_extra}{CORP_PROVIDER}")
+}
+
+#[tokio::test]
+async fn presses_follow_all_of_and_bad_signatures_are_refused() -> Result<()> {
+    let (_db, plane, id) = started(CONFIG, Default::default()).await?;
+    let alice = plane.config().user("alice@example.com").unwrap().clone();
 
     let bob = press("U0BOB", &id);
     for (secret, age) in [("another secret", 0), (SECRET, 301)] {
@@ -137,47 +180,21 @@ async fn presses_follow_all_of_and_bad_signatures_are_refused() -> Result<()> {
 
 #[tokio::test]
 async fn a_press_acts_with_the_identity_providers_groups() -> Result<()> {
-    let db = database(false)?;
-    let timed = Timed {
-        latency: std::time::Duration::ZERO,
-        resources: 1,
-    };
-    let config = format!(
-        "{}{CORP_PROVIDER}",
-        CONFIG
-            .replace(
-                r#"approvers = { mode = "all_of", users = ["bob@example.com", "carol@example.com"] }"#,
-                r#"approvers = { groups = ["sre"] }"#,
-            )
-            .replace(
-                r#"slack_users = { U0BOB = "bob@example.com", U0CAROL = "carol@example.com" }"#,
-                r#"slack_users = { U0BOB = "bob@example.com", U0DANA = "dana@corp.example", U0ERIN = "erin@corp.example" }"#,
-            )
+    let config = sre_config(
+        &[(
+            r#"slack_users = { U0BOB = "bob@example.com", U0CAROL = "carol@example.com" }"#,
+            r#"slack_users = { U0BOB = "bob@example.com", U0DANA = "dana@corp.example", U0ERIN = "erin@corp.example" }"#,
+        )],
+        "",
     );
-    let plane = ControlPlane::new(
-        Store::open(&db.url).await?,
-        Config::parse(&config, std::iter::empty(), None)?,
-        executor("timed", timed, ExecutorLimits::default()),
-    );
-    plane.bootstrap().await?;
-    plane.run_due_once().await?;
-    support::signed_in_through_corp(&plane, "dana@corp.example", r#"["sre"]"#, false, false)
-        .await?;
+    let (_db, plane, id) = started(&config, Default::default()).await?;
     support::signed_in_through_corp(&plane, "erin@corp.example", r#"["sre"]"#, false, true).await?;
-    let alice = plane.config().user("alice@example.com").unwrap().clone();
-    let id = plane.create_request(&alice, &on("r0")).await?.id;
     // bob is a configured user but not in `sre`; erin is, but the provider disabled her.
     for user in ["U0BOB", "U0ERIN"] {
         let refused = signed(&plane, &press(user, &id), SECRET, 0).await?;
         assert_eq!(refused.outcome, "refused", "{user}: {refused:?}");
     }
-    assert_eq!(
-        plane.request(&alice, &id).await?.status,
-        RequestStatus::Pending
-    );
-    let dana = signed(&plane, &press("U0DANA", &id), SECRET, 0).await?;
-    assert_eq!(dana.outcome, "approved", "{dana:?}");
-    assert_eq!(dana.user.as_deref(), Some("dana@corp.example"), "{dana:?}");
+    nothing_decided_then_dana_approves(&plane, &id).await?;
     Ok(())
 }
 
@@ -195,28 +212,12 @@ async fn an_unlisted_member_is_asked_of_slack() -> Result<()> {
     slack.put_user(unconfirmed);
     slack.put_user(SlackUser::member("U0BOB", "dana@corp.example"));
 
-    let db = database(false)?;
-    let timed = Timed {
-        latency: std::time::Duration::ZERO,
-        resources: 1,
-    };
-    let config = format!(
-        "{}slack_api_url = \"{}\"\n{CORP_PROVIDER}",
-        CONFIG
-            .replace(
-                r#"approvers = { mode = "all_of", users = ["bob@example.com", "carol@example.com"] }"#,
-                r#"approvers = { groups = ["sre"] }"#,
-            )
-            .replace(
-                r#"signing_secret = "slack-signing-test" }"#,
-                r#"signing_secret = "slack-signing-test", bot_token = "xoxb-bot" }"#,
-            ),
-        slack.url()
-    );
-    let plane = ControlPlane::new(
-        Store::open(&db.url).await?,
-        Config::parse(&config, std::iter::empty(), None)?,
-        executor("timed", timed, ExecutorLimits::default()),
+    let config = sre_config(
+        &[(
+            r#"signing_secret = "slack-signing-test" }"#,
+            r#"signing_secret = "slack-signing-test", bot_token = "xoxb-bot" }"#,
+        )],
+        &format!("slack_api_url = \"{}\"\n", slack.url()),
     );
     let mut channels = apono_control::Channels::new();
     channels.insert(
@@ -226,13 +227,7 @@ async fn an_unlisted_member_is_asked_of_slack() -> Result<()> {
             &slack.url(),
         )?) as std::sync::Arc<dyn apono_notify::Deliver>,
     );
-    plane.set_notification_channels(channels);
-    plane.bootstrap().await?;
-    plane.run_due_once().await?;
-    support::signed_in_through_corp(&plane, "dana@corp.example", r#"["sre"]"#, false, false)
-        .await?;
-    let alice = plane.config().user("alice@example.com").unwrap().clone();
-    let id = plane.create_request(&alice, &on("r0")).await?.id;
+    let (_db, plane, id) = started(&config, channels).await?;
 
     // bob is in slack_users: Slack is never asked about him, whatever it would say.
     let bob = signed(&plane, &press("U0BOB", &id), SECRET, 0).await?;
@@ -244,13 +239,7 @@ async fn an_unlisted_member_is_asked_of_slack() -> Result<()> {
         assert_eq!(refused.outcome, "refused", "{member}: {refused:?}");
         assert_eq!(refused.user, None, "{member}: {refused:?}");
     }
-    assert_eq!(
-        plane.request(&alice, &id).await?.status,
-        RequestStatus::Pending
-    );
-    let dana = signed(&plane, &press("U0DANA", &id), SECRET, 0).await?;
-    assert_eq!(dana.outcome, "approved", "{dana:?}");
-    assert_eq!(dana.user.as_deref(), Some("dana@corp.example"), "{dana:?}");
+    nothing_decided_then_dana_approves(&plane, &id).await?;
 
     let asked: Vec<_> = slack.requests().into_iter().map(|r| r.body).collect();
     assert_eq!(
