@@ -351,6 +351,9 @@ fn request_table(r: &AccessRequest) -> comfy_table::Table {
         vec!["justification".into(), r.justification.clone()],
         vec!["duration".into(), format!("{}s", r.duration_seconds)],
     ];
+    if let Some(route) = &r.approval_route {
+        rows.push(vec!["approvers".into(), route.to_string()]);
+    }
     if let Some(progress) = r.approval_progress() {
         rows.push(vec!["approvals".into(), progress]);
         let by: Vec<String> = r
@@ -622,7 +625,14 @@ pub(crate) async fn create(client: &Client, args: CreateArgs) -> anyhow::Result<
                     spinner.status(&match r.status {
                         RequestStatus::Pending => match r.approval_progress() {
                             Some(progress) => format!("request {}: Pending, {progress}", r.id),
-                            None => format!("request {}: Pending, waiting for an approver", r.id),
+                            None => match &r.approval_route {
+                                Some(route) => {
+                                    format!("request {}: Pending, waiting for {route}", r.id)
+                                }
+                                None => {
+                                    format!("request {}: Pending, waiting for an approver", r.id)
+                                }
+                            },
                         },
                         s => format!("request {}: {s}", r.id),
                     })

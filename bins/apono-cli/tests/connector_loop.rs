@@ -728,6 +728,12 @@ fn all_of_approval_progress() -> Result<()> {
         text.contains("1 of 2 approvals, awaiting group:sre") && text.contains(BOB),
         "{described:#?}"
     );
+    ensure!(
+        text.contains(&format!(
+            "all of user:{BOB}, group:sre (the access flow's approvers)"
+        )),
+        "who approves is shown: {described:#?}"
+    );
     let json = alice
         .run(&["requests", "describe", &id, "-o", "json"])?
         .json()?;

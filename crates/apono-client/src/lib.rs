@@ -92,9 +92,9 @@ pub use duration::parse_duration;
 pub use error::ClientError;
 pub use files::{KeyCache, Profile, Profiles, write_private};
 pub use model::{
-    AccessDetails, AccessRequest, AccessSession, ApiToken, AuditRecord, Credentials, DeviceSignIn,
-    DryRun, Instructions, Integration, Me, NewRequest, PermissionEntry, Problem, RequestApproval,
-    RequestScope, Resource, ResourceTypeEntry, SignedIn, problem_code,
+    AccessDetails, AccessRequest, AccessSession, ApiToken, ApprovalRoute, AuditRecord, Credentials,
+    DeviceSignIn, DryRun, Instructions, Integration, Me, NewRequest, PermissionEntry, Problem,
+    RequestApproval, RequestScope, Resource, ResourceTypeEntry, SignedIn, problem_code,
 };
 pub use vault::{
     VAULT_INTEGRATION_TYPE, VAULT_TOKEN, VaultAccess, VaultOptions, VaultSecret, VaultWrite,

@@ -114,6 +114,9 @@ pub struct DryRun {
     /// Sessions the request would extend instead of provisioning again.
     #[serde(default)]
     pub extends_sessions: Vec<String>,
+    /// With `approval_required`: who would approve it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_route: Option<ApprovalRoute>,
 }
 
 /// The [`Problem::code`]s the connector sends. A newer connector may send others: treat an
@@ -313,6 +316,41 @@ pub struct AccessRequest {
     /// decided, under `any_of`, and from connectors before `all_of`.
     #[serde(default)]
     pub awaiting: Vec<String>,
+    /// While `Pending`: who approves it (absent once decided, and from older connectors).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_route: Option<ApprovalRoute>,
+}
+
+/// Who approves a request: the connector's answer on a pending request and in a dry run.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub struct ApprovalRoute {
+    /// Where the approvers come from: `access_flow`, `resource_owner` (the integration's
+    /// `resource_owner_tag` on the requested resources) or `integration_owners`. A newer
+    /// connector may send others.
+    pub source: String,
+    /// `any_of` (one of them approves) or `all_of` (one per entry, each a different person).
+    pub mode: String,
+    /// The approvers: `user:EMAIL` or `group:NAME`.
+    #[serde(default)]
+    pub approvers: Vec<String>,
+}
+
+impl std::fmt::Display for ApprovalRoute {
+    /// `any of user:carol@example.com, group:sre (the access flow's approvers)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mode = match self.mode.as_str() {
+            "any_of" => "any of",
+            "all_of" => "all of",
+            other => other,
+        };
+        let source = match self.source.as_str() {
+            "access_flow" => "the access flow's approvers",
+            "resource_owner" => "the resources' owner",
+            "integration_owners" => "the integration's owners",
+            other => other,
+        };
+        write!(f, "{mode} {} ({source})", self.approvers.join(", "))
+    }
 }
 
 /// One approval of a request under an `all_of` access flow.
