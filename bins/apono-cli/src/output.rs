@@ -41,12 +41,35 @@ pub(crate) fn table(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>
     }
     table.set_header(header.iter().map(|h| h.to_owned()));
     for row in rows {
-        table.add_row(row);
+        table.add_row(row.iter().map(|cell| printable(cell)).collect::<Vec<_>>());
     }
     for column in table.column_iter_mut() {
         column.set_padding((0, 2));
     }
     table
+}
+
+/// `text` safe to put on a terminal: control characters (an escape sequence could clear or
+/// rewrite what an approver reads) and bidirectional overrides (which reorder what is shown)
+/// are written out as `\u{…}`; line breaks stay. Cells carry text other people wrote: a
+/// requester's justification, a resource's name from the target.
+pub(crate) fn printable(text: &str) -> String {
+    let hostile = |c: char| {
+        (c.is_control() && c != '\n')
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.contains(hostile) {
+        return text.to_owned();
+    }
+    text.chars()
+        .map(|c| {
+            if hostile(c) {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Prints `value` as JSON or YAML, or `table()` as a table.
@@ -126,7 +149,7 @@ pub(crate) fn time_left(
 mod tests {
     use chrono::{TimeZone, Utc};
 
-    use super::{time, time_left};
+    use super::{printable, time, time_left};
 
     #[test]
     fn times_are_shown_to_the_second() {
@@ -145,5 +168,14 @@ mod tests {
         check(2 * 86_400 + 3_600, "(in 2d 1h)");
         check(0, "(ended)");
         check(-5, "(ended)");
+    }
+
+    #[test]
+    fn escapes_and_overrides_are_shown_not_obeyed() {
+        assert_eq!(printable("plain, two\nlines"), "plain, two\nlines");
+        assert_eq!(printable("a\u{1b}[2Jb"), "a\\u{1b}[2Jb");
+        assert_eq!(printable("x\ry\u{7}"), "x\\u{d}y\\u{7}");
+        assert_eq!(printable("ok\u{202e}gpj.exe"), "ok\\u{202e}gpj.exe");
+        assert_eq!(printable("\u{9b}31m"), "\\u{9b}31m");
     }
 }

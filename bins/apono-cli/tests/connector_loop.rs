@@ -688,7 +688,13 @@ fn all_of_approval_progress() -> Result<()> {
         .run(
             &["requests", "create"]
                 .into_iter()
-                .chain(create_args(&["-j", "two keys", "--no-wait", "-o", "json"]))
+                .chain(create_args(&[
+                    "-j",
+                    "two keys\u{1b}[8m",
+                    "--no-wait",
+                    "-o",
+                    "json",
+                ]))
                 .collect::<Vec<_>>(),
         )?
         .json()?;
@@ -733,6 +739,14 @@ fn all_of_approval_progress() -> Result<()> {
             "all of user:{BOB}, group:sre (the access flow's approvers)"
         )),
         "who approves is shown: {described:#?}"
+    );
+    // The requester's justification carries an escape sequence (`ESC[8m` hides what follows
+    // on a terminal): the approver's table shows it written out, never obeys it.
+    let bobs = bob.run(&["requests", "describe", &id])?;
+    let bobs = bobs.ok()?;
+    ensure!(
+        !bobs.contains('\u{1b}') && bobs.contains("two keys\\u{1b}[8m"),
+        "{bobs:?}"
     );
     let json = alice
         .run(&["requests", "describe", &id, "-o", "json"])?

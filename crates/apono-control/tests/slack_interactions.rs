@@ -208,8 +208,11 @@ async fn an_unlisted_member_is_asked_of_slack() -> Result<()> {
     gone.deleted = true;
     slack.put_user(gone);
     let mut unconfirmed = SlackUser::member("U0SOMEONE", "dana@corp.example");
-    unconfirmed.is_email_confirmed = false;
+    unconfirmed.is_email_confirmed = Some(false);
     slack.put_user(unconfirmed);
+    let mut unsaid = SlackUser::member("U0UNSAID", "dana@corp.example");
+    unsaid.is_email_confirmed = None;
+    slack.put_user(unsaid);
     slack.put_user(SlackUser::member("U0BOB", "dana@corp.example"));
 
     let config = sre_config(
@@ -234,7 +237,7 @@ async fn an_unlisted_member_is_asked_of_slack() -> Result<()> {
     assert_eq!(bob.outcome, "refused", "{bob:?}");
     assert_eq!(bob.user.as_deref(), Some("bob@example.com"), "{bob:?}");
     // Slack gives dana's address for these, but not one the connector may trust.
-    for member in ["U0GONE", "U0SOMEONE", "U0NOBODY"] {
+    for member in ["U0GONE", "U0SOMEONE", "U0UNSAID", "U0NOBODY"] {
         let refused = signed(&plane, &press(member, &id), SECRET, 0).await?;
         assert_eq!(refused.outcome, "refused", "{member}: {refused:?}");
         assert_eq!(refused.user, None, "{member}: {refused:?}");
@@ -247,6 +250,7 @@ async fn an_unlisted_member_is_asked_of_slack() -> Result<()> {
         [
             "user=U0GONE",
             "user=U0SOMEONE",
+            "user=U0UNSAID",
             "user=U0NOBODY",
             "user=U0DANA"
         ],

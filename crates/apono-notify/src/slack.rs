@@ -212,9 +212,9 @@ mod channel {
         deleted: bool,
         #[serde(default)]
         is_bot: bool,
-        /// Absent on some accounts: only an explicit `false` refuses.
+        /// Only `true` is trusted: an absent field is an address nobody confirmed.
         #[serde(default)]
-        is_email_confirmed: Option<bool>,
+        is_email_confirmed: bool,
         #[serde(default)]
         profile: Profile,
     }
@@ -282,16 +282,24 @@ mod channel {
                 .await
                 .map_err(|e| DeliveryError::Transport(Box::new(e.without_url())))?;
             if !answer.ok {
-                return Err(DeliveryError::SlackApi(
-                    answer
-                        .error
-                        .unwrap_or_else(|| "an error without a code".into()),
-                ));
+                // Only a code's safe characters reach the log: an answer cannot forge lines.
+                let code: String = answer
+                    .error
+                    .unwrap_or_default()
+                    .chars()
+                    .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .take(60)
+                    .collect();
+                return Err(DeliveryError::SlackApi(if code.is_empty() {
+                    "an error without a code".into()
+                } else {
+                    code
+                }));
             }
             let Some(member) = answer.user else {
                 return Err(DeliveryError::SlackApi("an answer without a user".into()));
             };
-            if member.deleted || member.is_bot || member.is_email_confirmed == Some(false) {
+            if member.deleted || member.is_bot || !member.is_email_confirmed {
                 return Ok(None);
             }
             Ok(member.profile.email.filter(|e| e.contains('@')))

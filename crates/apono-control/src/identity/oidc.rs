@@ -351,17 +351,16 @@ impl OidcClient {
         })
     }
 
-    /// A request to the token endpoint with the client's credentials (HTTP Basic, as
-    /// `client_secret_basic`).
-    async fn token_request(
+    /// POSTs `body` (a form) to `endpoint` with the client's credentials (HTTP Basic, as
+    /// `client_secret_basic`: id and secret form-encoded first); the answer's status and body.
+    /// Errors name `what`, never the URL or anything sent.
+    async fn post_as_client(
         &self,
+        endpoint: String,
         secret: &SecretString,
-        form: &[(&str, &str)],
-    ) -> Result<Tokens, OidcError> {
-        let endpoint = self.metadata().await?.token_endpoint.clone();
-        let body = url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(form)
-            .finish();
+        body: String,
+        what: &'static str,
+    ) -> Result<(reqwest::StatusCode, Vec<u8>), OidcError> {
         let encode =
             |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
         let response = self
@@ -376,12 +375,29 @@ impl OidcClient {
             .body(body)
             .send()
             .await
-            .map_err(|e| unavailable("the token endpoint", e.without_url()))?;
+            .map_err(|e| unavailable(what, e.without_url()))?;
         let status = response.status();
         let bytes = response
             .bytes()
             .await
-            .map_err(|e| unavailable("the token endpoint", e.without_url()))?;
+            .map_err(|e| unavailable(what, e.without_url()))?;
+        Ok((status, bytes.to_vec()))
+    }
+
+    /// A request to the token endpoint with the client's credentials (HTTP Basic, as
+    /// `client_secret_basic`).
+    async fn token_request(
+        &self,
+        secret: &SecretString,
+        form: &[(&str, &str)],
+    ) -> Result<Tokens, OidcError> {
+        let endpoint = self.metadata().await?.token_endpoint.clone();
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let (status, bytes) = self
+            .post_as_client(endpoint, secret, body, "the token endpoint")
+            .await?;
         let answer: serde_json::Map<String, Value> =
             serde_json::from_slice(&bytes).map_err(|_| {
                 tracing::warn!(
@@ -483,26 +499,9 @@ impl OidcClient {
             .append_pair("client_id", &self.provider.client_id)
             .append_pair("scope", &scope)
             .finish();
-        let encode =
-            |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-        let response = self
-            .http
-            .post(endpoint)
-            .basic_auth(
-                encode(&self.provider.client_id),
-                Some(encode(secret.expose_secret())),
-            )
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("accept", "application/json")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| unavailable("the device authorization endpoint", e.without_url()))?;
-        let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| unavailable("the device authorization endpoint", e.without_url()))?;
+        let (status, bytes) = self
+            .post_as_client(endpoint, secret, body, "the device authorization endpoint")
+            .await?;
         if !status.is_success() {
             return Err(unavailable(
                 "the device authorization endpoint",

@@ -34,8 +34,8 @@ pub struct SlackUser {
     pub deleted: bool,
     /// A bot user.
     pub is_bot: bool,
-    /// Whether the member confirmed their email address.
-    pub is_email_confirmed: bool,
+    /// Whether the member confirmed their email address; `None` leaves the field out.
+    pub is_email_confirmed: Option<bool>,
 }
 
 impl SlackUser {
@@ -46,7 +46,7 @@ impl SlackUser {
             email: Some(email.to_owned()),
             deleted: false,
             is_bot: false,
-            is_email_confirmed: true,
+            is_email_confirmed: Some(true),
         }
     }
 }
@@ -164,7 +164,7 @@ async fn users_info(State(state): State<Arc<SlackState>>, request: Recorded) -> 
     if let (true, Some(email)) = (email_scope, &user.email) {
         profile["email"] = json!(email);
     }
-    answer(&json!({
+    let mut body = json!({
         "ok": true,
         "user": {
             "id": user.id,
@@ -173,10 +173,13 @@ async fn users_info(State(state): State<Arc<SlackState>>, request: Recorded) -> 
             "deleted": user.deleted,
             "is_bot": user.is_bot,
             "is_app_user": false,
-            "is_email_confirmed": user.is_email_confirmed,
             "profile": profile,
         }
-    }))
+    });
+    if let Some(confirmed) = user.is_email_confirmed {
+        body["user"]["is_email_confirmed"] = json!(confirmed);
+    }
+    answer(&body)
 }
 
 async fn unknown_method(_request: Recorded) -> Response {
